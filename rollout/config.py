@@ -1,0 +1,172 @@
+"""Reading Pulumi.yaml and the stage files into the model, with errors that name file, key and rule.
+
+The Pulumi CLI merges project-level defaults (Pulumi.yaml `config:`) with the stack's config
+file key by key: a key set in the stage file replaces the default whole. `merge_config` does the
+same, so the bot, `rollout render` and the tests see exactly what `pulumi up` would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from pydantic import ValidationError
+
+from rollout.model import ProjectSettings, Release, Stage, StackConfig
+
+PROJECT_FILE = "Pulumi.yaml"
+PROJECT_KEYS = ("stageOrder", "services", "routing", "monitoring")
+STAGE_KEYS = ("stage", "analysis", "gates", "flags")
+
+
+class ConfigError(ValueError):
+    """A config value broke a rule. `str()` names the file, the key path and the rule."""
+
+    def __init__(self, source: str, problems: Iterable[str]):
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: invalid configuration\n{lines}")
+
+
+def stage_file(project_dir: Path, stage: str) -> Path:
+    return Path(project_dir) / f"Pulumi.{stage}.yaml"
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(Path(path).name, [f"cannot read file: {err.strerror}"]) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(Path(path).name, [f"{where}malformed YAML: {problem}"]) from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(Path(path).name, ["top level must be a mapping"])
+    return data
+
+
+def project_name(project_dir: Path) -> str:
+    data = read_yaml(Path(project_dir) / PROJECT_FILE)
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(PROJECT_FILE, ["name: the project needs a name"])
+    return name
+
+
+def _strip_namespace(key: str, namespace: str, source: str) -> str:
+    if ":" not in key:
+        return key
+    prefix, _, bare = key.partition(":")
+    if prefix != namespace:
+        raise ConfigError(source, [f"{key}: belongs to '{prefix}', not this project '{namespace}'"])
+    return bare
+
+
+def project_defaults(project_dir: Path) -> dict[str, Any]:
+    """Pulumi.yaml `config:` as {bare key: value}; structured values sit under `value:`/`default:`."""
+    data = read_yaml(Path(project_dir) / PROJECT_FILE)
+    namespace = project_name(project_dir)
+    values: dict[str, Any] = {}
+    for key, entry in (data.get("config") or {}).items():
+        bare = _strip_namespace(str(key), namespace, PROJECT_FILE)
+        if isinstance(entry, dict) and ("value" in entry or "default" in entry):
+            values[bare] = entry.get("value", entry.get("default"))
+        else:
+            values[bare] = entry
+    return values
+
+
+def stack_values(path: Path, namespace: str) -> dict[str, Any]:
+    """A stack config file's `config:` as {bare key: value}. Secrets would be refused elsewhere."""
+    data = read_yaml(path)
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(Path(path).name, ["config: must be a mapping of keys to values"])
+    return {_strip_namespace(str(k), namespace, Path(path).name): v for k, v in config.items()}
+
+
+def merge_config(defaults: Mapping[str, Any], stack: Mapping[str, Any]) -> dict[str, Any]:
+    """Key-level override, as the Pulumi CLI does: a stack key replaces the default whole."""
+    return {**defaults, **stack}
+
+
+def _problems(err: ValidationError, namespace: str, key_of_root: str | None = None) -> list[str]:
+    problems = []
+    for item in err.errors():
+        loc = list(item["loc"])
+        key = str(loc.pop(0)) if loc and key_of_root is None else key_of_root
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        where = f"{namespace}:{key}{path}" if key else f"{namespace}"
+        message = item["msg"].removeprefix("Value error, ")
+        got = item.get("input")
+        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        problems.append(f"{where}: {message}{shown}")
+    return problems
+
+
+def parse_stack_config(
+    values: Mapping[str, Any], namespace: str, source: str, project_source: str | None = None
+) -> StackConfig:
+    """Validate merged config values. `source` names the stage file in errors."""
+    unknown = sorted(set(values) - set(PROJECT_KEYS) - set(STAGE_KEYS))
+    if unknown:
+        raise ConfigError(source, [f"{namespace}:{k}: unknown key" for k in unknown])
+    if "stage" not in values or "flags" not in values:
+        missing = [k for k in ("stage", "flags") if k not in values]
+        raise ConfigError(source, [f"{namespace}:{k}: required in every stage file" for k in missing])
+    try:
+        stage = Stage.model_validate({k: values[k] for k in STAGE_KEYS if k in values})
+    except ValidationError as err:
+        raise ConfigError(source, _problems(err, namespace)) from err
+    try:
+        project = ProjectSettings.model_validate({k: values[k] for k in PROJECT_KEYS if k in values})
+    except ValidationError as err:
+        raise ConfigError(project_source or source, _problems(err, namespace)) from err
+    return StackConfig(project=project, stage=stage)
+
+
+def load_stack_config(project_dir: Path, stage: str) -> StackConfig:
+    """What `pulumi up --config-file Pulumi.<stage>.yaml` gives the program."""
+    project_dir = Path(project_dir)
+    namespace = project_name(project_dir)
+    path = stage_file(project_dir, stage)
+    if not path.exists():
+        raise ConfigError(path.name, [f"no stage file for stage {stage!r}"])
+    stack = stack_values(path, namespace)
+    config = parse_stack_config(
+        merge_config(project_defaults(project_dir), stack), namespace, path.name, PROJECT_FILE
+    )
+    if config.stage.name != stage:
+        raise ConfigError(
+            path.name, [f"{namespace}:stage.name: is {config.stage.name!r} but the file is for {stage!r}"]
+        )
+    return config
+
+
+def load_release(project_dir: Path) -> Release:
+    """Every stage file of the stage order, validated one by one and then as a progression."""
+    project_dir = Path(project_dir)
+    defaults = project_defaults(project_dir)
+    namespace = project_name(project_dir)
+    try:
+        order = ProjectSettings.model_validate(
+            {k: defaults[k] for k in PROJECT_KEYS if k in defaults}
+        ).stage_order
+    except ValidationError as err:
+        raise ConfigError(PROJECT_FILE, _problems(err, namespace)) from err
+    configs = [load_stack_config(project_dir, name) for name in order]
+    try:
+        return Release(project=configs[0].project, stages=[c.stage for c in configs])
+    except ValidationError as err:
+        raise ConfigError(
+            "stage files " + ", ".join(stage_file(project_dir, n).name for n in order),
+            _problems(err, namespace, key_of_root="stage.weight"),
+        ) from err

@@ -1,0 +1,461 @@
+"""The one stage/gate model: the program, the alert rules, the dashboard and the bot all read it.
+
+Config keys are camelCase in YAML (Pulumi convention) and snake_case in Python.
+Every model forbids unknown keys so a typo in a stage file is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+STAGE_ORDER: tuple[str, ...] = ("stable", "canary", "gradual", "majority", "full")
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: object) -> timedelta:
+    """Prometheus-style duration ('48h', '5m', '1h30m', '30s') -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    text = str(value).strip()
+    match = _DURATION.match(text)
+    if not text or not match or not any(match.groups()):
+        raise ValueError(f"must be a duration like '48h', '5m' or '30s' (got {value!r})")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """timedelta -> the shortest Prometheus duration ('10m', '48h', '90s')."""
+    total = int(value.total_seconds())
+    if total == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, total = divmod(total, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+# --------------------------------------------------------------------------- gates
+
+
+class Direction(StrEnum):
+    """Which side of the threshold is healthy."""
+
+    MAX = "max"  # healthy while value <= target (error rate, latency, fallback)
+    MIN = "min"  # healthy while value >= target (pass rate, success, task rate)
+
+
+class Gate(Model):
+    """A target (missing it holds the stage) and an optional critical threshold (breaching it fails)."""
+
+    direction: ClassVar[Direction]
+    is_ratio: ClassVar[bool] = False
+
+    target: float
+    critical: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Gate:
+        for field in ("target", "critical"):
+            value = getattr(self, field)
+            if value is None:
+                continue
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{field} must be a finite number >= 0 (got {value})")
+            if self.is_ratio and value > 1:
+                raise ValueError(f"{field} is a ratio and must be between 0 and 1 (got {value})")
+        if self.critical is not None:
+            if self.direction is Direction.MAX and self.critical < self.target:
+                raise ValueError(
+                    f"critical ({self.critical}) must be >= target ({self.target}) for a maximum"
+                )
+            if self.direction is Direction.MIN and self.critical > self.target:
+                raise ValueError(
+                    f"critical ({self.critical}) must be <= target ({self.target}) for a minimum"
+                )
+        return self
+
+    def meets_target(self, value: float) -> bool:
+        return value <= self.target if self.direction is Direction.MAX else value >= self.target
+
+    def breaches_critical(self, value: float) -> bool:
+        if self.critical is None:
+            return False
+        return value > self.critical if self.direction is Direction.MAX else value < self.critical
+
+
+class MaxRatioGate(Gate):
+    direction = Direction.MAX
+    is_ratio = True
+
+
+class MinRatioGate(Gate):
+    direction = Direction.MIN
+    is_ratio = True
+
+
+class MaxGate(Gate):
+    direction = Direction.MAX
+
+
+class MinGate(Gate):
+    direction = Direction.MIN
+
+
+class Gates(Model):
+    """Per-stage gates. Defaults are the Day-0 plan's targets and critical thresholds."""
+
+    error_rate: MaxRatioGate = MaxRatioGate(target=0.001, critical=0.01)
+    p95_latency_seconds: MaxGate = MaxGate(target=0.2, critical=0.5)
+    test_pass_rate: MinRatioGate = MinRatioGate(target=0.98, critical=0.95)
+    pipelex_success_rate: MinRatioGate = MinRatioGate(target=0.95, critical=0.90)
+    spice_tasks_per_minute: MinGate = MinGate(target=1.0)
+    fallback_rate: MaxRatioGate = MaxRatioGate(target=0.05, critical=0.20)
+
+    def items(self) -> list[tuple[str, Gate]]:
+        """(gate name, gate) in declaration order; names are the Python field names."""
+        return [(name, getattr(self, name)) for name in type(self).model_fields]
+
+
+class Analysis(Model):
+    """How checks are judged over time."""
+
+    check_interval: Duration = timedelta(minutes=5)
+    hold: Duration = timedelta(hours=48)
+    consecutive_failures: int = Field(3, ge=1, le=100)
+    # promote only if the last N checks passed as well as the hold being over
+    passing_checks_to_promote: int = Field(3, ge=1, le=1000)
+    # below this many canary requests in the window the verdict is 'hold' (too little data)
+    min_canary_requests: int = Field(50, ge=0)
+    # rate()/quantile window of the recording rules; defaults to the check interval
+    window: Duration | None = None
+
+    @field_validator("check_interval", "hold")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @property
+    def rate_window(self) -> timedelta:
+        return self.window or self.check_interval
+
+    @property
+    def alert_for(self) -> timedelta:
+        """An alert evaluated every check_interval fires on the Nth consecutive bad check."""
+        return self.check_interval * (self.consecutive_failures - 1)
+
+
+# --------------------------------------------------------------------------- feature flags
+
+# The Day-0 plan's 15 flags. Sub-features name the flag they depend on.
+FLAG_PARENTS: dict[str, str | None] = {
+    "spice-task-generation": None,
+    "spice-self-play": "spice-task-generation",
+    "spice-challenger-agent": "spice-task-generation",
+    "spice-reasoner-agent": "spice-task-generation",
+    "spice-se-darwin-integration": "spice-task-generation",
+    "spice-task-cache": "spice-task-generation",
+    "pipelex-workflows": None,
+    "pipelex-runtime": "pipelex-workflows",
+    "pipelex-workflow-templates": "pipelex-workflows",
+    "pipelex-parallel-steps": "pipelex-workflows",
+    "pipelex-htdag-fallback": "pipelex-workflows",
+    "fallback-mode": None,
+    "spice-pipelex-metrics": None,
+    "spice-pipelex-tracing": None,
+    "track-request-tagging": None,
+}
+RELEASE_FLAGS = ("spice-task-generation", "pipelex-workflows")
+FALLBACK_FLAG = "fallback-mode"
+
+
+class FeatureFlags(BaseModel):
+    """Every flag declared explicitly per stage: no flag silently defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    values: dict[str, bool]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrap(cls, data: object) -> object:
+        if isinstance(data, dict) and "values" not in data:
+            return {"values": data}
+        return data
+
+    @field_validator("values")
+    @classmethod
+    def _complete(cls, values: dict[str, bool]) -> dict[str, bool]:
+        unknown = sorted(set(values) - set(FLAG_PARENTS))
+        if unknown:
+            raise ValueError(f"unknown flag(s) {unknown}; known flags: {sorted(FLAG_PARENTS)}")
+        missing = sorted(set(FLAG_PARENTS) - set(values))
+        if missing:
+            raise ValueError(f"every stage declares all flags; missing {missing}")
+        for flag, parent in FLAG_PARENTS.items():
+            if parent and values[flag] and not values[parent]:
+                raise ValueError(f"flag '{flag}' is on but the flag it depends on, '{parent}', is off")
+        return values
+
+    def enabled(self, flag: str) -> bool:
+        return self.values[flag]
+
+
+# --------------------------------------------------------------------------- stage
+
+
+class StageSettings(Model):
+    name: str = Field(pattern=DNS_LABEL)
+    weight: int = Field(ge=0, le=100, description="percent of traffic on the canary track")
+    description: str = ""
+
+
+class Stage(Model):
+    """What one stage file (Pulumi.<stage>.yaml) holds."""
+
+    stage: StageSettings
+    analysis: Analysis = Analysis()
+    gates: Gates = Gates()
+    flags: FeatureFlags
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    @property
+    def weight(self) -> int:
+        return self.stage.weight
+
+    @model_validator(mode="after")
+    def _rollback_target_is_safe(self) -> Stage:
+        if self.weight == 0:
+            on = [flag for flag in RELEASE_FLAGS if self.flags.enabled(flag)]
+            if on or not self.flags.enabled(FALLBACK_FLAG):
+                raise ValueError(
+                    "a stage with weight 0 is the rollback target: "
+                    f"{', '.join(RELEASE_FLAGS)} must be off and {FALLBACK_FLAG} on"
+                )
+        return self
+
+
+# --------------------------------------------------------------------------- project-level
+
+
+class SecretRef(Model):
+    """A key of an existing Kubernetes Secret: secrets are referenced, never inlined."""
+
+    name: str = Field(pattern=DNS_LABEL)
+    key: str = Field(min_length=1)
+
+
+class TrackImage(Model):
+    image: str = Field(min_length=1)
+    version: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, image: str) -> str:
+        name = image.rsplit("/", 1)[-1]
+        if "@sha256:" not in image and ":" not in name:
+            raise ValueError(f"image must carry a tag or digest (got {image!r})")
+        if name.endswith(":latest"):
+            raise ValueError(f"image tag 'latest' is not reproducible (got {image!r})")
+        return image
+
+
+class ResourceQuantities(Model):
+    cpu: str = Field(pattern=r"^\d+(\.\d+)?m?$")
+    memory: str = Field(pattern=r"^\d+(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+
+
+class Resources(Model):
+    requests: ResourceQuantities = ResourceQuantities(cpu="250m", memory="256Mi")
+    limits: ResourceQuantities = ResourceQuantities(cpu="1", memory="512Mi")
+
+
+class Probes(Model):
+    readiness_path: str = "/healthz/ready"
+    liveness_path: str = "/healthz/live"
+
+
+class ServiceConfig(Model):
+    name: str = Field(pattern=DNS_LABEL, max_length=40)
+    namespace: str = Field("genesis", pattern=DNS_LABEL)
+    port: int = Field(8080, ge=1, le=65535)
+    metrics_path: str = "/metrics"
+    replicas: int = Field(4, ge=1, le=1000, description="pods serving 100% of the traffic")
+    stable: TrackImage
+    canary: TrackImage
+    resources: Resources = Resources()
+    probes: Probes = Probes()
+    flags_mount_path: str = "/etc/genesis/flags"
+
+
+class ParentRef(Model):
+    name: str = Field(pattern=DNS_LABEL)
+    namespace: str | None = Field(None, pattern=DNS_LABEL)
+    section_name: str | None = None
+
+
+class RoutingConfig(Model):
+    router: Literal["gateway-api", "istio", "replica-ratio"] = "gateway-api"
+    hostnames: list[str] = ["genesis.example.com"]
+    gateway: ParentRef = ParentRef(name="public", namespace="gateway-system")
+    # Istio: the mesh gateways the VirtualService binds to ('mesh' for east-west)
+    istio_gateways: list[str] = ["mesh"]
+
+
+class GrafanaConfig(Model):
+    admin_secret: str = Field("grafana-admin", pattern=DNS_LABEL)
+    url: str | None = None  # external Grafana: dashboards go through the Grafana provider
+    folder: str = "Genesis Rollout"
+
+
+class EmailReceiver(Model):
+    to: str = "team@genesis.com"
+    sender: str = "alertmanager@genesis.com"
+    smarthost: str = "smtp.genesis.com:587"
+    username: str = "alertmanager@genesis.com"
+    password: SecretRef = SecretRef(name="alertmanager-smtp", key="password")
+
+
+class SlackReceiver(Model):
+    channel: str = "#deployments"
+    webhook: SecretRef = SecretRef(name="alertmanager-slack", key="webhook-url")
+
+
+class PagerDutyReceiver(Model):
+    routing_key: SecretRef = SecretRef(name="alertmanager-pagerduty", key="routing-key")
+
+
+class AlertingConfig(Model):
+    email: EmailReceiver = EmailReceiver()
+    slack: SlackReceiver = SlackReceiver()
+    pagerduty: PagerDutyReceiver = PagerDutyReceiver()
+    group_wait: Duration = timedelta(seconds=30)
+    group_interval: Duration = timedelta(minutes=5)
+    repeat_interval: Duration = timedelta(hours=4)
+
+
+class MonitoringConfig(Model):
+    mode: Literal["install", "existing"] = "install"
+    namespace: str = Field("monitoring", pattern=DNS_LABEL)
+    release_name: str = Field("kube-prometheus-stack", pattern=DNS_LABEL)
+    chart_version: str = "79.5.0"
+    retention: Duration = timedelta(days=15)
+    storage_size: str = "50Gi"
+    storage_class: str | None = None
+    scrape_interval: Duration = timedelta(seconds=30)
+    runbook_base_url: str = "https://github.com/genesis/genesis-rollout/blob/main/alerts/runbooks"
+    grafana: GrafanaConfig = GrafanaConfig()
+    alerting: AlertingConfig = AlertingConfig()
+
+
+class ProjectSettings(Model):
+    """Shared by every stage: project-level defaults in Pulumi.yaml."""
+
+    stage_order: list[str] = list(STAGE_ORDER)
+    services: list[ServiceConfig] = Field(min_length=1)
+    routing: RoutingConfig = RoutingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+
+    @field_validator("services")
+    @classmethod
+    def _unique_services(cls, services: list[ServiceConfig]) -> list[ServiceConfig]:
+        seen: set[tuple[str, str]] = set()
+        for service in services:
+            key = (service.namespace, service.name)
+            if key in seen:
+                raise ValueError(f"service {service.namespace}/{service.name} is declared twice")
+            seen.add(key)
+        return services
+
+    @field_validator("stage_order")
+    @classmethod
+    def _order(cls, order: list[str]) -> list[str]:
+        if len(order) < 2 or len(set(order)) != len(order):
+            raise ValueError("needs at least two distinct stage names")
+        return order
+
+
+class StackConfig(Model):
+    """Everything the program sees for one `pulumi up`: project defaults + one stage file."""
+
+    project: ProjectSettings
+    stage: Stage
+
+
+class Release(Model):
+    """The whole release plan: project settings and every stage, in order."""
+
+    project: ProjectSettings
+    stages: list[Stage]
+
+    @model_validator(mode="after")
+    def _progressive(self) -> Release:
+        names = [stage.name for stage in self.stages]
+        if names != self.project.stage_order:
+            raise ValueError(f"stages {names} do not match stageOrder {self.project.stage_order}")
+        if self.stages[0].weight != 0:
+            raise ValueError(f"the first stage '{names[0]}' is the rollback target and needs weight 0")
+        if self.stages[-1].weight != 100:
+            raise ValueError(f"the last stage '{names[-1]}' needs weight 100 to complete the release")
+        for before, after in zip(self.stages, self.stages[1:]):
+            if after.weight <= before.weight:
+                raise ValueError(
+                    f"weights must increase along the stage order: '{after.name}' ({after.weight}) "
+                    f"comes after '{before.name}' ({before.weight})"
+                )
+        return self
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"unknown stage {name!r}; stages: {[s.name for s in self.stages]}")
+
+    def index(self, name: str) -> int:
+        return [s.name for s in self.stages].index(self.stage(name).name)
+
+    def next_stage(self, name: str) -> Stage | None:
+        i = self.index(name)
+        return self.stages[i + 1] if i + 1 < len(self.stages) else None
+
+    @property
+    def rollback_target(self) -> Stage:
+        return self.stages[0]

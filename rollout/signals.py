@@ -1,0 +1,122 @@
+"""The signals behind the gates: one recording rule each, per (namespace, app, track).
+
+The alert rules record them, the dashboard plots them and the bot queries them, so a gate,
+its alert and its panel always look at the same number.
+
+Aggregation across pods (the gauges cannot simply be averaged):
+- error rate: each pod's `genesis_error_rate` weighted by that pod's request rate, so an idle
+  pod cannot hide a busy failing one;
+- test pass rate: the plain mean over pods (it is a self-test result, not per request);
+- latency: quantiles of the summed histogram buckets;
+- Pipelex success and fallback: ratios of summed counter rates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from rollout.model import format_duration
+
+LABELS = "namespace, app, track"
+
+
+@dataclass(frozen=True)
+class Signal:
+    key: str  # gate field name in rollout.model.Gates, or a dashboard-only signal
+    record: str  # recording rule name (level:metric:operations)
+    expr_template: str  # PromQL with {window} and {by}
+    unit: str  # 'ratio', 'seconds', 'per_minute', 'per_second'
+    title: str
+
+    def expr(self, window: timedelta) -> str:
+        return self.expr_template.format(window=format_duration(window), by=LABELS)
+
+
+SIGNALS: tuple[Signal, ...] = (
+    Signal(
+        "requests_per_second",
+        "namespace_app_track:genesis_requests:rate",
+        "sum by ({by}) (rate(genesis_request_duration_seconds_count[{window}]))",
+        "per_second",
+        "Requests per second",
+    ),
+    Signal(
+        "error_rate",
+        "namespace_app_track:genesis_error_rate:weighted_avg",
+        "sum by ({by}) (genesis_error_rate * rate(genesis_request_duration_seconds_count[{window}]))"
+        " / sum by ({by}) (rate(genesis_request_duration_seconds_count[{window}]))",
+        "ratio",
+        "Error rate",
+    ),
+    Signal(
+        "p50_latency_seconds",
+        "namespace_app_track:genesis_request_duration_seconds:p50",
+        "histogram_quantile(0.5, sum by ({by}, le) (rate(genesis_request_duration_seconds_bucket[{window}])))",
+        "seconds",
+        "P50 latency",
+    ),
+    Signal(
+        "p95_latency_seconds",
+        "namespace_app_track:genesis_request_duration_seconds:p95",
+        "histogram_quantile(0.95, sum by ({by}, le) (rate(genesis_request_duration_seconds_bucket[{window}])))",
+        "seconds",
+        "P95 latency",
+    ),
+    Signal(
+        "p99_latency_seconds",
+        "namespace_app_track:genesis_request_duration_seconds:p99",
+        "histogram_quantile(0.99, sum by ({by}, le) (rate(genesis_request_duration_seconds_bucket[{window}])))",
+        "seconds",
+        "P99 latency",
+    ),
+    Signal(
+        "test_pass_rate",
+        "namespace_app_track:genesis_test_pass_rate:avg",
+        "avg by ({by}) (genesis_test_pass_rate)",
+        "ratio",
+        "Test pass rate",
+    ),
+    Signal(
+        "pipelex_success_rate",
+        "namespace_app_track:pipelex_workflows_success:ratio_rate",
+        "sum by ({by}) (rate(pipelex_workflows_success_total[{window}]))"
+        " / sum by ({by}) (rate(pipelex_workflows_total[{window}]))",
+        "ratio",
+        "Pipelex workflow success",
+    ),
+    Signal(
+        "fallback_rate",
+        "namespace_app_track:pipelex_fallback_triggered:ratio_rate",
+        "sum by ({by}) (rate(pipelex_fallback_triggered_total[{window}]))"
+        " / sum by ({by}) (rate(pipelex_workflows_total[{window}]))",
+        "ratio",
+        "Fallback rate",
+    ),
+    Signal(
+        "spice_tasks_per_minute",
+        "namespace_app_track:spice_tasks_generated:rate_per_minute",
+        "60 * sum by ({by}) (rate(spice_tasks_generated_total[{window}]))",
+        "per_minute",
+        "SPICE tasks per minute",
+    ),
+)
+
+BY_KEY: dict[str, Signal] = {s.key: s for s in SIGNALS}
+
+
+def signal(key: str) -> Signal:
+    return BY_KEY[key]
+
+
+def selector(app: str, track: str, namespace: str | None = None) -> str:
+    """Label matchers for one service's track; namespace is optional."""
+    parts = [f'app="{app}"', f'track="{track}"']
+    if namespace:
+        parts.insert(0, f'namespace="{namespace}"')
+    return "{" + ", ".join(parts) + "}"
+
+
+def recorded_query(key: str, app: str, track: str, namespace: str | None = None) -> str:
+    """The instant query the bot sends for a gate signal."""
+    return signal(key).record + selector(app, track, namespace)
