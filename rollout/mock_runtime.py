@@ -106,7 +106,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             type=args.typ,
             name=args.name,
             urn=getattr(self._current, "urn", ""),
-            inputs=dict(args.inputs),
+            inputs=plain_numbers(dict(args.inputs)),
             custom=bool(args.custom),
             parent_urn=(request.parent or None) if request is not None else None,
         )
@@ -139,6 +139,18 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
 class DuplicateResourceName(RuntimeError):
     """Two registrations share a logical name, so they cannot be keyed by name."""
+
+
+def plain_numbers(value: Any) -> Any:
+    """Integral floats back to ints: the wire format (protobuf Struct) carries every number as a
+    double, so `replicas: 10` arrives as 10.0; Kubernetes schemas want integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_numbers(v) for v in value]
+    return value
 
 
 def _contains_secure(value: Any) -> bool:
@@ -219,20 +231,22 @@ def run_program(
     *,
     project_dir: Path | str = REPO_ROOT,
     stack: str = DEFAULT_STACK,
+    mocks: RecordingMocks | None = None,
 ) -> RenderedStack:
     """Evaluate the Pulumi program under mocks with these config values; return what it registered.
 
     `values` are bare config keys (as from `values_for_stage`) or full 'project:key' keys.
     `program` defaults to the repository's `__main__.py`. Exceptions the program raises (for
     instance a refused config) propagate unchanged. Synchronous; not thread-safe (it sets the
-    SDK's process-wide settings and the working directory).
+    SDK's process-wide settings and the working directory). Pass your own `mocks` to look at
+    what was registered even when the program raised.
     """
     project_dir = Path(project_dir).resolve()
     project = project_name(project_dir)
     program = program or program_from_file(REPO_ROOT / PROGRAM_FILE)
     strings, secret_keys = config_strings(values, project)
 
-    mocks = RecordingMocks()
+    mocks = mocks if mocks is not None else RecordingMocks()
     pulumi_settings.reset_options()  # a fresh root Stack, not the previous run's
     pulumi.runtime.set_all_config(strings, secret_keys)
     pulumi.runtime.set_mocks(
@@ -245,7 +259,9 @@ def run_program(
         program()
         root = pulumi_settings.get_root_resource()
         exports = getattr(root, "outputs", {}) if root is not None else {}
-        return pulumi.Output.from_input(exports).apply(outputs.update)
+        return pulumi.Output.from_input(exports).apply(
+            lambda values: outputs.update(plain_numbers(values))
+        )
 
     try:
         with _working_directory(project_dir):

@@ -1,0 +1,70 @@
+"""The stage's feature flags as an OpenFeature flagd flag-definition file in a ConfigMap.
+
+Both tracks mount the ConfigMap as a directory (never via subPath, which would freeze the file),
+so a stage change rewrites the file and flagd's file watcher picks it up: flags change without
+touching any pod template, so promotion never restarts stable pods.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from rollout.model import FeatureFlags
+
+FLAGD_SCHEMA = "https://flagd.dev/schema/v0/flags.json"
+FLAGS_FILE = "flags.json"
+
+
+def flagd_document(flags: FeatureFlags) -> dict[str, Any]:
+    """Every flag as a boolean flagd flag whose default variant is the stage's value."""
+    return {
+        "$schema": FLAGD_SCHEMA,
+        "flags": {
+            name: {
+                "state": "ENABLED",
+                "variants": {"on": True, "off": False},
+                "defaultVariant": "on" if enabled else "off",
+            }
+            for name, enabled in sorted(flags.values.items())
+        },
+    }
+
+
+def flagd_json(flags: FeatureFlags) -> str:
+    # Sorted and indented so the ConfigMap diff between stages names the flags that changed.
+    return json.dumps(flagd_document(flags), indent=2, sort_keys=True) + "\n"
+
+
+def flags_config_map_name(service_name: str) -> str:
+    return f"{service_name}-flags"
+
+
+class FeatureFlagSet(pulumi.ComponentResource):
+    """One service's flag file: a ConfigMap `<service>-flags` with `flags.json`."""
+
+    config_map: k8s.core.v1.ConfigMap
+
+    def __init__(
+        self,
+        name: str,
+        service_name: str,
+        namespace: str,
+        flags: FeatureFlags,
+        labels: dict[str, str],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("genesis:rollout:FeatureFlagSet", name, None, opts)
+        self.config_map_name = flags_config_map_name(service_name)
+        self.config_map = k8s.core.v1.ConfigMap(
+            f"{name}-configmap",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=self.config_map_name, namespace=namespace, labels=labels
+            ),
+            data={FLAGS_FILE: flagd_json(flags)},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"configMapName": self.config_map_name})
