@@ -1,0 +1,232 @@
+"""Judge one check: every gate of a stage on the canary's measured values. Pure, no I/O.
+
+Verdicts (the CLI's exit code in brackets):
+- pass (0): every gate meets its target and the canary served enough requests to judge;
+- fail (1): a gate breached its critical threshold (with enough traffic to trust it);
+- hold (2): no critical breach, but a target was missed or data is missing/too thin.
+Missing data (no series, NaN such as 0/0 with no traffic, fewer than
+analysis.min_canary_requests requests in the window) is never a pass: it holds.
+With too little traffic even a critical breach only holds: a handful of requests is not
+evidence enough to roll back on, and the blast radius is small while traffic is that low.
+
+The stable track is the baseline. It is shown next to every canary value (and in the message)
+for context, but it never changes a verdict: the gates are the plan's absolute thresholds, and
+a stable track that misses them too does not make a bad canary acceptable.
+
+Like an Argo Rollouts measurement, every gate result keeps its value, status and a message,
+so a failed check explains itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, Mapping
+
+from rollout.model import Direction, Gate, Stage
+
+Verdict = Literal["pass", "hold", "fail"]
+VERDICT_EXIT_CODES: dict[str, int] = {"pass": 0, "fail": 1, "hold": 2}
+EXIT_ERROR = 3  # the CLI's: the check itself could not run (e.g. Prometheus unreachable)
+_SEVERITY = {"pass": 0, "hold": 1, "fail": 2}
+
+
+@dataclass(frozen=True)
+class GateMeasurement:
+    """One gate's signal for the canary and the stable baseline (None: no series)."""
+
+    canary: float | None
+    stable: float | None
+    query: str  # the canary query, so a result can be reproduced by hand
+    stable_query: str | None = None
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """What one check measured. Keys of `gates` are the Gates field names."""
+
+    gates: Mapping[str, GateMeasurement]
+    canary_requests: float | None  # canary requests in the analysis window; None: no series
+    requests_query: str = ""
+    at: str | None = None  # ISO time the values are for (retrospective checks)
+    queries: int = 0  # Prometheus queries spent on this check
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    query: str
+    value: float | None
+    baseline: float | None
+    direction: str  # 'max' (value <= target is healthy) or 'min'
+    target: float
+    critical: float | None
+    threshold: float  # the threshold the status was judged on: critical when failing, else target
+    ok: bool  # target met
+    status: Verdict
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "query": self.query,
+            "value": _json_number(self.value),
+            "baseline": _json_number(self.baseline),
+            "direction": self.direction,
+            "target": self.target,
+            "critical": self.critical,
+            "threshold": self.threshold,
+            "ok": self.ok,
+            "status": self.status,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    stage: str
+    verdict: Verdict
+    reason: str
+    gates: list[GateResult]
+    canary_requests: float | None
+    min_canary_requests: int
+    requests_query: str = ""
+    at: str | None = None
+    queries: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return VERDICT_EXIT_CODES[self.verdict]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "at": self.at,
+            "canary_requests": _json_number(self.canary_requests),
+            "min_canary_requests": self.min_canary_requests,
+            "requests_query": self.requests_query,
+            "queries": self.queries,
+            "gates": [g.to_dict() for g in self.gates],
+            "notes": list(self.notes),
+        }
+
+
+def _json_number(value: float | None) -> float | str | None:
+    """JSON has no NaN/Inf: keep them readable instead of producing invalid JSON."""
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "no data"
+    if math.isnan(value):
+        return "NaN"
+    return f"{value:.6g}"
+
+
+def evaluate_gate(name: str, gate: Gate, measured: GateMeasurement | None) -> GateResult:
+    """One gate on one measurement: pass, hold (target missed or no data) or fail (critical)."""
+    value = None if measured is None else measured.canary
+    baseline = None if measured is None else measured.stable
+    query = "" if measured is None else measured.query
+    op, worse = ("<=", ">") if gate.direction is Direction.MAX else (">=", "<")
+    context = f" (stable {_fmt(baseline)})"
+
+    if _missing(value):
+        why = "no series for the canary" if value is None else "value is NaN (no traffic in the window?)"
+        status: Verdict = "hold"
+        threshold = gate.target
+        message = f"{why}: missing data is never a pass{context}"
+    elif gate.breaches_critical(value):  # type: ignore[arg-type]
+        status, threshold = "fail", gate.critical  # type: ignore[assignment]
+        message = f"{_fmt(value)} {worse} critical {gate.critical:g}{context}"
+    elif gate.meets_target(value):  # type: ignore[arg-type]
+        status, threshold = "pass", gate.target
+        message = f"{_fmt(value)} {op} target {gate.target:g}{context}"
+    else:
+        status, threshold = "hold", gate.target
+        message = f"{_fmt(value)} misses target {op} {gate.target:g}{context}"
+    return GateResult(
+        name=name,
+        query=query,
+        value=value,
+        baseline=baseline,
+        direction=gate.direction.value,
+        target=gate.target,
+        critical=gate.critical,
+        threshold=float(threshold),
+        ok=status == "pass",
+        status=status,
+        message=message,
+    )
+
+
+def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
+    """Every gate of the stage on the measurements, and the check's verdict."""
+    results = [
+        evaluate_gate(name, gate, measurements.gates.get(name)) for name, gate in stage.gates.items()
+    ]
+    minimum = stage.analysis.min_canary_requests
+    requests = measurements.canary_requests
+    too_little = _missing(requests) or requests < minimum  # type: ignore[operator]
+    failed = [r.name for r in results if r.status == "fail"]
+    held = [r.name for r in results if r.status == "hold"]
+
+    if too_little:
+        verdict: Verdict = "hold"
+        reason = (
+            f"too little canary traffic to judge: {_fmt(requests)} requests in the window, "
+            f"need {minimum}"
+        )
+        if failed:
+            reason += f" (critical breach on {', '.join(failed)} not trusted yet)"
+    elif failed:
+        verdict = "fail"
+        reason = "critical threshold breached: " + "; ".join(
+            f"{r.name} {r.message}" for r in results if r.status == "fail"
+        )
+    elif held:
+        verdict = "hold"
+        reason = "target missed or no data: " + "; ".join(
+            f"{r.name} {r.message}" for r in results if r.status == "hold"
+        )
+    else:
+        verdict = "pass"
+        reason = f"all {len(results)} gates meet their targets on {_fmt(requests)} canary requests"
+
+    notes = []
+    if stage.weight == 0:
+        notes.append(f"stage '{stage.name}' sends no traffic to the canary: nothing to judge")
+    return CheckResult(
+        stage=stage.name,
+        verdict=verdict,
+        reason=reason,
+        gates=results,
+        canary_requests=requests,
+        min_canary_requests=minimum,
+        requests_query=measurements.requests_query,
+        at=measurements.at,
+        queries=measurements.queries,
+        notes=notes,
+    )
+
+
+def worst_verdict(verdicts: Iterable[str]) -> Verdict:
+    """Several services in one stage: the worst verdict wins (fail > hold > pass); none holds."""
+    found = list(verdicts)
+    if not found:
+        return "hold"
+    return max(found, key=lambda v: _SEVERITY[v])  # type: ignore[return-value]
+
+
+def exit_code(verdict: str) -> int:
+    return VERDICT_EXIT_CODES[verdict]
