@@ -1,0 +1,131 @@
+"""`rollout render`: one stage's desired state as files, for review and GitOps.
+
+The Pulumi program runs under the SDK's mock runtime (rollout.mock_runtime) and every
+Kubernetes object it declares is written as YAML, one file per object, sorted keys, stable
+paths, so two renders diff cleanly. This is not a replacement for `pulumi preview`: no engine,
+no provider and no live state are involved, so provider defaults and drift are not shown.
+
+Artifact writers are a list: each gets a RenderContext and writes (and owns) one folder under
+`out_dir`. Add writers for alerts/, alertmanager/, grafana/ by appending to `WRITERS` or passing
+`writers=`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rollout.config import load_stack_config
+from rollout.mock_runtime import RecordedResource, RenderedStack, run_program, values_for_stage
+from rollout.model import StackConfig
+
+MANIFESTS_DIR = "manifests"
+OUTPUTS_FILE = "outputs.json"
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    project_dir: Path
+    stage: str
+    out_dir: Path
+    config: StackConfig  # validated project + stage config
+    stack: RenderedStack  # what the program registered, keyed by name
+
+
+ArtifactWriter = Callable[[RenderContext], list[Path]]
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    stage: str
+    out_dir: Path
+    files: list[Path]  # every file written, sorted
+    stack: RenderedStack
+    # registrations that are not plain Kubernetes objects (components, charts), by name
+    skipped: list[str] = field(default_factory=list)
+
+
+def fresh_dir(path: Path) -> Path:
+    """Empty a writer's own folder so objects removed from the program disappear from the render."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def is_manifest(inputs: dict[str, Any]) -> bool:
+    metadata = inputs.get("metadata")
+    return bool(
+        inputs.get("apiVersion")
+        and inputs.get("kind")
+        and isinstance(metadata, dict)
+        and metadata.get("name")
+    )
+
+
+def manifest_path(inputs: dict[str, Any]) -> Path:
+    """`<namespace or _cluster>/<kind>-<name>.yaml`: stable across renders and stages."""
+    metadata = inputs["metadata"]
+    namespace = metadata.get("namespace") or "_cluster"
+    return Path(namespace) / f"{inputs['kind'].lower()}-{metadata['name']}.yaml"
+
+
+def to_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False, width=100)
+
+
+def manifest_resources(stack: RenderedStack) -> list[RecordedResource]:
+    return [r for r in stack.kubernetes_objects() if is_manifest(r.inputs)]
+
+
+def write_manifests(context: RenderContext) -> list[Path]:
+    folder = fresh_dir(context.out_dir / MANIFESTS_DIR)
+    written: list[Path] = []
+    for resource in manifest_resources(context.stack):
+        path = folder / manifest_path(resource.inputs)
+        if path.exists():
+            raise ValueError(f"two objects render to {path}: {resource.name} and an earlier one")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# Pulumi resource {resource.name} ({resource.type})\n" + to_yaml(resource.inputs))
+        written.append(path)
+    return written
+
+
+def write_outputs(context: RenderContext) -> list[Path]:
+    path = context.out_dir / OUTPUTS_FILE
+    path.write_text(json.dumps(context.stack.outputs, indent=2, sort_keys=True) + "\n")
+    return [path]
+
+
+WRITERS: list[ArtifactWriter] = [write_manifests, write_outputs]
+
+
+def render(
+    project_dir: Path | str,
+    stage: str,
+    out_dir: Path | str,
+    writers: Sequence[ArtifactWriter] | None = None,
+) -> RenderResult:
+    """Evaluate the program for one stage file and write its artifacts under `out_dir`.
+
+    Raises rollout.config.ConfigError (file, key path, rule) when the stage is refused.
+    """
+    project_dir, out_dir = Path(project_dir), Path(out_dir)
+    config = load_stack_config(project_dir, stage)
+    stack = run_program(values_for_stage(project_dir, stage), project_dir=project_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    context = RenderContext(project_dir, stage, out_dir, config, stack)
+    files: list[Path] = []
+    for writer in WRITERS if writers is None else writers:
+        files.extend(writer(context))
+    written = {r.name for r in manifest_resources(stack)}
+    skipped = sorted(
+        name for name, r in stack.resources.items() if r.custom and name not in written
+    )
+    return RenderResult(stage, out_dir, sorted(files), stack, skipped)
