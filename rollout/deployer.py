@@ -1,0 +1,367 @@
+"""Apply a stage to the one `prod` stack through Pulumi's Automation API, and read it back.
+
+`pulumi up --stack prod --config-file Pulumi.<stage>.yaml` is the whole deployment: promotion
+and rollback are the same command with another stage file. The bot keeps no state of its own:
+- the deployed stage and weight are the stack outputs `stage` and `weight` (the program exports them);
+- when that stage started is read from the stack's update history, whose messages this module
+  writes in a parseable form: `rollout: promote canary -> gradual: <reason>`.
+So the stack's update history is the audit trail, and a restarted bot sees what is deployed.
+
+Safety: a locked stack (another update running) raises `StackLockedError` and is never retried
+here: a retry could apply a stage twice or on top of someone else's change. The next tick
+re-reads the state and decides again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+from rollout.config import load_stack_config, project_name, stage_file
+
+PULUMI_INSTALL_URL = "https://www.pulumi.com/docs/iac/download-install/"
+DEFAULT_STACK = "prod"
+MESSAGE_PREFIX = "rollout:"
+# rollout: <action> [<from> ]-> <to>: <reason>
+_MESSAGE = re.compile(
+    r"^rollout: (?P<action>[a-z-]+) (?:(?P<source>[a-z0-9-]+) )?-> (?P<target>[a-z0-9-]+)(?:: (?P<reason>.*))?$",
+    re.DOTALL,
+)
+
+
+class DeployerError(RuntimeError):
+    """The deployment could not be done or read; the message says what to do."""
+
+
+class StackLockedError(DeployerError):
+    """Another update holds the stack lock. Nothing was applied; do not retry blindly."""
+
+
+@dataclass(frozen=True)
+class DeployedState:
+    stage: str
+    weight: int
+    since: datetime  # when the update that put this stage in place finished (UTC)
+    update_version: int | None = None  # the stack history version of that update
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    stage: str
+    weight: int
+    action: str  # promote | rollback | apply
+    previous_stage: str | None
+    message: str  # the update message recorded in the stack history
+    version: int | None = None
+    started: datetime | None = None
+    finished: datetime | None = None
+    resource_changes: Mapping[str, int] = field(default_factory=dict)
+
+
+class Deployer(Protocol):
+    """What the bot needs from a deployment target."""
+
+    def current(self) -> DeployedState: ...
+
+    def apply(self, stage_name: str, message: str) -> ApplyResult: ...
+
+    def preview(self, stage_name: str) -> str: ...
+
+
+# --------------------------------------------------------------------------- update messages
+
+
+@dataclass(frozen=True)
+class UpdateMessage:
+    action: str
+    source: str | None
+    target: str
+    reason: str
+
+
+def update_message(action: str, source: str | None, target: str, reason: str) -> str:
+    """The stack-history message for a stage change, e.g. `rollout: promote canary -> gradual: ...`."""
+    reason = " ".join(reason.split()) or "no reason given"
+    arrow = f"{source} -> {target}" if source else f"-> {target}"
+    return f"{MESSAGE_PREFIX} {action} {arrow}: {reason}"
+
+
+def parse_update_message(message: str | None) -> UpdateMessage | None:
+    """The stage change a message records, or None when it was not written by the bot."""
+    match = _MESSAGE.match((message or "").strip())
+    if not match:
+        return None
+    return UpdateMessage(
+        action=match["action"],
+        source=match["source"],
+        target=match["target"],
+        reason=match["reason"] or "",
+    )
+
+
+def action_for(previous_weight: int | None, weight: int) -> str:
+    if previous_weight is None or previous_weight == weight:
+        return "apply"
+    return "promote" if weight > previous_weight else "rollback"
+
+
+# --------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """The parts of one stack-history update the bot reads (newest first in a history)."""
+
+    version: int | None
+    kind: str
+    result: str
+    message: str
+    config: Mapping[str, Any]  # key -> raw value as the CLI reports it
+    start_time: datetime
+    end_time: datetime | None
+
+
+def stage_of_update(entry: HistoryEntry, namespace: str) -> str | None:
+    """Which stage an update applied: from the bot's message, else from the update's config."""
+    parsed = parse_update_message(entry.message)
+    if parsed:
+        return parsed.target
+    raw = entry.config.get(f"{namespace}:stage")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
+        return raw["name"]
+    return None
+
+
+def stage_since(history: Sequence[HistoryEntry], stage: str, namespace: str) -> HistoryEntry | None:
+    """The successful update that put `stage` in place: the oldest of the newest unbroken run of
+    successful updates applying that stage (re-applying a stage does not restart its hold;
+    failed updates changed nothing and are skipped)."""
+    found: HistoryEntry | None = None
+    for entry in history:  # newest first
+        if entry.kind != "update" or entry.result != "succeeded":
+            continue
+        applied = stage_of_update(entry, namespace)
+        if applied != stage:
+            break
+        found = entry
+    return found
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# --------------------------------------------------------------------------- Pulumi
+
+
+class PulumiDeployer:
+    """Deploys stage files to one stack of the local project with the Automation API.
+
+    `pulumi_root`: directory holding `bin/pulumi` (default: `pulumi` on PATH);
+    `pulumi_command`: an already built `pulumi.automation.PulumiCommand` (wins over the root);
+    `env`: extra environment for every CLI call (e.g. PULUMI_BACKEND_URL), never logged.
+    """
+
+    def __init__(
+        self,
+        project_dir: Path | str,
+        stack_name: str = DEFAULT_STACK,
+        *,
+        pulumi_root: Path | str | None = None,
+        pulumi_command: Any | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.project_dir = Path(project_dir).resolve()
+        self.stack_name = stack_name
+        self._pulumi_root = str(pulumi_root) if pulumi_root else None
+        self._pulumi_command = pulumi_command
+        self._env = dict(env or {})
+        self._stack: Any | None = None
+
+    def __repr__(self) -> str:
+        return f"PulumiDeployer(project_dir={str(self.project_dir)!r}, stack_name={self.stack_name!r})"
+
+    # -- the Protocol
+
+    def current(self) -> DeployedState:
+        stack = self._select()
+        outputs = self._call(stack.outputs, "read the stack outputs")
+        missing = [key for key in ("stage", "weight") if key not in outputs]
+        if missing:
+            raise DeployerError(
+                f"stack {self.stack_name!r} has no output(s) {missing}: it was never updated with this "
+                f"program; apply the first stage with `pulumi up --stack {self.stack_name} "
+                f"--config-file Pulumi.<stage>.yaml`"
+            )
+        stage = str(outputs["stage"].value)
+        try:
+            weight = int(outputs["weight"].value)
+        except (TypeError, ValueError) as err:
+            raise DeployerError(
+                f"stack {self.stack_name!r} output 'weight' is {outputs['weight'].value!r}, not a whole number"
+            ) from err
+        history = self.history()
+        entry = stage_since(history, stage, project_name(self.project_dir))
+        if entry is None:
+            raise DeployerError(
+                f"stack {self.stack_name!r} reports stage {stage!r} but no successful update in its "
+                f"history applied it; cannot tell how long the stage has run"
+            )
+        return DeployedState(
+            stage=stage,
+            weight=weight,
+            since=_utc(entry.end_time or entry.start_time),  # type: ignore[arg-type]
+            update_version=entry.version,
+            message=entry.message,
+        )
+
+    def apply(self, stage_name: str, message: str) -> ApplyResult:
+        """`pulumi up --config-file Pulumi.<stage>.yaml --message 'rollout: ...'`, exactly once."""
+        target = self._validated_stage(stage_name)
+        stack = self._select()
+        previous = self._outputs_or_none(stack)
+        previous_stage = str(previous["stage"].value) if previous and "stage" in previous else None
+        previous_weight = int(previous["weight"].value) if previous and "weight" in previous else None
+        action = action_for(previous_weight, target.weight)
+        composed = parse_update_message(message)
+        if composed and composed.target != stage_name:
+            raise ValueError(f"message {message!r} names stage {composed.target!r}, not {stage_name!r}")
+        # `message` is the reason; a message already in the rollout form is kept as written
+        text = message if composed else update_message(action, previous_stage, stage_name, message)
+        result = self._call(
+            lambda: stack.up(config_file=self._config_file(stage_name), message=text, color="never"),
+            f"apply stage {stage_name!r}",
+        )
+        summary = result.summary
+        outputs = result.outputs
+        return ApplyResult(
+            stage=str(outputs["stage"].value) if "stage" in outputs else stage_name,
+            weight=int(outputs["weight"].value) if "weight" in outputs else target.weight,
+            action=action,
+            previous_stage=previous_stage,
+            message=text,
+            version=getattr(summary, "version", None),
+            started=_utc(getattr(summary, "start_time", None)),
+            finished=_utc(getattr(summary, "end_time", None)),
+            resource_changes=dict(getattr(summary, "resource_changes", None) or {}),
+        )
+
+    def preview(self, stage_name: str) -> str:
+        """`pulumi preview --diff --config-file Pulumi.<stage>.yaml`: the plan as text."""
+        self._validated_stage(stage_name)
+        stack = self._select()
+        result = self._call(
+            lambda: stack.preview(config_file=self._config_file(stage_name), diff=True, color="never"),
+            f"preview stage {stage_name!r}",
+        )
+        return result.stdout
+
+    # -- reading history
+
+    def history(self) -> list[HistoryEntry]:
+        stack = self._select()
+        # show_secrets=False: the bot never needs secret config values, so never asks for them
+        summaries = self._call(lambda: stack.history(show_secrets=False), "read the stack history")
+        return [
+            HistoryEntry(
+                version=s.version,
+                kind=s.kind,
+                result=s.result,
+                message=s.message or "",
+                config={key: value.value for key, value in (s.config or {}).items()},
+                start_time=_utc(s.start_time),  # type: ignore[arg-type]
+                end_time=_utc(s.end_time),
+            )
+            for s in summaries
+        ]
+
+    # -- plumbing
+
+    def _config_file(self, stage_name: str) -> str:
+        # relative to the work dir, as a user would type it; the CLI runs with cwd = project dir
+        return stage_file(Path("."), stage_name).name
+
+    def _validated_stage(self, stage_name: str):
+        # a broken stage file fails here with file + key + rule, before the CLI is touched
+        return load_stack_config(self.project_dir, stage_name).stage
+
+    def _command(self) -> Any:
+        if self._pulumi_command is not None:
+            return self._pulumi_command
+        from pulumi.automation import PulumiCommand
+        from pulumi.automation.errors import InvalidVersionError
+
+        where = f"{self._pulumi_root}/bin/pulumi" if self._pulumi_root else "`pulumi` on PATH"
+        try:
+            self._pulumi_command = PulumiCommand(root=self._pulumi_root)
+        except (FileNotFoundError, PermissionError) as err:
+            raise DeployerError(
+                f"Pulumi CLI not found ({where}): install it from {PULUMI_INSTALL_URL} "
+                f"or point the bot at it with --pulumi-root"
+            ) from err
+        except InvalidVersionError as err:
+            raise DeployerError(f"Pulumi CLI at {where} is not usable: {err}") from err
+        return self._pulumi_command
+
+    def _select(self) -> Any:
+        if self._stack is not None:
+            return self._stack
+        from pulumi.automation import LocalWorkspaceOptions, select_stack
+
+        options = LocalWorkspaceOptions(pulumi_command=self._command(), env_vars=self._env)
+        self._stack = self._call(
+            lambda: select_stack(self.stack_name, work_dir=str(self.project_dir), opts=options),
+            f"select stack {self.stack_name!r}",
+        )
+        return self._stack
+
+    def _outputs_or_none(self, stack: Any) -> Mapping[str, Any] | None:
+        outputs = self._call(stack.outputs, "read the stack outputs")
+        return outputs or None
+
+    def _call(self, fn: Any, doing: str) -> Any:
+        """Run one Automation API call; turn its errors into DeployerError. Never retries."""
+        from pulumi.automation.errors import (
+            CommandError,
+            ConcurrentUpdateError,
+            StackNotFoundError,
+        )
+
+        try:
+            return fn()
+        except ConcurrentUpdateError as err:
+            raise StackLockedError(
+                f"cannot {doing}: stack {self.stack_name!r} is locked by another update in progress. "
+                f"Nothing was applied and the bot does not retry; the next tick re-reads the stack. "
+                f"If no update is really running, check with `pulumi stack history` and clear the "
+                f"lock with `pulumi cancel --stack {self.stack_name}`."
+            ) from err
+        except StackNotFoundError as err:
+            raise DeployerError(
+                f"cannot {doing}: stack {self.stack_name!r} does not exist in the current backend; "
+                f"create it with `pulumi stack init {self.stack_name}` (or log in to the right backend)"
+            ) from err
+        except CommandError as err:
+            raise DeployerError(f"cannot {doing}: the Pulumi CLI failed:\n{_tail(err)}") from err
+        except FileNotFoundError as err:
+            raise DeployerError(
+                f"cannot {doing}: Pulumi CLI not found: install it from {PULUMI_INSTALL_URL}"
+            ) from err
+
+
+def _tail(err: Exception, lines: int = 15) -> str:
+    """The end of the CLI's output: where Pulumi prints the error. Secrets are masked by Pulumi."""
+    text = str(err).strip().splitlines()
+    return "\n".join(text[-lines:])
