@@ -58,19 +58,15 @@ def promtool_check_exprs(exprs: dict[str, str], tmp_path: Path) -> subprocess.Co
     return subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
 
 
-def validate_k8s_objects(objects: list[dict[str, Any]]) -> list[str]:
+def validate_k8s_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Validate prometheus-operator objects with @kubernetes-models/prometheus-operator.
 
-    Returns one error line per invalid object (empty when all are valid).
+    One result per object: {apiVersion, kind, name, valid, errors}.
     """
     directory = npm_tool_dir(MONITORING_VALIDATORS_DIR)
     result = subprocess.run(
-        ["node", "validate.mjs"],
-        cwd=directory,
-        input=json.dumps(objects),
-        capture_output=True,
-        text=True,
+        ["node", "validate.mjs"], cwd=directory, input=json.dumps(objects), capture_output=True, text=True
     )
     if result.returncode not in (0, 1):
-        raise AssertionError(f"validator crashed:\n{result.stderr}")
-    return [line for line in result.stdout.splitlines() if line.strip()]
+        raise AssertionError(f"validator failed (exit {result.returncode}):\n{result.stderr}")
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
