@@ -72,12 +72,12 @@ def _shown(value: float, unit: str) -> str:
     return f"{value:g}/s"
 
 
-# Go template filters Prometheus applies to $value in annotations.
-_HUMANIZE = {
-    "ratio": "humanizePercentage",
-    "seconds": "humanizeDuration",
-    "per_minute": "humanize",
-    "per_second": "humanize",
+# $value as people read it, in Prometheus's template language (humanize would print 0.5/min as "500m").
+_VALUE = {
+    "ratio": "{{ $value | humanizePercentage }}",
+    "seconds": "{{ $value | humanizeDuration }}",
+    "per_minute": '{{ $value | printf "%.2f" }}/min',
+    "per_second": '{{ $value | printf "%.2f" }}/s',
 }
 
 
@@ -137,7 +137,7 @@ def _threshold_alert(
     op, side = (">", "above") if direction is Direction.MAX else ("<", "below")
     matcher = "{" + f'track="{track}"' + "}" if track else ""
     where = "{{ $labels.namespace }}/{{ $labels.app }} ({{ $labels.track }} track)"
-    value = "{{ $value | " + _HUMANIZE[sig.unit] + " }}"
+    value = _VALUE[sig.unit]
     return _alert(
         name,
         f"{sig.record}{matcher} {op} {_number(threshold)}",
