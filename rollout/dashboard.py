@@ -22,13 +22,15 @@ with warnings.catch_warnings():
     from grafana_foundation_sdk.builders import common as viz
     from grafana_foundation_sdk.builders import dashboard as dash
     from grafana_foundation_sdk.builders import prometheus, stat, table, text, timeseries
+    from grafana_foundation_sdk.cog import builder as cogbuilder
+    from grafana_foundation_sdk.cog import variants as cogvariants
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
     from grafana_foundation_sdk.models import common
     from grafana_foundation_sdk.models import dashboard as model
     from grafana_foundation_sdk.models import prometheus as prom_model
     from grafana_foundation_sdk.models import text as text_model
 
-from rollout.model import Direction, Gate, Stage, StackConfig, format_duration
+from rollout.model import Direction, Gate, StackConfig, Stage, format_duration
 from rollout.signals import CANARY_WEIGHT_METRIC, Signal, signal
 
 UID = "genesis-release"
@@ -50,13 +52,14 @@ GRAFANA_DATASOURCE = common.DataSourceRef(type_val="grafana", uid="-- Grafana --
 MATCHERS = 'app=~"$app", track=~"$track"'
 LEGEND = "{{app}} {{track}}"
 
+Query = cogbuilder.Builder[cogvariants.Dataquery]
 UNITS = {"ratio": "percentunit", "seconds": "s", "per_second": "reqps", "per_minute": "suffix: /min"}
 
 
 # --------------------------------------------------------------------------- queries
 
 
-def series_query(sig: Signal, ref_id: str = "A", legend: str = LEGEND) -> prometheus.Dataquery:
+def series_query(sig: Signal, ref_id: str = "A", legend: str = LEGEND) -> Query:
     """The recording rule for one signal, one series per (app, track)."""
     return (
         prometheus.Dataquery()
@@ -67,7 +70,7 @@ def series_query(sig: Signal, ref_id: str = "A", legend: str = LEGEND) -> promet
     )
 
 
-def instant_query(expr: str, ref_id: str = "A", legend: str = "") -> prometheus.Dataquery:
+def instant_query(expr: str, ref_id: str = "A", legend: str = "") -> Query:
     query = prometheus.Dataquery().ref_id(ref_id).expr(expr).instant().format(
         prom_model.PromQueryFormat.TABLE if not legend else prom_model.PromQueryFormat.TIME_SERIES
     )
@@ -146,7 +149,7 @@ def _gate_text(key: str, gate: Gate) -> str:
 def _gate_timeseries(
     panel_id: int,
     title: str,
-    queries: list[prometheus.Dataquery],
+    queries: list[Query],
     unit: str,
     gate: Gate,
     pos: tuple[int, int, int, int],
@@ -331,7 +334,7 @@ def variables(stage_order: list[str]) -> list[Any]:
     return [datasource, app, track, stage_var]
 
 
-def annotations() -> list[dash.AnnotationQuery]:
+def annotation_queries() -> list[cogbuilder.Builder[model.AnnotationQuery]]:
     def by_tags(name: str, tags: list[str], color: str) -> dash.AnnotationQuery:
         return (
             dash.AnnotationQuery()
@@ -339,7 +342,8 @@ def annotations() -> list[dash.AnnotationQuery]:
             .datasource(GRAFANA_DATASOURCE)
             .enable(True)
             .icon_color(color)
-            .target(dash.AnnotationTarget().type("tags").tags(tags).match_any(False).limit(100))
+            # the SDK types target() as a data query; Grafana's tag filter is this AnnotationTarget
+            .target(dash.AnnotationTarget().type("tags").tags(tags).match_any(False).limit(100))  # type: ignore[arg-type]
         )
 
     alerts = (
@@ -368,20 +372,19 @@ def build_dashboard(stage: Stage, stage_order: list[str] | None = None) -> dict[
     """The release dashboard for one stage as Grafana JSON (a plain dict)."""
     gates = stage.gates
     order = list(stage_order) if stage_order else [stage.name]
-    row = dash.Row
-    panels = [
-        row("Release").id(100).grid_pos(_grid((0, 0, 24, 1))),
+    panels: list[Any] = [
+        dash.Row("Release").id(100).grid_pos(_grid((0, 0, 24, 1))),
         canary_weight_panel(1, stage, (0, 1, 8, 8)),
         canary_requests_panel(2, stage, (8, 1, 4, 8)),
         active_alerts_panel(3, (12, 1, 12, 8)),
-        row("Gates: stable and canary side by side").id(101).grid_pos(_grid((0, 9, 24, 1))),
+        dash.Row("Gates: stable and canary side by side").id(101).grid_pos(_grid((0, 9, 24, 1))),
         gate_panel(4, "error_rate", gates.error_rate, (0, 10, 12, 8)),
         latency_panel(5, gates.p95_latency_seconds, (12, 10, 12, 8)),
         gate_panel(6, "test_pass_rate", gates.test_pass_rate, (0, 18, 12, 8)),
         gate_panel(7, "pipelex_success_rate", gates.pipelex_success_rate, (12, 18, 12, 8)),
         gate_panel(8, "fallback_rate", gates.fallback_rate, (0, 26, 12, 8)),
         gate_panel(9, "spice_tasks_per_minute", gates.spice_tasks_per_minute, (12, 26, 12, 8)),
-        row("Traffic").id(102).grid_pos(_grid((0, 34, 24, 1))),
+        dash.Row("Traffic").id(102).grid_pos(_grid((0, 34, 24, 1))),
         request_rate_panel(10, (0, 35, 16, 8)),
         stage_panel(11, stage, (16, 35, 8, 8)),
     ]
@@ -393,17 +396,20 @@ def build_dashboard(stage: Stage, stage_order: list[str] | None = None) -> dict[
             "Generated by rollout.dashboard; do not edit in Grafana."
         )
         .tags(TAGS)
-        .editable()
+        .readonly()  # generated: change rollout/dashboard.py, not the dashboard in Grafana
         .tooltip(model.DashboardCursorSync.CROSSHAIR)
         .refresh("1m")
         .time("now-6h", "now")
         .timezone("utc")
-        .annotations(annotations())
+        .annotations(annotation_queries())
     )
     for variable in variables(order):
         builder = builder.with_variable(variable)
     for panel in panels:
-        builder = builder.with_panel(panel) if not isinstance(panel, dash.Row) else builder.with_row(panel)
+        if isinstance(panel, dash.Row):
+            builder = builder.with_row(panel)
+        else:
+            builder = builder.with_panel(panel)
     return json.loads(JSONEncoder(sort_keys=True).encode(builder.build()))
 
 

@@ -31,7 +31,7 @@ def npm_tool_dir(directory: Path) -> Path:
     if not (directory / "node_modules").is_dir():
         npm = require_tool("npm", "apt-get install npm")
         result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=directory, capture_output=True, text=True
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=directory, capture_output=True, text=True, check=False
         )
         if result.returncode != 0:
             raise AssertionError(f"npm ci in {directory} failed:\n{result.stderr}")
@@ -42,7 +42,7 @@ def grafana_dashboard_schema() -> dict[str, Any]:
     """JSON schema generated from Grafana's own @grafana/schema dashboard types."""
     directory = npm_tool_dir(GRAFANA_SCHEMA_DIR)
     result = subprocess.run(
-        ["node", "dashboard-schema.mjs"], cwd=directory, capture_output=True, text=True
+        ["node", "dashboard-schema.mjs"], cwd=directory, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         raise AssertionError(f"generating the Grafana dashboard schema failed:\n{result.stderr}")
@@ -55,7 +55,7 @@ def promtool_check_exprs(exprs: dict[str, str], tmp_path: Path) -> subprocess.Co
     rules = [{"record": f"dashboard_check:{name}", "expr": expr} for name, expr in exprs.items()]
     path = tmp_path / "dashboard-exprs.rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard-exprs", "rules": rules}]}))
-    return subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    return subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
 
 
 def validate_k8s_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,7 +65,8 @@ def validate_k8s_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     directory = npm_tool_dir(MONITORING_VALIDATORS_DIR)
     result = subprocess.run(
-        ["node", "validate.mjs"], cwd=directory, input=json.dumps(objects), capture_output=True, text=True
+        ["node", "validate.mjs"], cwd=directory, input=json.dumps(objects), capture_output=True, text=True,
+        check=False,
     )
     if result.returncode not in (0, 1):
         raise AssertionError(f"validator failed (exit {result.returncode}):\n{result.stderr}")
