@@ -38,7 +38,9 @@ _SLACK_TEXT = (
     "{{ range .Alerts }}*{{ .Annotations.summary }}*\n{{ .Annotations.description }}\n"
     "Runbook: {{ .Annotations.runbook_url }}\n{{ end }}"
 )
-_SLACK_TITLE = '[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} {{ .CommonLabels.app }} {{ .CommonLabels.track }}'
+_SLACK_TITLE = (
+    "[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} {{ .CommonLabels.app }} {{ .CommonLabels.track }}"
+)
 
 
 def secret_path(ref: SecretRef, secrets_dir: str = SECRETS_DIR) -> str:

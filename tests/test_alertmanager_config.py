@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import pytest
@@ -27,7 +27,7 @@ from rollout.alertmanager_config import (
 )
 from rollout.config import load_stack_config
 from rollout.localstack import WebhookReceiver, start_alertmanager, wait_for
-from rollout.model import MonitoringConfig, StackConfig
+from rollout.model import MonitoringConfig, SecretRef, StackConfig
 from tests.promtool_fixtures import REPO_ROOT, run, run_ok
 
 # Inline secret fields of Alertmanager 0.25 integrations: none may ever be rendered.
@@ -45,12 +45,18 @@ def monitoring() -> MonitoringConfig:
     return config().project.monitoring
 
 
-def secret_refs(mon: MonitoringConfig) -> list:
+def secret_refs(mon: MonitoringConfig) -> list[SecretRef]:
     alerting = mon.alerting
     return [alerting.email.password, alerting.slack.webhook, alerting.pagerduty.routing_key]
 
 
-def mount_secrets(mon: MonitoringConfig, root: Path, value_of=lambda ref: f"dummy-{ref.name}-{ref.key}") -> dict[str, str]:
+def dummy_value(ref: SecretRef) -> str:
+    return f"dummy-{ref.name}-{ref.key}"
+
+
+def mount_secrets(
+    mon: MonitoringConfig, root: Path, value_of: Callable[[SecretRef], str] = dummy_value
+) -> dict[str, str]:
     """Lay out secret files like kube-prometheus-stack mounts them: <root>/<secret>/<key>."""
     values = {}
     for ref in secret_refs(mon):
@@ -215,7 +221,8 @@ def _post(url: str, *alerts: dict[str, str]) -> None:
 
 def _fast(mon: MonitoringConfig) -> MonitoringConfig:
     """Same config with second-scale grouping timers, so the test need not wait 30 s."""
-    alerting = mon.alerting.model_copy(update={"group_wait": timedelta(seconds=1), "group_interval": timedelta(seconds=1)})
+    second = timedelta(seconds=1)
+    alerting = mon.alerting.model_copy(update={"group_wait": second, "group_interval": second})
     return mon.model_copy(update={"alerting": alerting})
 
 
