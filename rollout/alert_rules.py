@@ -35,6 +35,7 @@ from rollout.model import (
     Stage,
     format_duration,
 )
+from rollout.notify import ROLLBACK_ALERT
 from rollout.signals import SIGNALS, selector, signal
 
 RULES_FILE = "genesis-rollout.rules.yaml"
@@ -44,10 +45,9 @@ RECORDING_INTERVAL_CAP = timedelta(minutes=1)
 CANARY, STABLE = "canary", "stable"
 SPICE_FLAG, PIPELEX_FLAG = "spice-task-generation", "pipelex-workflows"
 
-# Alerts the release bot posts to Alertmanager itself (not Prometheus rules); they carry
-# source=release-bot and are routed to the deployment channel. Each has a runbook too.
-RELEASE_BOT_SOURCE = "release-bot"
-RELEASE_BOT_ALERTS: dict[str, str] = {"GenesisRolloutRolledBack": "critical"}
+# Alerts the release bot posts to Alertmanager itself (rollout.notify, not Prometheus rules),
+# by severity; they carry source=release-bot (rollout.notify.SOURCE) and each has a runbook too.
+RELEASE_BOT_ALERTS: dict[str, str] = {ROLLBACK_ALERT: "critical"}
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK_DIR = REPO_ROOT / "alerts" / "runbooks"

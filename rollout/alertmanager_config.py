@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from rollout.alert_rules import RELEASE_BOT_SOURCE
 from rollout.model import MonitoringConfig, SecretRef, StackConfig, format_duration
+from rollout.notify import SOURCE as RELEASE_BOT_SOURCE
 
 SECRETS_DIR = "/etc/alertmanager/secrets"
 CONFIG_FILE = "alertmanager.yaml"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from rollout.alert_rules import RELEASE_BOT_ALERTS, RELEASE_BOT_SOURCE
+from rollout.alert_rules import RELEASE_BOT_ALERTS
 from rollout.alertmanager_config import (
     EMAIL,
     PAGERDUTY,
@@ -28,6 +28,8 @@ from rollout.alertmanager_config import (
 from rollout.config import load_stack_config
 from rollout.localstack import WebhookReceiver, start_alertmanager, wait_for
 from rollout.model import MonitoringConfig, SecretRef, StackConfig
+from rollout.notify import SOURCE as RELEASE_BOT_SOURCE
+from rollout.notify import rollback_alert
 from tests.promtool_fixtures import REPO_ROOT, run, run_ok
 
 # Inline secret fields of Alertmanager 0.25 integrations: none may ever be rendered.
@@ -129,11 +131,16 @@ def test_amtool_route_verification_fails_on_wrong_receivers(rendered: Path) -> N
     assert done.returncode == 1, done.stdout + done.stderr
 
 
-def test_release_bot_alert_names_route_to_the_deployment_channel(rendered: Path) -> None:
-    for name, severity in RELEASE_BOT_ALERTS.items():
-        done = run("amtool", "config", "routes", "test", f"--config.file={rendered}",
-                   f"alertname={name}", f"severity={severity}", BOT)
-        assert SLACK in done.stdout.split(","), done.stdout
+def test_the_bots_rollback_alert_pages_and_reaches_the_deployment_channel(rendered: Path) -> None:
+    """The labels rollout.notify really sends on a rollback."""
+    alert = rollback_alert(
+        app="genesis", namespace="genesis", source_stage="canary", target_stage="stable",
+        reason="3 failed checks", at=datetime.now(timezone.utc), runbook_url="r",
+    )
+    assert RELEASE_BOT_ALERTS[alert.labels["alertname"]] == alert.labels["severity"]
+    labels = [f"{k}={v}" for k, v in alert.labels.items()]
+    run_ok("amtool", "config", "routes", "test", f"--config.file={rendered}",
+           f"--verify.receivers={PAGERDUTY},{SLACK},{EMAIL}", *labels)
 
 
 # --------------------------------------------------------------------------- secrets
