@@ -132,6 +132,10 @@ def render_alertmanager_config(
     """
     receivers = _receivers(monitoring, secrets_dir)
     if webhook_override is not None:
+        if not webhook_override.startswith(("http://", "https://")):
+            raise ValueError(
+                f"webhook_override must be an http:// or https:// URL (got {webhook_override!r})"
+            )
         receivers = [
             {"name": r["name"], "webhook_configs": [{"url": webhook_override, "send_resolved": True}]}
             for r in receivers

@@ -203,6 +203,11 @@ def test_webhook_override_keeps_the_routing_tree_and_receiver_names(tmp_path: Pa
            f"--verify.receivers={PAGERDUTY},{SLACK},{EMAIL}", "severity=critical")
 
 
+def test_webhook_override_must_be_a_url() -> None:
+    with pytest.raises(ValueError, match="webhook_override must be an http:// or https:// URL"):
+        render_alertmanager_config(monitoring(), webhook_override="127.0.0.1:9999")
+
+
 def test_write_alertmanager_config(tmp_path: Path) -> None:
     path = write_alertmanager_config(config(), tmp_path)
     assert path == tmp_path / "alertmanager" / "alertmanager.yaml"
