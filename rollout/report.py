@@ -205,6 +205,30 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:.4g}"
 
 
+def gate_table(rows: Sequence[GateRow]) -> list[str]:
+    """The gate values as Markdown table lines (reports and pull-request comments)."""
+    lines = [
+        "| Gate | Canary | Stable baseline | Target | Critical | Status | Detail |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in rows:
+        unit = _unit(g.name)
+        lines.append(
+            f"| {g.name} | {format_value(g.value, unit)} | {format_value(g.baseline, unit)} | "
+            f"{format_value(g.target, unit)} | "
+            f"{format_value(g.critical, unit) if g.critical is not None else '-'} | "
+            f"{g.status.upper()} | {_cell(g.message)} |"
+        )
+    return lines
+
+
+def check_markdown(check: Any) -> str:
+    """A `rollout check --json` result as Markdown: verdict, reason, gate table."""
+    verdict = str(_get(check, "verdict", "unknown")).upper()
+    lines = [f"**Projected verdict for stage `{_get(check, 'stage')}`: {verdict}**", "", _cell(str(_get(check, "reason", "")))]
+    return "\n".join([*lines, "", *gate_table(gate_rows(check))]) + "\n"
+
+
 def _time(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -230,21 +254,7 @@ def render_markdown(report: Report, plot_file: str | None = None) -> str:
     if report.update:
         lines.append(f"- **Applied by:** {_cell(report.update)}")
     lines += ["", f"## Gate values{f' at {report.gates_at}' if report.gates_at else ''}", ""]
-    if report.gates:
-        lines += [
-            "| Gate | Canary | Stable baseline | Target | Critical | Status | Detail |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for g in report.gates:
-            unit = _unit(g.name)
-            lines.append(
-                f"| {g.name} | {format_value(g.value, unit)} | {format_value(g.baseline, unit)} | "
-                f"{format_value(g.target, unit)} | "
-                f"{format_value(g.critical, unit) if g.critical is not None else '-'} | "
-                f"{g.status.upper()} | {_cell(g.message)} |"
-            )
-    else:
-        lines.append("No check ran in this stage.")
+    lines += gate_table(report.gates) if report.gates else ["No check ran in this stage."]
     lines += ["", "## Timeline", "", "| Time | Event |", "|---|---|"]
     for event in sorted(report.timeline, key=lambda e: e.at):
         lines.append(f"| {_time(event.at)} | {_cell(event.text)} |")
@@ -401,3 +411,12 @@ class ReportWriter:
 
     def __call__(self, change: Any, events: Iterable[tuple[datetime, str]] = ()) -> Path:
         return write_report(report_for_change(change, self.release, self.app, events), self.out_dir)
+
+
+if __name__ == "__main__":  # python -m rollout.report check.json: a check result as Markdown
+    import json
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m rollout.report CHECK_JSON (the output of `rollout check --json`)")
+    sys.stdout.write(check_markdown(json.loads(Path(sys.argv[1]).read_text())))

@@ -164,3 +164,19 @@ def test_no_checks_gives_an_empty_but_valid_report(release, tmp_path: Path) -> N
     path = write_report(report, tmp_path)
     assert "No check ran in this stage." in path.read_text()
     assert png_size(path.with_suffix(".png")) == (900, 750)
+
+
+def test_check_json_renders_as_markdown_for_a_pr_comment(release, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    result = check(release, 10, 0.023, 0.31)
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps(result.to_dict()))
+    shown = subprocess.run(
+        [sys.executable, "-m", "rollout.report", str(path)], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
+    assert shown.startswith("**Projected verdict for stage `gradual`: FAIL**\n\ncritical threshold breached: error_rate")
+    assert "| error_rate | 2.3% | 0.04% | 0.1% | 1% | FAIL |" in shown
+    assert "| p95_latency_seconds | 310 ms | 150 ms | 200 ms | 500 ms | HOLD |" in shown
