@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,30 @@ def crd_errors(objects: list[dict[str, Any]]) -> list[str]:
     results = crd_results(crds)
     assert len(results) == len(crds), f"validator answered for {len(results)} of {len(crds)} objects"
     return [f"{r['kind']}/{r['name']}: {r['errors']}" for r in results if not r["valid"]]
+
+
+def flagd_evaluate(flag_files: list[str]) -> list[dict[str, Any]]:
+    """Load flagd flag-definition documents with flagd's own evaluator core (strict schema) and
+    evaluate every flag with an empty context; one result per document."""
+    node = shutil.which("node")
+    assert node, "node is not on PATH: the flagd evaluator needs it"
+    assert (VALIDATORS_DIR / "node_modules" / "@openfeature" / "flagd-core").is_dir(), (
+        "flagd-core is not installed: run `npm ci --prefix tools/validators`"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for index, text in enumerate(flag_files):
+            path = Path(folder) / f"flags-{index}.json"
+            path.write_text(text)
+            paths.append(str(path))
+        completed = subprocess.run(
+            [node, str(VALIDATORS_DIR / "flagd.mjs"), *paths],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert completed.returncode in (0, 1), f"flagd evaluator crashed: {completed.stderr}"
+    results = [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
+    assert len(results) == len(flag_files), completed.stderr
+    return results

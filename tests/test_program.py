@@ -11,6 +11,7 @@ import json
 import pytest
 
 from rollout.config import load_stack_config
+from tests.k8s_validation import flagd_evaluate
 from tests.stack_fixtures import REPO_ROOT, STAGES, rendered, route_weights, run_values, stage_values
 
 WEIGHTS = {stage: load_stack_config(REPO_ROOT, stage).stage.weight for stage in STAGES}
@@ -76,6 +77,20 @@ def test_flags_configmap_carries_the_stage_flags_in_flagd_format(stage):
         assert flag["state"] == "ENABLED"
         assert flag["variants"] == {"on": True, "off": False}
         assert flag["defaultVariant"] == ("on" if flags[name] else "off")
+
+
+def test_flagd_itself_evaluates_each_stage_file_to_the_stage_flags():
+    """flagd's evaluator core (npm @openfeature/flagd-core) loads the file with strict schema
+    validation, as the app's in-process provider would, and resolves every flag."""
+    documents = [rendered(stage).resources["genesis-flags-configmap"].inputs["data"]["flags.json"] for stage in STAGES]
+    for stage, result in zip(STAGES, flagd_evaluate(documents)):
+        assert result["valid"], result["errors"]
+        assert result["values"] == load_stack_config(REPO_ROOT, stage).stage.flags.values
+
+
+def test_flagd_rejects_a_broken_flag_file():
+    (result,) = flagd_evaluate(['{"flags": {"x": {"state": "ON", "variants": {"on": true}, "defaultVariant": "on"}}}'])
+    assert result["valid"] is False and "state" in result["errors"][0]
 
 
 def test_both_tracks_mount_the_flags_configmap_as_a_directory():
