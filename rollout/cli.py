@@ -84,12 +84,17 @@ def _deployer(project_dir: Path, stack: str, pulumi_root: Optional[Path]):
     return PulumiDeployer(project_dir, stack, pulumi_root=pulumi_root)
 
 
-def _hooks(alertmanager: Optional[str], grafana: Optional[str], report_dir: Path, prometheus):
+def _hooks(release, alertmanager: Optional[str], grafana: Optional[str], report_dir: Path, prometheus):
     from rollout.hooks import default_hooks
+    from rollout.notify import NotifyError
 
-    return default_hooks(
-        alertmanager_url=alertmanager, grafana_url=grafana, report_dir=report_dir, prometheus=prometheus
-    )
+    try:
+        return default_hooks(
+            release=release, alertmanager_url=alertmanager, grafana_url=grafana,
+            report_dir=report_dir, prometheus=prometheus,
+        )
+    except NotifyError as error:
+        raise fail(str(error))
 
 
 def _bot(project_dir, stack, pulumi_root, prometheus, alertmanager, grafana, report_dir):
@@ -101,7 +106,7 @@ def _bot(project_dir, stack, pulumi_root, prometheus, alertmanager, grafana, rep
         release,
         _deployer(project_dir, stack, pulumi_root),
         prom,
-        hooks=_hooks(alertmanager, grafana, report_dir, prom),
+        hooks=_hooks(release, alertmanager, grafana, report_dir, prom),
     )
 
 
