@@ -14,8 +14,10 @@ def main() -> None:
     config = read_stack_config()  # refuses bad config before any resource is registered
     services = deploy_services(config)
 
-    # ---- MONITORING (lead): add components/monitoring.py's MonitoringStack here, e.g.
-    # MonitoringStack("monitoring", config, services)
+    # ---- MONITORING (lead): add components/monitoring.py's MonitoringStack here:
+    #   from components.monitoring import MonitoringStack   (at the top)
+    #   MonitoringStack("monitoring", config)
+    # Give it logical names that do not collide with the services' ('<app>-...').
     # ---- end MONITORING
 
     export_summary(config, services)

@@ -85,6 +85,18 @@ class RenderedStack:
     def children_of(self, name: str) -> list[RecordedResource]:
         return [r for _, r in sorted(self.resources.items()) if r.parent == name]
 
+    def subtree(self, name: str) -> list[RecordedResource]:
+        """A resource and everything under it (children, grandchildren...), sorted by name."""
+        def under(record: RecordedResource) -> bool:
+            parent = record.parent
+            while parent is not None:
+                if parent == name:
+                    return True
+                parent = self.resources[parent].parent if parent in self.resources else None
+            return False
+
+        return [r for n, r in sorted(self.resources.items()) if n == name or under(r)]
+
     def kubernetes_objects(self) -> list[RecordedResource]:
         """Every Kubernetes object (custom resources of the kubernetes provider), sorted by name."""
         return [r for _, r in sorted(self.resources.items()) if r.is_kubernetes]

@@ -1,7 +1,7 @@
 """Offline validation of rendered Kubernetes objects (there is no API server here).
 
 - core objects: PyPI `kubernetes-validate`, strict (unknown fields are errors), k8s KUBERNETES_VERSION;
-- Gateway API and Istio objects: the generated CRD schemas of `@kubernetes-models/*`, through
+- Gateway API, Istio and Prometheus Operator objects: the generated CRD schemas of `@kubernetes-models/*`, through
   tools/validators/validate.mjs (install: `npm ci --prefix tools/validators`).
 A missing validator is an assertion failure, never a skip.
 """
@@ -20,7 +20,7 @@ import kubernetes_validate
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VALIDATORS_DIR = REPO_ROOT / "tools" / "validators"
 KUBERNETES_VERSION = "1.31.0"
-CRD_GROUPS = ("gateway.networking.k8s.io", "networking.istio.io")
+CRD_GROUPS = ("gateway.networking.k8s.io", "networking.istio.io", "monitoring.coreos.com")
 
 
 def is_crd_object(obj: dict[str, Any]) -> bool:
@@ -38,6 +38,9 @@ def core_errors(objects: list[dict[str, Any]]) -> list[str]:
         except kubernetes_validate.ValidationError as err:
             where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
             problems.append(f"{where}: {'.'.join(str(p) for p in err.path)}: {err.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            # a kind with no schema is a failure too: add its group to CRD_GROUPS and validate.mjs
+            problems.append(f"{obj.get('apiVersion')} {obj.get('kind')}: no schema to validate it against")
     return problems
 
 

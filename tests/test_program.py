@@ -24,7 +24,7 @@ def test_every_stage_file_renders_and_exports_its_stage(stage):
     assert stack.outputs["weight"] == WEIGHTS[stage]
     assert stack.outputs["router"] == "gateway-api"
     assert set(stack.outputs["services"]) == {"genesis"}
-    kinds = sorted(r.inputs["kind"] for r in stack.kubernetes_objects())
+    kinds = sorted(r.inputs["kind"] for r in stack.subtree("genesis") if r.is_kubernetes)
     assert kinds == ["ConfigMap", "Deployment", "Deployment", "HTTPRoute", "PodDisruptionBudget", "Service", "Service"]
 
 
@@ -105,17 +105,21 @@ def test_both_tracks_mount_the_flags_configmap_as_a_directory():
 
 def test_every_child_is_parented_to_its_component_and_named_explicitly():
     stack = rendered("gradual")
-    components = {n for n, r in stack.resources.items() if not r.custom}
+    for name, resource in stack.resources.items():
+        if resource.custom:
+            assert resource.parent is not None, f"{name} is not parented to a component"
+    subtree = {r.name: r for r in stack.subtree("genesis")}
+    components = {n for n, r in subtree.items() if not r.custom}
     assert components == {"genesis", "genesis-flags"}
     assert stack.resources["genesis"].parent is None
-    for name, resource in stack.resources.items():
+    for name, resource in subtree.items():
         if name == "genesis":
             continue
         assert resource.parent in components, f"{name} is not parented to a component"
         if resource.custom:
             metadata = resource.inputs["metadata"]
             assert metadata["name"] and metadata["namespace"] == "genesis", name
-    names = sorted(r.inputs["metadata"]["name"] for r in stack.kubernetes_objects())
+    names = sorted(r.inputs["metadata"]["name"] for r in subtree.values() if r.custom)
     assert names == ["genesis", "genesis", "genesis-canary", "genesis-canary", "genesis-flags", "genesis-stable", "genesis-stable"]
 
 
@@ -148,3 +152,5 @@ def test_several_services_each_get_their_own_tracks_and_route():
         assert route["rules"][0]["matches"] == [{"path": {"type": "PathPrefix", "value": f"/{name}"}}]
         assert stack.resources[f"{name}-stable-deployment"].parent == name
     assert len(stack.of_type("genesis:rollout:WeightedService")) == 3
+    for name in ("genesis", "spice", "pipelex"):
+        assert len([r for r in stack.subtree(name) if r.is_kubernetes]) == 7

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Validate Kubernetes custom resources (Gateway API, Istio) against the JSON schemas generated
+// Validate Kubernetes custom resources (Gateway API, Istio, Prometheus Operator) against the JSON schemas generated
 // from their CRDs by @kubernetes-models. Reads YAML or JSON (multi-document YAML too) from the
 // files named on the command line, or from stdin when there are none.
 // Prints one JSON line per object: {source, apiVersion, kind, name, valid, errors}.
@@ -11,6 +11,7 @@ import yaml from "js-yaml";
 const PACKAGES = {
   "gateway.networking.k8s.io": "@kubernetes-models/gateway-api",
   "networking.istio.io": "@kubernetes-models/istio",
+  "monitoring.coreos.com": "@kubernetes-models/prometheus-operator",
 };
 
 async function modelFor(apiVersion, kind) {
