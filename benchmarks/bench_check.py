@@ -13,15 +13,15 @@ import argparse
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rollout.decision import decide  # noqa: E402
-from rollout.gates import evaluate  # noqa: E402
-from rollout.prometheus import measure  # noqa: E402
-from tests.live_fixtures import compressed_config, live_stack  # noqa: E402
+from rollout.decision import decide
+from rollout.gates import evaluate
+from rollout.prometheus import measure
+from tests.live_fixtures import compressed_config, live_stack
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -52,7 +52,7 @@ def main() -> None:
 
         # restart path: re-evaluate the last N check instants instead of keeping state
         n = max(stage.analysis.consecutive_failures, stage.analysis.passing_checks_to_promote)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         instants = [now - i * timedelta(seconds=1) for i in reversed(range(n))]
         t0 = time.perf_counter()
         past = [evaluate(stage, measure(stack.prom, stage, service, at)).verdict for at in instants]
@@ -60,7 +60,7 @@ def main() -> None:
         restart = time.perf_counter() - t0
 
     print(f"setup (Prometheus start + first full {stage.analysis.rate_window.total_seconds():g}s window): {setup:.1f} s")
-    print(f"checks: {len(seconds)}  verdicts: {dict((v, verdicts.count(v)) for v in set(verdicts))}")
+    print(f"checks: {len(seconds)}  verdicts: {{v: verdicts.count(v) for v in set(verdicts)}}")
     print(f"queries per check: {statistics.mean(queries):g}")
     print(
         f"seconds per check: median {statistics.median(seconds) * 1000:.1f} ms, "

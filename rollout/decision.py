@@ -19,9 +19,10 @@ At the rollback target (weight 0) nothing runs on the canary: nothing to check o
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Sequence
+from typing import Literal
 
 from rollout.model import Stage, format_duration
 

@@ -20,8 +20,9 @@ so a failed check explains itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 from rollout.model import Direction, Gate, Stage
 
@@ -222,10 +223,13 @@ def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
 
 def worst_verdict(verdicts: Iterable[str]) -> Verdict:
     """Several services in one stage: the worst verdict wins (fail > hold > pass); none holds."""
-    found = list(verdicts)
-    if not found:
-        return "hold"
-    return max(found, key=lambda v: _SEVERITY[v])  # type: ignore[return-value]
+    worst: Verdict = "pass"
+    seen = False
+    for verdict in verdicts:
+        seen = True
+        if _SEVERITY[verdict] > _SEVERITY[worst]:
+            worst = verdict  # type: ignore[assignment]
+    return worst if seen else "hold"
 
 
 def exit_code(verdict: str) -> int:

@@ -20,10 +20,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import urlparse
 
 import httpx
@@ -103,7 +104,7 @@ class Running:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> Running:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -134,9 +135,9 @@ def _start(name: str, argv_for: Callable[[Path, int], list[str]], workdir_tmp: t
     try:
         wait_for(ready, timeout, f"{name} on {running.url} to be ready", interval=0.05)
     except TimeoutError as err:
-        log = running.log_tail()
+        tail = running.log_tail()
         running.stop()
-        raise LocalStackError(f"{err}\n{log}") from None
+        raise LocalStackError(f"{err}\n{tail}") from None
     except BaseException:
         running.stop()
         raise
@@ -270,7 +271,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
                     body = json.loads(self.rfile.read(length) or b"{}")
@@ -315,7 +316,7 @@ class WebhookReceiver:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> WebhookReceiver:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

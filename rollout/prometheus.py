@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any, Self
 
 import httpx
 
@@ -45,7 +46,7 @@ class Series:
 
 def _timestamp(at: datetime) -> str:
     if at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
+        at = at.replace(tzinfo=UTC)
     return f"{at.timestamp():.3f}"
 
 
@@ -70,7 +71,7 @@ class Prometheus:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> Prometheus:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -203,7 +204,7 @@ def measure(
         app = service
     before = prom.queries
     gates = {}
-    for name, _gate in stage.gates.items():
+    for name, _ in stage.gates.items():  # noqa: PERF102 (a list of pairs, not a dict)
         canary_query = recorded_query(name, app, "canary", namespace)
         stable_query = recorded_query(name, app, "stable", namespace)
         gates[name] = GateMeasurement(
@@ -217,7 +218,7 @@ def measure(
     requests = prom.value(requests_query, at)
     if requests is not None and math.isnan(requests):
         requests = None
-    when = (at or datetime.now(timezone.utc)).isoformat()
+    when = (at or datetime.now(UTC)).isoformat()
     return Measurements(
         gates=gates,
         canary_requests=requests,

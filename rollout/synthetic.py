@@ -23,13 +23,16 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any, Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+
+from rollout.model import ServiceConfig
 
 TRACKS = ("stable", "canary")
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0)
@@ -255,11 +258,24 @@ class Workload:
             thread.join(timeout=5)
         self._threads = []
 
-    def __enter__(self) -> Workload:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def target_labels(service: ServiceConfig, track: str, pod: int = 0) -> dict[str, str]:
+    """The labels a ServiceMonitor puts on a pod's series; give them to the scrape target."""
+    image = service.canary if track == "canary" else service.stable
+    return {
+        "namespace": service.namespace,
+        "app": service.name,
+        "track": track,
+        "version": image.version,
+        "pod": f"{service.name}-{track}-{pod}",
+    }
 
 
 def _handler(workload: Workload) -> type[BaseHTTPRequestHandler]:
@@ -274,7 +290,7 @@ def _handler(workload: Workload) -> type[BaseHTTPRequestHandler]:
         def _json(self, status: int, data: object) -> None:
             self._send(status, json.dumps(data).encode(), "application/json")
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        def do_GET(self) -> None:
             if self.path.split("?")[0] == "/metrics":
                 self._send(200, generate_latest(workload.registry), CONTENT_TYPE_LATEST)
             elif self.path == "/control":
@@ -282,7 +298,7 @@ def _handler(workload: Workload) -> type[BaseHTTPRequestHandler]:
             else:
                 self._json(404, {"error": f"no such path {self.path}; try /metrics or /control"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if self.path != "/control":
                 self._json(404, {"error": f"no such path {self.path}; POST /control"})
                 return

@@ -8,17 +8,17 @@ and a missing binary fails loudly (rollout.localstack.require_binary names the p
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from rollout.alert_rules import render_rule_file
 from rollout.config import load_stack_config
 from rollout.localstack import Running, ScrapeTarget, start_prometheus, wait_for
 from rollout.model import ServiceConfig, StackConfig
 from rollout.prometheus import Prometheus, requests_in_window_query
-from rollout.synthetic import Workload
+from rollout.synthetic import Workload, target_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "genesis"
@@ -93,7 +93,7 @@ def live_stack(
         targets = []
         workloads: dict[tuple[str, str], Workload] = {}
         for seed, service in enumerate(config.project.services):
-            for track, image in (("stable", service.stable), ("canary", service.canary)):
+            for track in ("stable", "canary"):
                 workload = Workload(
                     track,
                     request_rate=request_rate,
@@ -103,18 +103,7 @@ def live_stack(
                 )
                 stack.enter_context(workload)
                 workloads[(service.name, track)] = workload
-                targets.append(
-                    ScrapeTarget(
-                        workload.address,
-                        {
-                            "namespace": service.namespace,
-                            "app": service.name,
-                            "track": track,
-                            "version": image.version,
-                            "pod": f"{service.name}-{track}-0",
-                        },
-                    )
-                )
+                targets.append(ScrapeTarget(workload.address, target_labels(service, track)))
         running = stack.enter_context(
             start_prometheus(
                 rules=[render_rule_file(config)],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,7 +10,7 @@ from rollout.decision import check_times, decide
 from rollout.model import Stage
 from tests.test_gates import FLAGS_ON
 
-START = datetime(2026, 11, 3, 9, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
 HOLD = timedelta(hours=48)
 STABLE_FLAGS = {
     **{flag: False for flag in FLAGS_ON},

@@ -10,7 +10,7 @@ routing tree, so the webhook payload's `receiver` shows which route delivered th
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -40,7 +40,7 @@ def test_the_rule_file_is_compressed_as_intended() -> None:
     assert alerts and all(r["for"] == "4s" for r in alerts)
 
 
-def _is(alertname: str, receiver: str, track: str = "canary"):  # noqa: ANN202
+def _is(alertname: str, receiver: str, track: str = "canary"):
     def match(alert: dict) -> bool:
         labels = alert["labels"]
         return (
@@ -57,7 +57,7 @@ def _is(alertname: str, receiver: str, track: str = "canary"):  # noqa: ANN202
 def test_critical_canary_alert_pages_and_reaches_slack_and_email(
     alerting: tuple[LiveStack, WebhookReceiver, str],
 ) -> None:
-    stack, webhook, _ = alerting
+    _, webhook, _ = alerting
     paged = webhook.wait_for_alert(_is("GenesisErrorRateCritical", PAGERDUTY), timeout=40)
     assert paged["labels"]["severity"] == "critical"
     assert paged["labels"]["namespace"] == "genesis"
@@ -71,7 +71,7 @@ def test_critical_canary_alert_pages_and_reaches_slack_and_email(
 def test_only_critical_alerts_page_and_warnings_of_the_same_track_are_inhibited(
     alerting: tuple[LiveStack, WebhookReceiver, str],
 ) -> None:
-    stack, webhook, alertmanager_url = alerting
+    _, webhook, alertmanager_url = alerting
     for name in ("GenesisErrorRateCritical", "GenesisFallbackRateCritical", "GenesisPipelexSuccessCritical"):
         webhook.wait_for_alert(_is(name, PAGERDUTY), timeout=40)
 
@@ -90,7 +90,10 @@ def test_only_critical_alerts_page_and_warnings_of_the_same_track_are_inhibited(
         "the canary's warnings to be inhibited in Alertmanager",
         interval=0.5,
     )
-    received = webhook.alerts()
+    # Prometheus needs ~6 s to its first scrape, longer than the compressed `for: 4s`, so the
+    # absent()-based *DataMissing alerts may fire once at start-up; they are not what this
+    # test is about (with production timing, for: 10m, they do not).
+    received = [a for a in webhook.alerts() if not a["labels"]["alertname"].endswith("DataMissing")]
     paged = [a for a in received if a["receiver"] == PAGERDUTY]
     assert all(a["labels"]["severity"] == "critical" for a in paged)
     assert not [a for a in received if a["labels"]["severity"] == "warning"]

@@ -9,8 +9,8 @@ serves several services whose canaries misbehave differently, so the scenarios s
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -35,12 +35,12 @@ QUERIES_PER_CHECK = 2 * 6 + 1  # canary + stable per gate, plus the canary reque
 def live() -> Iterator[LiveStack]:
     config = compressed_config(list(PROFILES))
     with live_stack(config, PROFILES) as stack:
-        stack.started_at = datetime.now(timezone.utc)  # type: ignore[attr-defined]
+        stack.started_at = datetime.now(UTC)  # type: ignore[attr-defined]
         stack.wait_for_full_window()
         yield stack
 
 
-def check(live: LiveStack, app: str, at: datetime | None = None):  # noqa: ANN201
+def check(live: LiveStack, app: str, at: datetime | None = None):
     stage = live.config.stage
     return evaluate(stage, measure(live.prom, stage, live.service(app), at))
 
@@ -85,7 +85,7 @@ def test_retrospective_check_at_a_past_instant(live: LiveStack) -> None:
     past = check(live, "genesis-healthy", at=before_any_data)
     assert past.verdict == "hold"
     assert past.at == before_any_data.isoformat()
-    recent = check(live, "genesis-healthy", at=datetime.now(timezone.utc) - timedelta(seconds=2))
+    recent = check(live, "genesis-healthy", at=datetime.now(UTC) - timedelta(seconds=2))
     assert recent.verdict == "pass", recent.reason
 
 
@@ -127,7 +127,7 @@ def test_preflight_helpers(live: LiveStack) -> None:
 
 
 def test_range_query_returns_the_recorded_series(live: LiveStack) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     record = SIGNALS[0].record + selector("genesis-healthy", "canary", "genesis")
     series = live.prom.query_range(record, now - timedelta(seconds=5), now, 1)
     assert len(series) == 1
@@ -157,7 +157,7 @@ def test_prometheus_stopped_mid_stage_is_an_error_never_a_promotion() -> None:
         assert running.url in message and "namespace_app_track:" in message
         assert "after 3 attempts" in message
         # the bot gets no verdict, which decide() treats like a hold: no promotion
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         verdicts = ["pass", "pass", "error"]
         assert decide(stage, now - timedelta(hours=1), now, verdicts).action == "wait"
     finally:

@@ -11,7 +11,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rollout.localstack import free_port, wait_for
-from rollout.synthetic import Workload
+from rollout.synthetic import Workload, target_labels
 
 
 def samples(workload: Workload) -> dict[str, float]:
@@ -56,10 +56,11 @@ def test_bad_profile_moves_every_signal_the_gates_watch() -> None:
     assert h["genesis_test_pass_rate"] == 1.0 and b["genesis_test_pass_rate"] == 0.9
     # share of requests slower than 0.5 s (the P95 critical threshold)
     count = "genesis_request_duration_seconds_count"
-    slow = lambda s: 1 - s["genesis_request_duration_seconds_bucket{le=0.5}"] / s[count]  # noqa: E731
+    slow = lambda s: 1 - s["genesis_request_duration_seconds_bucket{le=0.5}"] / s[count]
     assert slow(h) < 0.01 and slow(b) > 0.2
-    fallback = lambda s: s["pipelex_fallback_triggered_total"] / s["pipelex_workflows_total"]  # noqa: E731
-    assert fallback(h) < 0.05 < 0.2 < fallback(b)
+    fallback = lambda s: s["pipelex_fallback_triggered_total"] / s["pipelex_workflows_total"]
+    assert fallback(h) < 0.05  # the target
+    assert fallback(b) > 0.2  # the critical threshold
     assert h["spice_tasks_generated_total"] == b["spice_tasks_generated_total"] == 5
 
 
@@ -109,3 +110,16 @@ def test_a_separate_process_is_controlled_over_http() -> None:
         process.terminate()
         process.wait(timeout=10)
     assert process.returncode == 0  # SIGTERM is a clean shutdown
+
+
+def test_target_labels_match_the_service_monitor_labels() -> None:
+    from rollout.model import ServiceConfig
+
+    service = ServiceConfig.model_validate(
+        {"name": "genesis", "namespace": "prod", "stable": {"image": "g:1.0", "version": "1.0"},
+         "canary": {"image": "g:1.1", "version": "1.1"}}
+    )
+    assert target_labels(service, "canary", 2) == {
+        "namespace": "prod", "app": "genesis", "track": "canary", "version": "1.1", "pod": "genesis-canary-2",
+    }
+    assert target_labels(service, "stable")["version"] == "1.0"
