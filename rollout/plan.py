@@ -88,7 +88,7 @@ class PlanResult:
         for change in self.changed:
             note = "  [may replace]" if change.may_replace else ""
             lines.append(f"~ {change.name}  {change.object}{note}")
-            lines += [f"    {f.path}: {_show(f.old)} -> {_show(f.new)}" for f in change.fields]
+            lines += [f"    {f.path}: {' -> '.join(_show_pair(f.old, f.new))}" for f in change.fields]
         return "\n".join(lines) + "\n"
 
     def to_markdown(self) -> str:
@@ -112,17 +112,38 @@ class PlanResult:
             for change in self.changed:
                 name = f"`{change.name}`" + (" ⚠️ may replace" if change.may_replace else "")
                 for f in change.fields:
+                    old, new = _show_pair(f.old, f.new)
                     lines.append(
                         f"| {name} | {_md(change.object)} | `{_md(f.path)}` "
-                        f"| `{_md(_show(f.old))}` | `{_md(_show(f.new))}` |"
+                        f"| `{_md(old)}` | `{_md(new)}` |"
                     )
         return "\n".join(lines) + "\n"
 
 
-def _show(value: Any) -> str:
+SHOW_LIMIT = 160  # characters of a value shown in text and markdown; FieldChange keeps it whole
+
+
+def _show(value: Any, start: int = 0) -> str:
+    """JSON of a value; a long one is cut to SHOW_LIMIT characters from `start`."""
     if value is MISSING:
         return "(absent)"
-    return json.dumps(value, sort_keys=True)
+    text = json.dumps(value, sort_keys=True)
+    if len(text) <= SHOW_LIMIT:
+        return text
+    start = max(0, min(start, len(text) - SHOW_LIMIT))
+    head = "…" if start else ""
+    tail = "…" if start + SHOW_LIMIT < len(text) else ""
+    return f"{head}{text[start:start + SHOW_LIMIT]}{tail} ({len(text)} chars)"
+
+
+def _show_pair(old: Any, new: Any) -> tuple[str, str]:
+    """Both sides of a change; long strings are shown around their first difference."""
+    start = 0
+    if isinstance(old, str) and isinstance(new, str):
+        a, b = json.dumps(old), json.dumps(new)
+        same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        start = max(0, same - 40)
+    return _show(old, start), _show(new, start)
 
 
 def _md(text: str) -> str:

@@ -47,7 +47,9 @@ class RenderResult:
     out_dir: Path
     files: list[Path]  # every file written, sorted
     stack: RenderedStack
-    # registrations that are not plain Kubernetes objects (components, charts), by name
+    # registrations not written as files: non-Kubernetes resources (e.g. Grafana API objects)
+    # and provider-side components such as helm.v4.Chart, which the Kubernetes provider
+    # expands only at apply time (the mock runtime sees one opaque registration)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -126,6 +128,8 @@ def render(
         files.extend(writer(context))
     written = {r.name for r in manifest_resources(stack)}
     skipped = sorted(
-        name for name, r in stack.resources.items() if r.custom and name not in written
+        name
+        for name, r in stack.resources.items()
+        if name not in written and (r.custom or r.type.startswith("kubernetes:"))
     )
     return RenderResult(stage, out_dir, sorted(files), stack, skipped)

@@ -95,6 +95,19 @@ def test_diff_reports_added_removed_and_replacing_fields():
     assert not ResourceChange("x", "t", "o", changes[:2]).may_replace
 
 
+def test_long_values_are_shortened_for_display_but_kept_whole():
+    from rollout.plan import SHOW_LIMIT, PlanResult, ResourceChange, FieldChange
+
+    old, new = "x" * 300 + "stage canary" + "y" * 300, "x" * 300 + "stage gradual" + "y" * 300
+    change = ResourceChange("cm", "kubernetes:core/v1:ConfigMap", "ConfigMap a/b", [FieldChange("data.big", old, new)])
+    result = PlanResult("a", "b", 0, 10, [], [], [change])
+    line = next(line for line in result.to_text().splitlines() if "data.big" in line)
+    assert "stage canary" in line and "stage gradual" in line  # shown around the difference
+    assert "(614 chars)" in line and "(615 chars)" in line and len(line) < 2 * SHOW_LIMIT + 80
+    assert result.changed[0].fields[0].old == old
+    assert "stage gradual" in result.to_markdown()
+
+
 def test_plan_refuses_an_unknown_stage():
     from rollout.config import ConfigError
 
