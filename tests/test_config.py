@@ -1,0 +1,100 @@
+"""rollout.config: Pulumi.yaml + stage file merging like the CLI, and errors naming file, key, rule."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from rollout.config import (
+    ConfigError,
+    load_release,
+    load_stack_config,
+    merge_config,
+    project_defaults,
+    stack_values,
+)
+from rollout.model import STAGE_ORDER
+from tests.stack_fixtures import REPO_ROOT, copy_project, edit_stage_file
+
+
+def test_merge_replaces_a_key_whole_like_the_cli():
+    defaults = {"routing": {"router": "gateway-api", "hostnames": ["a"]}, "services": [1]}
+    merged = merge_config(defaults, {"routing": {"router": "istio"}})
+    assert merged == {"routing": {"router": "istio"}, "services": [1]}  # no deep merge
+
+
+def test_project_defaults_unwrap_value_entries():
+    defaults = project_defaults(REPO_ROOT)
+    assert defaults["stageOrder"] == list(STAGE_ORDER)
+    assert defaults["services"][0]["name"] == "genesis"
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_every_repository_stage_loads(stage):
+    config = load_stack_config(REPO_ROOT, stage)
+    assert config.stage.name == stage
+    assert config.project.services[0].replicas == 10
+
+
+def test_the_release_plan_is_progressive():
+    release = load_release(REPO_ROOT)
+    assert [s.weight for s in release.stages] == [0, 10, 50, 80, 100]
+    assert release.rollback_target.name == "stable"
+
+
+def test_a_stage_file_for_another_stage_is_refused(tmp_path):
+    project = copy_project(tmp_path)
+    edit_stage_file(project, "gradual", "stage", {"name": "canary", "weight": 50})
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "gradual")
+    assert caught.value.source == "Pulumi.gradual.yaml"
+    assert "genesis-rollout:stage.name: is 'canary' but the file is for 'gradual'" in caught.value.problems[0]
+
+
+def test_a_key_of_another_project_is_refused(tmp_path):
+    project = copy_project(tmp_path)
+    path = project / "Pulumi.canary.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["config"]["other-project:stage"] = {"name": "canary", "weight": 10}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="other-project:stage: belongs to 'other-project'"):
+        stack_values(path, "genesis-rollout")
+
+
+def test_weight_over_100_names_file_key_and_rule(tmp_path):
+    project = copy_project(tmp_path)
+    edit_stage_file(project, "canary", "stage", {"name": "canary", "weight": 150})
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "canary")
+    assert str(caught.value).startswith("Pulumi.canary.yaml: invalid configuration")
+    assert caught.value.problems == [
+        "genesis-rollout:stage.weight: Input should be less than or equal to 100 (got 150)"
+    ]
+
+
+def test_decreasing_weights_name_every_stage_file(tmp_path):
+    project = copy_project(tmp_path)
+    edit_stage_file(project, "gradual", "stage", {"name": "gradual", "weight": 5})
+    with pytest.raises(ConfigError) as caught:
+        load_release(project)
+    assert caught.value.source.startswith("stage files Pulumi.stable.yaml, Pulumi.canary.yaml")
+    assert "'gradual' (5) comes after 'canary' (10)" in caught.value.problems[0]
+
+
+def test_a_project_setting_error_names_pulumi_yaml(tmp_path):
+    project = copy_project(tmp_path)
+    path = project / "Pulumi.yaml"
+    path.write_text(path.read_text().replace("replicas: 10", "replicas: -3"))
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "canary")
+    assert caught.value.source == "Pulumi.yaml"
+    assert caught.value.problems == [
+        "genesis-rollout:services[0].replicas: Input should be greater than or equal to 1 (got -3)"
+    ]
+
+
+def test_top_level_that_is_not_a_mapping_is_refused(tmp_path):
+    project = copy_project(tmp_path)
+    (project / "Pulumi.canary.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="Pulumi.canary.yaml: invalid configuration\n  - top level must be a mapping"):
+        load_stack_config(project, "canary")
