@@ -237,17 +237,25 @@ def _cell(text: str) -> str:
     return redact(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _title(report: Report) -> str:
+    stage = f"{report.source} ({report.source_weight}%)"
+    if report.action == "rollback":
+        return f"Incident report: {report.app} rolled back from {report.source} to {report.target}"
+    if report.action == "promote":
+        return f"Stage report: {report.app} {stage} passed, promoted to {report.target} ({report.target_weight}%)"
+    if report.action == "complete":
+        return f"Stage report: {report.app} release complete at {stage}"
+    return f"Stage report: {report.app} {stage} so far"
+
+
 def render_markdown(report: Report, plot_file: str | None = None) -> str:
     ran = format_duration(report.decided_at - report.started_at)
-    if report.kind == "incident":
-        title = f"Incident report: {report.app} rolled back from {report.source} to {report.target}"
-    else:
-        title = f"Stage report: {report.app} {report.source} ({report.source_weight}%) -> {report.action} {report.target}"
     lines = [
-        f"# {title}",
+        f"# {_title(report)}",
         "",
-        f"- **Decision:** {report.action} {report.source} ({report.source_weight}%) -> "
-        f"{report.target} ({report.target_weight}%) at {_time(report.decided_at)}",
+        f"- **Decision:** {report.action} {report.source} ({report.source_weight}%)"
+        + (f" -> {report.target} ({report.target_weight}%)" if report.target != report.source else "")
+        + f" at {_time(report.decided_at)}",
         f"- **Why:** {_cell(report.reason)}",
         f"- **Stage {report.source} ran:** {ran}, since {_time(report.started_at)}",
     ]
@@ -282,7 +290,7 @@ def plot_stage(report: Report, path: Path) -> Path:
 
     s, th = report.series, report.thresholds
     fig, (ax_w, ax_e, ax_p) = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True, constrained_layout=True)
-    fig.suptitle(f"{report.app}: stage {report.source} -> {report.action} {report.target}", fontsize=12)
+    fig.suptitle(_title(report), fontsize=12)
 
     def values(seq: Sequence[float | None], scale: float) -> list[float]:
         return [math.nan if v is None else v * scale for v in seq]

@@ -135,7 +135,7 @@ def test_missing_data_shows_as_no_data_and_stage_report_title(release, tmp_path:
         started_at=START - timedelta(hours=48), at=START + timedelta(minutes=1), checks=[result], applied=None,
     )
     text = render_markdown(report_for_change(change, release, "genesis"))
-    assert text.startswith("# Stage report: genesis canary (10%) -> promote gradual")
+    assert text.startswith("# Stage report: genesis canary (10%) passed, promoted to gradual (50%)\n")
     assert "| error_rate | no data | no data | 0.1% | 1% | HOLD |" in text
     assert "- **Stage canary ran:** 2d1m" in text
 
@@ -180,3 +180,16 @@ def test_check_json_renders_as_markdown_for_a_pr_comment(release, tmp_path: Path
     assert shown.startswith("**Projected verdict for stage `gradual`: FAIL**\n\ncritical threshold breached: error_rate")
     assert "| error_rate | 2.3% | 0.04% | 0.1% | 1% | FAIL |" in shown
     assert "| p95_latency_seconds | 310 ms | 150 ms | 200 ms | 500 ms | HOLD |" in shown
+
+
+def test_a_status_report_of_the_running_stage(release, tmp_path: Path) -> None:
+    """`rollout report` mid-stage: no decision, source and target are the same stage."""
+    change = StageChange(
+        action="status", source="majority", target="majority", reason="stage report on request",
+        started_at=START, at=START + timedelta(hours=3), checks=[check(release, 5, 0.0004, 0.12)], applied=None,
+    )
+    path = write_report(report_for_change(change, release, "genesis"), tmp_path)
+    text = path.read_text()
+    assert text.startswith("# Stage report: genesis majority (80%) so far\n")
+    assert "- **Decision:** status majority (80%) at 2026-11-05 12:00:00 UTC" in text
+    assert png_size(path.with_suffix(".png")) == (900, 750)
