@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import statistics
 import sys
 import time
@@ -65,7 +66,7 @@ def main() -> None:
     print("\nresources changed per promotion step (1 service):")
     print(f"{'step':<22} {'changed':>7} {'added':>5} {'removed':>7} {'fields':>6}  resources")
     stacks = {stage: run_program(values_for_stage(REPO_ROOT, stage)) for stage in STAGE_ORDER}
-    for before, after in zip(STAGE_ORDER, STAGE_ORDER[1:]):
+    for before, after in itertools.pairwise(STAGE_ORDER):
         result = diff_stacks(stacks[before], stacks[after], before, after)
         fields = sum(len(c.fields) for c in result.changed)
         names = ", ".join(c.name for c in result.changed)

@@ -121,8 +121,10 @@ def _check_unique_service_names(config: StackConfig, namespace: str) -> None:
             raise StackConfigError(
                 PROJECT_FILE,
                 [
-                    f"{namespace}:services[{index}].name: {service.name!r} is already used by "
-                    f"services[{seen[service.name]}]; service names must be unique"
+                    (
+                        f"{namespace}:services[{index}].name: {service.name!r} is already used by "
+                        f"services[{seen[service.name]}]; service names must be unique"
+                    )
                 ],
             )
         seen[service.name] = index

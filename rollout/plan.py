@@ -79,8 +79,10 @@ class PlanResult:
 
     def to_text(self) -> str:
         lines = [
-            f"Plan {self.from_stage} ({self.from_weight}%) -> {self.to_stage} ({self.to_weight}%): "
-            f"{self.summary()}",
+            (
+                f"Plan {self.from_stage} ({self.from_weight}%) -> {self.to_stage} ({self.to_weight}%): "
+                f"{self.summary()}"
+            ),
             "(desired state under the Pulumi mock runtime; `pulumi preview` is the authority)",
         ]
         for mark, changes in (("+", self.added), ("-", self.removed)):
@@ -93,11 +95,15 @@ class PlanResult:
 
     def to_markdown(self) -> str:
         lines = [
-            f"### Rollout plan: `{self.from_stage}` ({self.from_weight}%) → "
-            f"`{self.to_stage}` ({self.to_weight}%)",
+            (
+                f"### Rollout plan: `{self.from_stage}` ({self.from_weight}%) → "
+                f"`{self.to_stage}` ({self.to_weight}%)"
+            ),
             "",
-            f"**{self.summary()}**. Desired state rendered under the Pulumi mock runtime; "
-            "`pulumi preview` remains the authority on what the engine will do.",
+            (
+                f"**{self.summary()}**. Desired state rendered under the Pulumi mock runtime; "
+                "`pulumi preview` remains the authority on what the engine will do."
+            ),
             "",
         ]
         if self.is_empty:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from rollout.mock_runtime import RenderedStack, RecordingMocks, run_program, values_for_stage
+from rollout.mock_runtime import RecordingMocks, RenderedStack, run_program, values_for_stage
 from rollout.model import STAGE_ORDER
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ NAMESPACE = "genesis-rollout"
 STAGES = STAGE_ORDER
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rendered(stage: str) -> RenderedStack:
     """The repository's stage file under the mock runtime (do not mutate the result)."""
     return run_program(values_for_stage(REPO_ROOT, stage))

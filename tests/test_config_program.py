@@ -13,6 +13,7 @@ from rollout.config import ConfigError
 from rollout.mock_runtime import RecordingMocks, render_stage, values_for_stage
 from tests.stack_fixtures import (
     NAMESPACE,
+    REPO_ROOT,
     copy_project,
     delete_path,
     edit_stage_file,
@@ -146,5 +147,5 @@ def test_a_malformed_sibling_stage_file_stops_any_stage(tmp_path):
 
 def test_the_repository_stage_files_parse_as_yaml_with_only_known_keys():
     for stage in ("stable", "canary", "gradual", "majority", "full"):
-        data = yaml.safe_load(open(f"Pulumi.{stage}.yaml"))
+        data = yaml.safe_load((REPO_ROOT / f"Pulumi.{stage}.yaml").read_text())
         assert set(data) == {"config"}

@@ -3,6 +3,8 @@ for `pulumi preview`, which needs the CLI and live state)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from rollout.model import STAGE_ORDER
@@ -32,7 +34,7 @@ def test_canary_to_gradual_changes_only_weights_canary_replicas_and_flags():
     assert not any(c.may_replace for c in result.changed)
 
 
-@pytest.mark.parametrize(("before", "after"), list(zip(STAGE_ORDER, STAGE_ORDER[1:])))
+@pytest.mark.parametrize(("before", "after"), list(itertools.pairwise(STAGE_ORDER)))
 def test_no_promotion_step_touches_stable_pods_or_services(before, after):
     result = plan(REPO_ROOT, before, after)
     names = {c.name for c in result.changed}
@@ -96,7 +98,7 @@ def test_diff_reports_added_removed_and_replacing_fields():
 
 
 def test_long_values_are_shortened_for_display_but_kept_whole():
-    from rollout.plan import SHOW_LIMIT, PlanResult, ResourceChange, FieldChange
+    from rollout.plan import SHOW_LIMIT, FieldChange, PlanResult, ResourceChange
 
     old, new = "x" * 300 + "stage canary" + "y" * 300, "x" * 300 + "stage gradual" + "y" * 300
     change = ResourceChange("cm", "kubernetes:core/v1:ConfigMap", "ConfigMap a/b", [FieldChange("data.big", old, new)])
