@@ -18,7 +18,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.feature_flags import FLAGS_FILE, FeatureFlagSet
-from components.routers import RouteTarget, Router, Split, router_for
+from components.routers import Router, RouteTarget, Split, router_for
 from rollout.model import RoutingConfig, ServiceConfig, Stage
 
 TRACKS = ("stable", "canary")

@@ -138,7 +138,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.recorder = mocks
 
-    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+    def RegisterResource(self, request):
         current = self.recorder._current
         current.request = request
         current.urn = self.make_urn(request.parent, request.type, request.name)

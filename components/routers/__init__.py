@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.routers.base import RouteTarget, Router, Split, weighted_split
+from components.routers.base import Router, RouteTarget, Split, weighted_split
 from components.routers.gateway_api import GatewayApiRouter
 from components.routers.istio import IstioRouter
 from components.routers.replica_ratio import ReplicaRatioRouter

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.routers.base import RouteTarget, Router, Split
+from components.routers.base import Router, RouteTarget, Split
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.routers.base import RouteTarget, Router, Split, apex_service
+from components.routers.base import Router, RouteTarget, Split, apex_service
 
 API_VERSION = "networking.istio.io/v1"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pulumi
 
-from components.routers.base import RouteTarget, Router, Split, apex_service
+from components.routers.base import Router, RouteTarget, Split, apex_service
 
 
 def ratio_split(replicas: int, weight: int) -> Split:
