@@ -13,7 +13,7 @@ One rule file per stage (`rule_groups`), two groups:
     rendered only while the canary has traffic and the subsystem's flag is on.
   * missing data, per service: no canary request series while the canary has traffic
     (critical: the bot and every canary alert are blind), no stable series while stable has
-    traffic (warning).
+    traffic (warning); `for` is at least a rate window plus two scrapes (`missing_data_for`).
 Every alert carries `severity` and a `runbook_url` to alerts/runbooks/<AlertName>.md.
 """
 
@@ -100,6 +100,14 @@ def recording_rules(stage: Stage) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- alerts
 
 
+def missing_data_for(stage: Stage, monitoring: MonitoringConfig) -> timedelta:
+    """`for` of the missing-data alerts: Analysis.alert_for, but never shorter than the time a
+    series needs to appear after a (re)start or a new deployment (two scrapes inside the rate
+    window), or every Prometheus restart would report missing data."""
+    warm_up = stage.analysis.rate_window + 2 * monitoring.scrape_interval
+    return max(stage.analysis.alert_for, warm_up)
+
+
 def _alert(
     name: str,
     expr: str,
@@ -108,11 +116,12 @@ def _alert(
     monitoring: MonitoringConfig,
     summary: str,
     description: str,
+    for_: timedelta | None = None,
 ) -> dict[str, Any]:
     return {
         "alert": name,
         "expr": expr,
-        "for": format_duration(stage.analysis.alert_for),
+        "for": format_duration(stage.analysis.alert_for if for_ is None else for_),
         "labels": {"severity": severity},
         "annotations": {
             "summary": summary,
@@ -192,6 +201,7 @@ def _missing_data_alert(
 ) -> list[dict[str, Any]]:
     """absent() needs exact labels, so one rule per service; they share the alert name."""
     share = stage.weight if track == CANARY else 100 - stage.weight
+    wait = missing_data_for(stage, monitoring)
     impact = (
         "the release bot's gates and every canary alert are blind"
         if track == CANARY
@@ -209,8 +219,9 @@ def _missing_data_alert(
             description=(
                 f"Stage {stage.name} sends {share}% of traffic to the {track} track of "
                 f"{svc.namespace}/{svc.name}, but Prometheus has recorded no request rate for it "
-                f"for {stage.analysis.consecutive_failures} checks in a row: {impact}."
+                f"for {format_duration(wait)}: {impact}."
             ),
+            for_=wait,
         )
         for svc in services
     ]

@@ -160,7 +160,7 @@ def test_alert_fires_on_the_nth_consecutive_bad_check_of_the_model(tmp_path: Pat
     )
     alerts = group(document, ALERT_GROUP)
     assert alerts["interval"] == "1m"
-    assert {r["for"] for r in alerts["rules"]} == {"3m"}
+    assert {r["for"] for r in alerts["rules"] if "absent(" not in r["expr"]} == {"3m"}
 
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -184,6 +184,46 @@ def test_alert_fires_on_the_nth_consecutive_bad_check_of_the_model(tmp_path: Pat
         ],
     }
     unit = write_promtool_test(tmp_path / "nth.test.yaml", rules, [test], "1m", GROUP_ORDER)
+    run_ok("promtool", "test", "rules", unit)
+
+
+def test_missing_data_waits_for_a_rate_window_and_two_scrapes_after_a_start(tmp_path: Path) -> None:
+    """Short checks (30s, 3 in a row -> for 1m) with 30s scrapes: a series appears only after two
+    scrapes inside the 2m window, so missing data may not be called before 2m + 2 x 30s = 3m."""
+    config = canary_config()
+    analysis = Analysis(check_interval="30s", consecutive_failures=3, window="2m")
+    document = rule_groups(
+        with_stage(config, analysis=analysis).stage, config.project.monitoring, config.project.services
+    )
+    fors = {r["alert"]: r["for"] for r in alerts_of(document)}
+    assert fors["GenesisCanaryDataMissing"] == fors["GenesisStableDataMissing"] == "3m"
+    assert fors["GenesisErrorRateCritical"] == "1m"
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(document, sort_keys=False))
+    # new canary pods are first scraped 2m after the start (`_x3`: no samples at 0s..90s), so the
+    # rate exists from 2m30s on: after the checks' 1m `for`, before the 3m warm-up floor
+    series = '{namespace="genesis", app="genesis", track="canary", pod="c1"}'
+    test = {
+        "interval": "30s",
+        "input_series": [
+            {"series": f"genesis_request_duration_seconds_count{series}", "values": "_x3 0+300x20"},
+        ],
+        "promql_expr_test": [
+            {  # nothing scraped yet for 3 checks: pending, not firing
+                "expr": 'count(ALERTS{alertname="GenesisCanaryDataMissing", alertstate="pending"})',
+                "eval_time": "90s",
+                "exp_samples": [{"labels": "{}", "value": 1}],
+            },
+            _firing_test("GenesisCanaryDataMissing", "90s", False),
+            {  # the data arrived: nothing pending or firing any more
+                "expr": 'count(ALERTS{alertname="GenesisCanaryDataMissing"})',
+                "eval_time": "5m",
+                "exp_samples": [],
+            },
+        ],
+    }
+    unit = write_promtool_test(tmp_path / "warmup.test.yaml", rules, [test], "30s", GROUP_ORDER)
     run_ok("promtool", "test", "rules", unit)
 
 
