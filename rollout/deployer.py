@@ -241,7 +241,10 @@ class PulumiDeployer:
         # `message` is the reason; a message already in the rollout form is kept as written
         text = message if composed else update_message(action, previous_stage, stage_name, message)
         result = self._call(
-            lambda: stack.up(config_file=self._config_file(stage_name), message=text, color="never"),
+            # show_secrets=False: the summary the SDK reads back after `up` needs no secret values
+            lambda: stack.up(
+                config_file=self._config_file(stage_name), message=text, color="never", show_secrets=False
+            ),
             f"apply stage {stage_name!r}",
         )
         summary = result.summary

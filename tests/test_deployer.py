@@ -82,7 +82,7 @@ def test_the_exact_command_sequence_of_a_promotion(fake: FakePulumi) -> None:
         # after `up`, the SDK reads outputs and the newest history entry for its UpResult
         ["stack", "output", "--json", "--stack", "prod"],
         ["stack", "output", "--json", "--show-secrets", "--stack", "prod"],
-        ["stack", "history", "--json", "--show-secrets", "--page-size", "1", "--page", "1", "--stack", "prod"],
+        ["stack", "history", "--json", "--page-size", "1", "--page", "1", "--stack", "prod"],
     ]
 
 
