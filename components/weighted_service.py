@@ -19,9 +19,9 @@ import pulumi_kubernetes as k8s
 
 from components.feature_flags import FLAGS_FILE, FeatureFlagSet
 from components.routers import Router, RouteTarget, Split, router_for
+from components.routers.base import TRACKS
 from rollout.model import RoutingConfig, ServiceConfig, Stage
 
-TRACKS = ("stable", "canary")
 RUN_AS_USER = 10001  # any non-root uid; pinned so runAsNonRoot holds whatever USER the image sets
 TMP_MOUNT = "/tmp"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.routers.base import Router, RouteTarget, Split
+from components.routers.base import TRACKS, Router, RouteTarget, Split
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -37,7 +37,7 @@ def http_route_spec(target: RouteTarget, split: Split) -> dict:
                         "port": target.service.port,
                         "weight": weights[track],
                     }
-                    for track in ("stable", "canary")
+                    for track in TRACKS
                 ],
             }
         ],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.routers.base import Router, RouteTarget, Split, apex_service
+from components.routers.base import TRACKS, Router, RouteTarget, Split, apex_service
 
 API_VERSION = "networking.istio.io/v1"
 
@@ -37,7 +37,7 @@ def virtual_service_spec(target: RouteTarget, split: Split) -> dict:
                 },
                 "weight": weights[track],
             }
-            for track in ("stable", "canary")
+            for track in TRACKS
         ],
     }
     if target.path_prefix != "/":
@@ -48,7 +48,7 @@ def virtual_service_spec(target: RouteTarget, split: Split) -> dict:
 def destination_rule_spec(target: RouteTarget) -> dict:
     return {
         "host": service_host(target),
-        "subsets": [{"name": track, "labels": {"track": track}} for track in ("stable", "canary")],
+        "subsets": [{"name": track, "labels": {"track": track}} for track in TRACKS],
     }
 
 
