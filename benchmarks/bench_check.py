@@ -60,7 +60,8 @@ def main() -> None:
         restart = time.perf_counter() - t0
 
     print(f"setup (Prometheus start + first full {stage.analysis.rate_window.total_seconds():g}s window): {setup:.1f} s")
-    print(f"checks: {len(seconds)}  verdicts: {{v: verdicts.count(v) for v in set(verdicts)}}")
+    tally = {v: verdicts.count(v) for v in sorted(set(verdicts))}
+    print(f"checks: {len(seconds)}  verdicts: {tally}")
     print(f"queries per check: {statistics.mean(queries):g}")
     print(
         f"seconds per check: median {statistics.median(seconds) * 1000:.1f} ms, "
