@@ -241,7 +241,9 @@ class Workload:
         self.port = self._server.server_address[1]
         self._stopping.clear()
         self._threads = [
-            threading.Thread(target=self._server.serve_forever, daemon=True, name=f"{self.track}-http"),
+            threading.Thread(
+                target=self._server.serve_forever, args=(0.05,), daemon=True, name=f"{self.track}-http"
+            ),
             threading.Thread(target=self._run, daemon=True, name=f"{self.track}-traffic"),
         ]
         for thread in self._threads:
