@@ -31,7 +31,7 @@ with warnings.catch_warnings():
     from grafana_foundation_sdk.models import text as text_model
 
 from rollout.model import Direction, Gate, StackConfig, Stage, format_duration
-from rollout.signals import CANARY_WEIGHT_METRIC, Signal, signal
+from rollout.signals import Signal, signal
 
 UID = "genesis-release"
 TITLE = "Genesis release"
@@ -195,34 +195,37 @@ def request_rate_panel(panel_id: int, pos: tuple[int, int, int, int]) -> timeser
     return track_overrides(panel)
 
 
-def canary_weight_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int, int]) -> timeseries.Panel:
-    """The weight the bot has applied (its exporter's gauge) against the stage's planned weight."""
-    steps = [
-        model.Threshold(value=None, color="text"),
-        model.Threshold(value=float(stage.weight), color="blue"),
-    ]
+def canary_weight_panel(panel_id: int, pos: tuple[int, int, int, int]) -> timeseries.Panel:
+    """The traffic split as measured: the canary's share of the service's requests.
+
+    Measured from the app's own request histogram rather than a published setting, so it shows
+    what the router really does, in every stage, and the panel does not change between stages.
+    """
+    rate = signal("requests_per_second").record
+    expr = (
+        f'100 * sum by (app) ({rate}{{app=~"$app", track="canary"}}) '
+        f'/ sum by (app) ({rate}{{app=~"$app"}})'
+    )
     return (
         timeseries.Panel()
         .id(panel_id)
-        .title("Canary traffic weight")
+        .title("Canary traffic share (measured)")
         .description(
-            f"{CANARY_WEIGHT_METRIC}: percent of traffic routed to the canary track, as published "
-            f"by the release bot. The dashed line is the weight of stage '{stage.name}' ({stage.weight}%)."
+            "Percent of requests served by the canary track, from the request-rate recording rule. "
+            "Compare with the stage's planned weight; stage changes show as annotations."
         )
         .datasource(DATASOURCE)
         .targets([
             prometheus.Dataquery()
             .ref_id("A")
-            .expr(f'max by (app, stage) ({CANARY_WEIGHT_METRIC}{{app=~"$app", stage=~"$stage"}})')
-            .legend_format("{{app}} ({{stage}})")
+            .expr(expr)
+            .legend_format("{{app}}")
             .range()
         ])
         .unit("percent")
         .min(0)
         .max(100)
         .line_interpolation(common.LineInterpolation.STEP_AFTER)
-        .thresholds(dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(steps))
-        .thresholds_style(viz.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED))
         .grid_pos(_grid(pos))
     )
 
@@ -270,7 +273,8 @@ def active_alerts_panel(panel_id: int, pos: tuple[int, int, int, int]) -> table.
 
 
 def stage_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int, int]) -> text.Panel:
-    """The rendered stage and its gates, so a reader knows which thresholds the lines show."""
+    """The gates the threshold lines show. No stage name or weight here: the dashboard stays the
+    same while promotion changes only the weight (the `stage` variable and annotations tell it)."""
     analysis = stage.analysis
     rows = "\n".join(
         f"| {name} | {'max' if gate.direction is Direction.MAX else 'min'} | {gate.target:g} | "
@@ -278,7 +282,6 @@ def stage_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int, int]) -> 
         for name, gate in stage.gates.items()
     )
     content = (
-        f"**Stage `{stage.name}`**: {stage.weight}% of traffic on canary. "
         f"Checks every {format_duration(analysis.check_interval)}, hold {format_duration(analysis.hold)}, "
         f"rollback after {analysis.consecutive_failures} consecutive failures.\n\n"
         "| gate | direction | target | critical |\n|---|---|---|---|\n" + rows + "\n"
@@ -286,7 +289,7 @@ def stage_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int, int]) -> 
     return (
         text.Panel()
         .id(panel_id)
-        .title("Stage and gates")
+        .title("Gates")
         .mode(text_model.TextMode.MARKDOWN)
         .content(content)
         .grid_pos(_grid(pos))
@@ -374,7 +377,7 @@ def build_dashboard(stage: Stage, stage_order: list[str] | None = None) -> dict[
     order = list(stage_order) if stage_order else [stage.name]
     panels: list[Any] = [
         dash.Row("Release").id(100).grid_pos(_grid((0, 0, 24, 1))),
-        canary_weight_panel(1, stage, (0, 1, 8, 8)),
+        canary_weight_panel(1, (0, 1, 8, 8)),
         canary_requests_panel(2, stage, (8, 1, 4, 8)),
         active_alerts_panel(3, (12, 1, 12, 8)),
         dash.Row("Gates: stable and canary side by side").id(101).grid_pos(_grid((0, 9, 24, 1))),
@@ -392,7 +395,7 @@ def build_dashboard(stage: Stage, stage_order: list[str] | None = None) -> dict[
         dash.Dashboard(TITLE)
         .uid(UID)
         .description(
-            f"SPICE + Pipelex progressive rollout, thresholds of stage '{stage.name}' ({stage.weight}%). "
+            "SPICE + Pipelex progressive rollout, thresholds from the stage gates. "
             "Generated by rollout.dashboard; do not edit in Grafana."
         )
         .tags(TAGS)

@@ -104,11 +104,6 @@ SIGNALS: tuple[Signal, ...] = (
 
 BY_KEY: dict[str, Signal] = {s.key: s for s in SIGNALS}
 
-# Gauge the release bot's exporter publishes: percent of traffic on the canary track, labelled
-# {namespace, app, stage}. The dashboard plots it; Argo users asked for exactly this metric.
-CANARY_WEIGHT_METRIC = "genesis_rollout_canary_weight"
-
-
 def signal(key: str) -> Signal:
     return BY_KEY[key]
 

@@ -96,7 +96,6 @@ def test_write_dashboards_writes_grafana_uid_json(tmp_path):
     assert written == [tmp_path / "grafana" / f"{UID}.json"]
     on_disk = json.loads(written[0].read_text())
     assert on_disk == build_dashboard(config.stage, config.project.stage_order)
-    assert "'gradual'" in on_disk["description"]
 
 
 # --------------------------------------------------------------------------- schema
@@ -141,7 +140,7 @@ def test_panels_query_the_shared_recording_rules_by_app_and_track(dashboard):
         for target in panel.get("targets", []):
             names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?=\{)", target["expr"]))
             assert names, f"panel {panel['title']!r} selects no metric"
-            assert names <= records | {signals.CANARY_WEIGHT_METRIC, "ALERTS"}, names
+            assert names <= records | {"ALERTS"}, names
             if names & records and "track=\"canary\"" not in target["expr"]:
                 assert 'app=~"$app", track=~"$track"' in target["expr"], target["expr"]
             used |= names & records
@@ -192,17 +191,24 @@ def test_changed_gates_move_the_lines_and_colors_follow_direction(release):
     assert [(s["value"], s["color"]) for s in passing] == [(None, "red"), (0.8, "yellow"), (0.9, "green")]
 
 
-def test_canary_weight_and_minimum_requests_follow_the_stage(release):
+def test_the_measured_canary_share_and_minimum_requests(release):
     for name in ("canary", "majority"):
         stage = release.stage(name)
         board = build_dashboard(stage, release.project.stage_order)
-        weight = panel_by_title(board, "Canary traffic weight")
-        assert threshold_values(weight) == [None, float(stage.weight)]
-        assert signals.CANARY_WEIGHT_METRIC in weight["targets"][0]["expr"]
+        weight = panel_by_title(board, "Canary traffic share (measured)")
+        expr = weight["targets"][0]["expr"]
+        assert expr.startswith("100 * ") and 'track="canary"' in expr
+        assert signals.signal("requests_per_second").record in expr
         window = int(stage.analysis.rate_window.total_seconds())
         requests = next(p for p in panels(board) if p["title"].startswith("Canary requests per"))
         assert requests["targets"][0]["expr"].endswith(f"* {window}")
         assert threshold_values(requests)[1] == stage.analysis.min_canary_requests
+
+
+def test_promotion_does_not_change_the_dashboard(release):
+    """Stages with the same gates give the same dashboard: promotion only moves the weight."""
+    boards = {build_dashboard(s, release.project.stage_order).__repr__() for s in release.stages[1:]}
+    assert len(boards) == 1
 
 
 def test_variables_annotations_and_track_colors(dashboard, release):
@@ -224,6 +230,6 @@ def test_variables_annotations_and_track_colors(dashboard, release):
 
 
 def test_stage_panel_lists_every_gate(dashboard, release):
-    content = panel_by_title(dashboard, "Stage and gates")["options"]["content"]
+    content = panel_by_title(dashboard, "Gates")["options"]["content"]
     for name in type(release.stage(COMMITTED_STAGE).gates).model_fields:
         assert f"| {name} |" in content
