@@ -90,6 +90,7 @@ def _cases() -> list[tuple[str, str, float, str]]:
             continue
         if gate.critical != gate.target:
             cases.append((name, "just worse than target", gate.target + _step(name, True), "hold"))
+        cases.append((name, "just better than critical", gate.critical - _step(name, True), "hold"))
         cases.append((name, "at critical", gate.critical, "hold"))
         cases.append((name, "just worse than critical", gate.critical + _step(name, True), "fail"))
     return cases
