@@ -13,10 +13,10 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import ValidationError
 
-from rollout.model import ProjectSettings, Release, Stage, StackConfig
+from rollout.model import ProjectSettings, Release, Stage, StackConfig, rollback_target_problem
 
 PROJECT_FILE = "Pulumi.yaml"
-PROJECT_KEYS = ("stageOrder", "services", "routing", "monitoring")
+PROJECT_KEYS = ("stageOrder", "releaseFlags", "services", "routing", "monitoring")
 STAGE_KEYS = ("stage", "analysis", "gates", "flags")
 
 
@@ -130,6 +130,9 @@ def parse_stack_config(
         project = ProjectSettings.model_validate({k: values[k] for k in PROJECT_KEYS if k in values})
     except ValidationError as err:
         raise ConfigError(project_source or source, _problems(err, namespace)) from err
+    problem = rollback_target_problem(stage, project.release_flags)
+    if problem:
+        raise ConfigError(source, [f"{namespace}:flags: {problem}"])
     return StackConfig(project=project, stage=stage)
 
 

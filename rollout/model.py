@@ -201,7 +201,8 @@ FLAG_PARENTS: dict[str, str | None] = {
     "spice-pipelex-tracing": None,
     "track-request-tagging": None,
 }
-RELEASE_FLAGS = ("spice-task-generation", "pipelex-workflows")
+# The flags this release introduces: the rollback target turns them off and the fallback on.
+DEFAULT_RELEASE_FLAGS = ["spice-task-generation", "pipelex-workflows"]
 FALLBACK_FLAG = "fallback-mode"
 
 
@@ -261,16 +262,23 @@ class Stage(Model):
     def weight(self) -> int:
         return self.stage.weight
 
-    @model_validator(mode="after")
-    def _rollback_target_is_safe(self) -> Stage:
-        if self.weight == 0:
-            on = [flag for flag in RELEASE_FLAGS if self.flags.enabled(flag)]
-            if on or not self.flags.enabled(FALLBACK_FLAG):
-                raise ValueError(
-                    "a stage with weight 0 is the rollback target: "
-                    f"{', '.join(RELEASE_FLAGS)} must be off and {FALLBACK_FLAG} on"
-                )
-        return self
+
+def rollback_target_problem(stage: Stage, release_flags: list[str]) -> str | None:
+    """A weight-0 stage is the rollback target: the release's flags off, the fallback on.
+
+    Once a release is complete its flags become the new baseline: `releaseFlags: []` then lets
+    the stable stage keep them on (see docs/stack.md, "Completing a release").
+    """
+    if stage.weight != 0 or not release_flags:
+        return None
+    on = [flag for flag in release_flags if stage.flags.enabled(flag)]
+    if on or not stage.flags.enabled(FALLBACK_FLAG):
+        return (
+            f"stage '{stage.name}' has weight 0, so it is the rollback target: the release flags "
+            f"({', '.join(release_flags)}) must be off and {FALLBACK_FLAG} on"
+            + (f"; on now: {', '.join(on)}" if on else f"; {FALLBACK_FLAG} is off")
+        )
+    return None
 
 
 # --------------------------------------------------------------------------- project-level
@@ -390,6 +398,7 @@ class ProjectSettings(Model):
     """Shared by every stage: project-level defaults in Pulumi.yaml."""
 
     stage_order: list[str] = list(STAGE_ORDER)
+    release_flags: list[str] = list(DEFAULT_RELEASE_FLAGS)
     services: list[ServiceConfig] = Field(min_length=1)
     routing: RoutingConfig = RoutingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
@@ -404,6 +413,14 @@ class ProjectSettings(Model):
                 raise ValueError(f"service {service.namespace}/{service.name} is declared twice")
             seen.add(key)
         return services
+
+    @field_validator("release_flags")
+    @classmethod
+    def _known_flags(cls, flags: list[str]) -> list[str]:
+        unknown = sorted(set(flags) - set(FLAG_PARENTS))
+        if unknown:
+            raise ValueError(f"unknown flag(s) {unknown}; known flags: {sorted(FLAG_PARENTS)}")
+        return flags
 
     @field_validator("stage_order")
     @classmethod
@@ -435,6 +452,10 @@ class Release(Model):
             raise ValueError(f"the first stage '{names[0]}' is the rollback target and needs weight 0")
         if self.stages[-1].weight != 100:
             raise ValueError(f"the last stage '{names[-1]}' needs weight 100 to complete the release")
+        for stage in self.stages:
+            problem = rollback_target_problem(stage, self.project.release_flags)
+            if problem:
+                raise ValueError(problem)
         for before, after in zip(self.stages, self.stages[1:]):
             if after.weight <= before.weight:
                 raise ValueError(

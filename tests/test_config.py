@@ -98,3 +98,43 @@ def test_top_level_that_is_not_a_mapping_is_refused(tmp_path):
     (project / "Pulumi.canary.yaml").write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="Pulumi.canary.yaml: invalid configuration\n  - top level must be a mapping"):
         load_stack_config(project, "canary")
+
+
+def _set_release_flags(project, flags) -> None:  # noqa: ANN001
+    path = project / "Pulumi.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["config"]["genesis-rollout:releaseFlags"] = {"value": flags}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_the_rollback_target_must_switch_the_release_flags_off(tmp_path):
+    project = copy_project(tmp_path)
+    full_flags = load_stack_config(project, "full").stage.flags.values
+    edit_stage_file(project, "stable", "flags", full_flags)
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "stable")
+    assert caught.value.source == "Pulumi.stable.yaml"
+    assert any(
+        p.startswith("genesis-rollout:flags:") and "rollback target" in p and "spice-task-generation" in p
+        for p in caught.value.problems
+    ), caught.value.problems
+
+
+def test_a_completed_release_makes_its_flags_the_baseline(tmp_path):
+    """After `full`, releaseFlags: [] lets the stable stage keep SPICE and Pipelex on."""
+    project = copy_project(tmp_path)
+    full_flags = load_stack_config(project, "full").stage.flags.values
+    edit_stage_file(project, "stable", "flags", full_flags)
+    _set_release_flags(project, [])
+    stable = load_stack_config(project, "stable").stage
+    assert stable.flags.enabled("spice-task-generation") and not stable.flags.enabled("fallback-mode")
+    assert load_release(project).rollback_target.name == "stable"
+
+
+def test_an_unknown_release_flag_is_refused(tmp_path):
+    project = copy_project(tmp_path)
+    _set_release_flags(project, ["spice-task-generaton"])
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "canary")
+    assert caught.value.source == "Pulumi.yaml"
+    assert any("genesis-rollout:releaseFlags" in p and "unknown flag" in p for p in caught.value.problems)

@@ -48,8 +48,8 @@ def refused(values, project_dir=None) -> StackConfigError:
         ("canary", "services[0].stable.image", "ghcr.io/genesis/genesis", "Pulumi.yaml", "services[0].stable.image", "tag or digest"),
         ("canary", "routing.router", "nginx", "Pulumi.yaml", "routing.router", "gateway-api"),
         ("full", "analysis.consecutiveFailures", 0, "Pulumi.full.yaml", "analysis.consecutiveFailures", "greater than or equal to 1"),
-        # a cross-field rule of the whole stage: config.py names no single key for it
-        ("stable", "flags.pipelex-workflows", True, "Pulumi.stable.yaml", "", "weight 0 is the rollback target"),
+        # the rollback target must switch the release's flags off
+        ("stable", "flags.pipelex-workflows", True, "Pulumi.stable.yaml", "flags", "so it is the rollback target"),
     ],
 )
 def test_bad_values_are_refused_naming_file_key_and_rule(stage, path, value, source, key, rule):
