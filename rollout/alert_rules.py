@@ -8,9 +8,9 @@ One rule file per stage (`rule_groups`), two groups:
 - alerts, evaluated every check interval with `for: Analysis.alert_for`, so an alert fires on
   the `consecutive_failures`-th bad check in a row, like the bot's rollback.
   * Day-0 rollback triggers on any track (critical): error rate, P95 latency, test pass rate.
-  * the seed dashboard's alerts on the canary track: SPICE task rate (warning), Pipelex success
-    and fallback rate (warning below/above target, critical past the critical threshold),
-    rendered only while the canary has traffic and the subsystem's flag is on.
+  * the seed dashboard's alerts, while the subsystem's flag is on: SPICE task rate (warning),
+    Pipelex success and fallback rate (warning below/above target, critical past the critical
+    threshold), on the canary track while it has traffic, else (weight 0) on stable.
   * missing data, per service: no canary request series while the canary has traffic
     (critical: the bot and every canary alert are blind), no stable series while stable has
     traffic (warning); `for` is at least a rate window plus two scrapes (`missing_data_for`).
@@ -156,8 +156,7 @@ def _threshold_alert(
         summary=f"{sig.title} {side} {level} on {where}",
         description=(
             f"{sig.title} on {where} is {value}: {side} the {level} of "
-            f"{_shown(threshold, sig.unit)} for {stage.analysis.consecutive_failures} checks in a row "
-            f"(stage {stage.name}, {stage.weight}% canary)."
+            f"{_shown(threshold, sig.unit)} for {stage.analysis.consecutive_failures} checks in a row."
         ),
     )
 
@@ -200,7 +199,8 @@ def _missing_data_alert(
     monitoring: MonitoringConfig,
 ) -> list[dict[str, Any]]:
     """absent() needs exact labels, so one rule per service; they share the alert name."""
-    share = stage.weight if track == CANARY else 100 - stage.weight
+    # no stage name or weight in the text: promotion must not rewrite the rules (plan shows
+    # only weights, replicas and flags changing); the rule exists only while the track has traffic
     wait = missing_data_for(stage, monitoring)
     impact = (
         "the release bot's gates and every canary alert are blind"
@@ -217,7 +217,7 @@ def _missing_data_alert(
             monitoring,
             summary=f"No {track} request data for {svc.namespace}/{svc.name}",
             description=(
-                f"Stage {stage.name} sends {share}% of traffic to the {track} track of "
+                f"The current stage sends traffic to the {track} track of "
                 f"{svc.namespace}/{svc.name}, but Prometheus has recorded no request rate for it "
                 f"for {format_duration(wait)}: {impact}."
             ),
@@ -240,19 +240,22 @@ def alert_rules(
     rules += _gate_alerts(
         "GenesisTestPassRate", "test_pass_rate", gates.test_pass_rate, stage, monitoring, None, False
     )
+    # SPICE/Pipelex alerts watch the track being released: the canary while it has traffic. At a
+    # weight-0 stage with the flags on (a completed release made them the baseline) they watch stable.
     canary_live = stage.weight > 0
-    if canary_live and stage.flags.enabled(SPICE_FLAG):
+    subsystem_track = CANARY if canary_live else STABLE
+    if stage.flags.enabled(SPICE_FLAG):
         rules += _gate_alerts(
             "GenesisSpiceTaskRate", "spice_tasks_per_minute", gates.spice_tasks_per_minute,
-            stage, monitoring, CANARY, True,
+            stage, monitoring, subsystem_track, True,
         )
-    if canary_live and stage.flags.enabled(PIPELEX_FLAG):
+    if stage.flags.enabled(PIPELEX_FLAG):
         rules += _gate_alerts(
             "GenesisPipelexSuccess", "pipelex_success_rate", gates.pipelex_success_rate,
-            stage, monitoring, CANARY, True,
+            stage, monitoring, subsystem_track, True,
         )
         rules += _gate_alerts(
-            "GenesisFallbackRate", "fallback_rate", gates.fallback_rate, stage, monitoring, CANARY, True
+            "GenesisFallbackRate", "fallback_rate", gates.fallback_rate, stage, monitoring, subsystem_track, True
         )
     if canary_live:
         rules += _missing_data_alert("GenesisCanaryDataMissing", CANARY, "critical", services, stage, monitoring)

@@ -23,6 +23,7 @@ from rollout.alert_rules import (
     render_rule_file,
     rule_groups,
     runbook_url,
+    stack_rule_groups,
     write_rules,
 )
 from rollout.config import load_stack_config
@@ -275,7 +276,17 @@ def test_stage_weight_and_flags_decide_which_alerts_are_rendered() -> None:
     assert "GenesisSpiceTaskRateLow" in rendered
 
 
-def test_missing_data_alerts_name_each_service_and_its_share() -> None:
+def test_subsystem_alerts_watch_stable_when_a_completed_release_keeps_the_flags_on_at_weight_0() -> None:
+    canary = canary_config()
+    settled = with_stage(canary, stage=canary.stage.stage.model_copy(update={"name": "stable", "weight": 0}))
+    rules = alerts_of(alert_rules.stack_rule_groups(settled))
+    subsystem = [r for r in rules if any(k in r["alert"] for k in ("Spice", "Pipelex", "Fallback"))]
+    assert len(subsystem) == 5
+    assert all('{track="stable"}' in r["expr"] for r in subsystem)
+    assert "GenesisCanaryDataMissing" not in {r["alert"] for r in rules}
+
+
+def test_missing_data_alerts_name_each_service() -> None:
     config = canary_config()
     extra = ServiceConfig(
         name="planner", namespace="agents",
@@ -290,7 +301,16 @@ def test_missing_data_alerts_name_each_service_and_its_share() -> None:
         'absent(namespace_app_track:genesis_requests:rate{namespace="agents", app="planner", track="canary"})',
     }
     stable = [r for r in rules if r["alert"] == "GenesisStableDataMissing"]
-    assert all("90% of traffic" in r["annotations"]["description"] for r in stable)
+    assert {r["annotations"]["summary"] for r in stable} == {
+        "No stable request data for genesis/genesis", "No stable request data for agents/planner"
+    }
+
+
+def test_promotion_between_live_stages_does_not_rewrite_the_rules() -> None:
+    """Same gates and flags: the rule file of canary and gradual is the same, apart from its header,
+    so `rollout plan` shows only weights, replicas and flags changing."""
+    canary, gradual = (load_stack_config(REPO_ROOT, s) for s in ("canary", "gradual"))
+    assert stack_rule_groups(canary) == stack_rule_groups(gradual)
 
 
 # --------------------------------------------------------------------------- conventions, runbooks
