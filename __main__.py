@@ -7,18 +7,14 @@ Thin on purpose: the work is in components/ (see docs/stack.md).
 
 from __future__ import annotations
 
+from components.monitoring import MonitoringStack
 from components.program import deploy_services, export_summary, read_stack_config
 
 
 def main() -> None:
     config = read_stack_config()  # refuses bad config before any resource is registered
     services = deploy_services(config)
-
-    # ---- MONITORING (lead): add components/monitoring.py's MonitoringStack here:
-    #   from components.monitoring import MonitoringStack   (at the top)
-    #   MonitoringStack("monitoring", config)
-    # Give it logical names that do not collide with the services' ('<app>-...').
-    # ---- end MONITORING
+    MonitoringStack("monitoring", config)  # Prometheus/Alertmanager/Grafana, rules, dashboards
 
     export_summary(config, services)
 

@@ -366,10 +366,11 @@ def render(
         raise fail(str(error))
     folders: dict[str, int] = {}
     for path in result.files:
-        top = path.relative_to(result.out_dir).parts[0]
+        parts = path.relative_to(result.out_dir).parts
+        top = f"{parts[0]}/" if len(parts) > 1 else parts[0]
         folders[top] = folders.get(top, 0) + 1
-    summary = ", ".join(f"{name}/ {count}" for name, count in sorted(folders.items()))
-    out.print(f"rendered stage {stage} into {out_dir}: {summary}", highlight=False)
+    summary = ", ".join(f"{name} {count}" for name, count in sorted(folders.items()))
+    out.print(f"rendered stage {stage} into {out_dir}: {summary}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -6,8 +6,8 @@ paths, so two renders diff cleanly. This is not a replacement for `pulumi previe
 no provider and no live state are involved, so provider defaults and drift are not shown.
 
 Artifact writers are a list: each gets a RenderContext and writes (and owns) one folder under
-`out_dir`. Add writers for alerts/, alertmanager/, grafana/ by appending to `WRITERS` or passing
-`writers=`.
+`out_dir`: manifests/, alerts/ (Prometheus rule file), alertmanager/ (alertmanager.yaml),
+grafana/ (dashboards), helm/ (kube-prometheus-stack values in install mode), outputs.json.
 """
 
 from __future__ import annotations
@@ -105,7 +105,52 @@ def write_outputs(context: RenderContext) -> list[Path]:
     return [path]
 
 
-WRITERS: list[ArtifactWriter] = [write_manifests, write_outputs]
+def write_alert_rules(context: RenderContext) -> list[Path]:
+    from rollout.alert_rules import write_rules
+
+    fresh_dir(context.out_dir / "alerts")
+    return [write_rules(context.config, context.out_dir)]
+
+
+def write_alertmanager(context: RenderContext) -> list[Path]:
+    from rollout.alertmanager_config import write_alertmanager_config
+
+    fresh_dir(context.out_dir / "alertmanager")
+    return [write_alertmanager_config(context.config, context.out_dir)]
+
+
+def write_grafana(context: RenderContext) -> list[Path]:
+    from rollout.dashboard import write_dashboards
+
+    fresh_dir(context.out_dir / "grafana")
+    return write_dashboards(context.config, context.out_dir)
+
+
+def write_helm_values(context: RenderContext) -> list[Path]:
+    """The kube-prometheus-stack values (install mode): the chart itself is one opaque
+    registration under the mock runtime, so its values are the reviewable part."""
+    from components.monitoring import values_for
+
+    folder = fresh_dir(context.out_dir / "helm")
+    monitoring = context.config.project.monitoring
+    if monitoring.mode != "install":
+        return []
+    path = folder / f"{monitoring.release_name}-values.yaml"
+    path.write_text(
+        f"# kube-prometheus-stack {monitoring.chart_version} values, generated from Pulumi.yaml monitoring\n"
+        + to_yaml(values_for(monitoring))
+    )
+    return [path]
+
+
+WRITERS: list[ArtifactWriter] = [
+    write_manifests,
+    write_outputs,
+    write_alert_rules,
+    write_alertmanager,
+    write_grafana,
+    write_helm_values,
+]
 
 
 def render(

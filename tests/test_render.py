@@ -116,3 +116,30 @@ def test_validators_reject_broken_objects():
     unknown = {"apiVersion": "gateway.networking.k8s.io/v9", "kind": "HTTPRoute", "metadata": {"name": "x"}}
     (result,) = crd_results([unknown])
     assert result["valid"] is False and "no validator" in result["errors"][0]
+
+
+def test_render_writes_rules_routing_dashboards_and_chart_values_beside_the_manifests(tmp_path):
+    """The monitoring artifacts of a stage, checked by the real promtool and amtool."""
+    import json
+    import subprocess
+
+    from rollout.config import load_stack_config
+    from rollout.dashboard import build_dashboard
+
+    result = render(REPO_ROOT, "canary", tmp_path)
+    rules = tmp_path / "alerts" / "genesis-rollout.rules.yaml"
+    routing = tmp_path / "alertmanager" / "alertmanager.yaml"
+    board = tmp_path / "grafana" / "genesis-release.json"
+    values = tmp_path / "helm" / "kube-prometheus-stack-values.yaml"
+    assert {rules, routing, board, values} <= set(result.files)
+
+    checked = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    checked = subprocess.run(["amtool", "check-config", str(routing)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = load_stack_config(REPO_ROOT, "canary")
+    assert json.loads(board.read_text()) == build_dashboard(config.stage, config.project.stage_order)
+    assert "retention: 15d" in values.read_text()
+    # the same rules reach the cluster as the PrometheusRule's spec
+    rule_object = yaml.safe_load((tmp_path / "manifests/monitoring/prometheusrule-genesis-rollout.yaml").read_text())
+    assert rule_object["spec"]["groups"] == yaml.safe_load(rules.read_text())["groups"]
