@@ -1,0 +1,113 @@
+"""The `rollout` command line: the commands a platform engineer types, in-process through Typer.
+
+`check` runs against a REAL Prometheus fed by a synthetic Genesis pod with the repo's own stage
+files; render and plan run the real program under the Pulumi mock runtime (no CLI here).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from rollout.cli import app
+from rollout.localstack import free_port, wait_for
+from tests.live_fixtures import LiveStack, compressed_config, live_stack
+
+REPO = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def rollout(*args: str, env: dict[str, str] | None = None):  # noqa: ANN201
+    return runner.invoke(app, ["--help"] if not args else list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[LiveStack]:
+    with live_stack(compressed_config(["genesis"]), {"genesis": "healthy"}) as stack:
+        stack.wait_for_full_window()
+        yield stack
+
+
+def check_json(live: LiveStack) -> tuple[int, dict]:
+    result = rollout("check", "--stage", "canary", "--json", "-C", str(REPO), env={"PROMETHEUS_URL": live.prometheus.url})
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_check_passes_fails_and_holds_with_the_documented_exit_codes(live: LiveStack) -> None:
+    canary = live.workloads[("genesis", "canary")]
+    code, report = check_json(live)
+    assert (code, report["verdict"]) == (0, "pass"), report["reason"]
+    assert report["stage"] == "canary"
+    assert {g["name"] for g in report["gates"]} == {
+        "error_rate", "p95_latency_seconds", "test_pass_rate", "pipelex_success_rate",
+        "spice_tasks_per_minute", "fallback_rate",
+    }
+    assert all({"name", "value", "threshold", "ok"} <= set(g) for g in report["gates"])
+
+    canary.set_profile("bad")
+    code, report = wait_for(lambda: (lambda r: r if r[0] == 1 else None)(check_json(live)), 30, "a failing check")
+    assert report["verdict"] == "fail"
+    failed = {g["name"] for g in report["gates"] if not g["ok"]}
+    assert "test_pass_rate" in failed and "critical" in report["reason"]
+
+    canary.set_profile("silent")  # no samples at all: never a pass
+    def silent_check() -> tuple[int, dict] | None:
+        code, report = check_json(live)
+        assert code != 0, f"a pass while the canary goes silent: {report}"
+        return (code, report) if all(g["value"] is None for g in report["gates"]) else None
+
+    code, report = wait_for(silent_check, 30, "a check with no canary series left")
+    assert (code, report["verdict"]) == (2, "hold")
+    canary.set_profile("healthy")
+
+
+def test_check_without_prometheus_is_an_error_never_a_verdict() -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    result = rollout("check", "--stage", "canary", "--prometheus", closed, "-C", str(REPO))
+    assert result.exit_code == 3
+    assert "unreachable" in result.stderr and "no verdict" in result.stderr
+
+
+def test_check_of_an_unknown_stage_is_refused() -> None:
+    result = rollout("check", "--stage", "canry", "--prometheus", "http://127.0.0.1:9", "-C", str(REPO))
+    assert result.exit_code == 3
+    assert "unknown stage 'canry'" in result.stderr
+
+
+def test_plan_canary_gradual_shows_only_weights_replicas_and_flags() -> None:
+    result = rollout("plan", "canary", "gradual", "-C", str(REPO))
+    assert result.exit_code == 0
+    changed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("~ ")]
+    assert sorted(changed) == ["genesis-canary-deployment", "genesis-flags-configmap", "genesis-httproute"]
+    markdown = rollout("plan", "canary", "gradual", "--markdown", "-C", str(REPO)).stdout
+    assert markdown.lstrip().startswith("#") and "| " in markdown
+
+
+def test_render_refuses_a_bad_stage_file_before_writing(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    for path in REPO.glob("Pulumi*.yaml"):
+        (project / path.name).write_text(path.read_text())
+    stage = project / "Pulumi.gradual.yaml"
+    stage.write_text(stage.read_text().replace("weight: 50", "weight: 150"))
+    result = rollout("render", "--stage", "gradual", "--out", str(tmp_path / "out"), "-C", str(project))
+    assert result.exit_code == 3
+    assert "Pulumi.gradual.yaml" in result.stderr and "genesis-rollout:stage.weight" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_preflight_reports_every_no_go_and_its_reason(live: LiveStack) -> None:
+    result = rollout(
+        "preflight", "--json", "-C", str(REPO), "--prometheus", live.prometheus.url,
+        "--alertmanager", f"http://127.0.0.1:{free_port()}", "--skip", "grafana",
+    )
+    items = {item["name"]: item for item in json.loads(result.stdout)}
+    assert result.exit_code == 1  # Alertmanager is down: no-go
+    assert items["stage files"]["ok"] and items["prometheus"]["ok"] and items["rules loaded"]["ok"]
+    assert items["stable metrics"]["ok"]
+    assert not items["alertmanager"]["ok"] and "unreachable" in items["alertmanager"]["detail"]
+    assert items["grafana"]["ok"] and "skipped on request" in items["grafana"]["detail"]
