@@ -135,7 +135,8 @@ def _fmt(value: float | None) -> str:
 
 
 def evaluate_gate(name: str, gate: Gate, measured: GateMeasurement | None) -> GateResult:
-    """One gate on one measurement: pass, hold (target missed or no data) or fail (critical)."""
+    """One gate on one measurement: pass, hold (target missed, no data, or a critical breach on a
+    gate with rollback: false) or fail (critical breach)."""
     value = None if measured is None else measured.canary
     baseline = None if measured is None else measured.stable
     query = "" if measured is None else measured.query
@@ -148,8 +149,13 @@ def evaluate_gate(name: str, gate: Gate, measured: GateMeasurement | None) -> Ga
         threshold = gate.target
         message = f"{why}: missing data is never a pass{context}"
     elif gate.breaches_critical(value):  # type: ignore[arg-type]
-        status, threshold = "fail", gate.critical  # type: ignore[assignment]
+        threshold = gate.critical  # type: ignore[assignment]
         message = f"{_fmt(value)} {worse} critical {gate.critical:g}{context}"
+        if gate.rollback:
+            status = "fail"
+        else:  # the plan alerts on it but does not roll back: it blocks promotion instead
+            status = "hold"
+            message += "; this gate does not roll back (rollback: false), it holds the stage"
     elif gate.meets_target(value):  # type: ignore[arg-type]
         status, threshold = "pass", gate.target
         message = f"{_fmt(value)} {op} target {gate.target:g}{context}"

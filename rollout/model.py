@@ -80,13 +80,19 @@ class Direction(StrEnum):
 
 
 class Gate(Model):
-    """A target (missing it holds the stage) and an optional critical threshold (breaching it fails)."""
+    """A target (missing it holds the stage) and an optional critical threshold.
+
+    Breaching the critical threshold fails the check (and, N times in a row, rolls back) when
+    `rollback` is on; with `rollback: false` it pages through the alert rules and holds the
+    stage, but the bot does not roll back on it (the Day-0 plan's "Auto-Rollback: NO").
+    """
 
     direction: ClassVar[Direction]
     is_ratio: ClassVar[bool] = False
 
     target: float
     critical: float | None = None
+    rollback: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> Gate:
@@ -142,9 +148,10 @@ class Gates(Model):
     error_rate: MaxRatioGate = MaxRatioGate(target=0.001, critical=0.01)
     p95_latency_seconds: MaxGate = MaxGate(target=0.2, critical=0.5)
     test_pass_rate: MinRatioGate = MinRatioGate(target=0.98, critical=0.95)
-    pipelex_success_rate: MinRatioGate = MinRatioGate(target=0.95, critical=0.90)
-    spice_tasks_per_minute: MinGate = MinGate(target=1.0)
-    fallback_rate: MaxRatioGate = MaxRatioGate(target=0.05, critical=0.20)
+    # the plan: Pipelex success and SPICE task rate alert but do not auto-rollback
+    pipelex_success_rate: MinRatioGate = MinRatioGate(target=0.95, critical=0.90, rollback=False)
+    spice_tasks_per_minute: MinGate = MinGate(target=1.0, rollback=False)
+    fallback_rate: MaxRatioGate = MaxRatioGate(target=0.05, critical=0.20, rollback=False)
 
     def items(self) -> list[tuple[str, Gate]]:
         """(gate name, gate) in declaration order; names are the Python field names."""

@@ -27,11 +27,12 @@ FLAGS_ON = {
 }
 
 
-def make_stage(min_requests: int = 50, weight: int = 10) -> Stage:
+def make_stage(min_requests: int = 50, weight: int = 10, gates: dict | None = None) -> Stage:
     return Stage.model_validate(
         {
             "stage": {"name": "canary", "weight": weight},
             "analysis": {"minCanaryRequests": min_requests},
+            "gates": gates or {},
             "flags": FLAGS_ON,
         }
     )
@@ -92,7 +93,8 @@ def _cases() -> list[tuple[str, str, float, str]]:
             cases.append((name, "just worse than target", gate.target + _step(name, True), "hold"))
         cases.append((name, "just better than critical", gate.critical - _step(name, True), "hold"))
         cases.append((name, "at critical", gate.critical, "hold"))
-        cases.append((name, "just worse than critical", gate.critical + _step(name, True), "fail"))
+        past_critical = "fail" if gate.rollback else "hold"
+        cases.append((name, "just worse than critical", gate.critical + _step(name, True), past_critical))
     return cases
 
 
@@ -105,11 +107,22 @@ def test_gate_boundaries(name: str, where: str, value: float, expected: str) -> 
     assert gate.ok is (expected == "pass")
     others = [g for g in result.gates if g.name != name]
     assert all(g.status == "pass" for g in others)
-    if expected == "fail":
+    if "worse than critical" in where:
         assert gate.threshold == GATES[name].critical
         assert "critical" in gate.message and name in result.reason
     else:
         assert gate.threshold == GATES[name].target
+
+
+def test_the_plans_no_rollback_gates_hold_on_a_critical_breach() -> None:
+    """Day-0 plan: error rate, P95 and test pass rate roll back; Pipelex success does not."""
+    rolling_back = {name for name, gate in Gates().items() if gate.rollback}
+    assert rolling_back == {"error_rate", "p95_latency_seconds", "test_pass_rate"}
+    result = evaluate(STAGE, measurements({"pipelex_success_rate": 0.5}))
+    assert result.verdict == "hold"
+    assert "does not roll back" in next(g for g in result.gates if g.name == "pipelex_success_rate").message
+    strict = make_stage(gates={"pipelexSuccessRate": {"target": 0.95, "critical": 0.9, "rollback": True}})
+    assert evaluate(strict, measurements({"pipelex_success_rate": 0.5})).verdict == "fail"
 
 
 def test_spice_task_rate_has_no_critical_so_zero_tasks_only_holds() -> None:
