@@ -15,7 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA_SCHEMA_DIR = ROOT / "tools" / "grafana-schema"
-MONITORING_VALIDATORS_DIR = ROOT / "tools" / "validators-monitoring"
+MONITORING_VALIDATORS_DIR = ROOT / "tools" / "validators"  # one node validator for every CRD group
 
 
 def require_tool(name: str, install_hint: str) -> str:
