@@ -270,36 +270,37 @@ def watch(
         time.sleep(stage.analysis.check_interval.total_seconds())
 
 
-@app.command()
-def promote(
-    reason: str = typer.Option("promoted by hand", "--reason"),
-    project_dir: Optional[Path] = ProjectDir,
-    stack: str = StackName,
-    pulumi_root: Optional[Path] = PulumiRoot,
-    prometheus: Optional[str] = PrometheusUrl,
-    alertmanager: Optional[str] = AlertmanagerUrl,
-    grafana: Optional[str] = GrafanaUrl,
-    report_dir: Path = ReportDir,
-) -> None:
-    """Apply the next stage now (a human decision: gates are not consulted)."""
-    _bot_command("promote", project_dir, stack, pulumi_root, prometheus, alertmanager, grafana,
-                 report_dir, False, reason)
+def _stage_change_command(action: str, default_reason: str, doc: str):
+    """promote and rollback take the same options; only the bot action differs."""
+
+    def command(
+        reason: str = typer.Option(default_reason, "--reason"),
+        project_dir: Optional[Path] = ProjectDir,
+        stack: str = StackName,
+        pulumi_root: Optional[Path] = PulumiRoot,
+        prometheus: Optional[str] = PrometheusUrl,
+        alertmanager: Optional[str] = AlertmanagerUrl,
+        grafana: Optional[str] = GrafanaUrl,
+        report_dir: Path = ReportDir,
+    ) -> None:
+        _bot_command(action, project_dir, stack, pulumi_root, prometheus, alertmanager, grafana,
+                     report_dir, False, reason)
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command()
-def rollback(
-    reason: str = typer.Option("rolled back by hand", "--reason"),
-    project_dir: Optional[Path] = ProjectDir,
-    stack: str = StackName,
-    pulumi_root: Optional[Path] = PulumiRoot,
-    prometheus: Optional[str] = PrometheusUrl,
-    alertmanager: Optional[str] = AlertmanagerUrl,
-    grafana: Optional[str] = GrafanaUrl,
-    report_dir: Path = ReportDir,
-) -> None:
-    """Apply the rollback target (stable: SPICE and Pipelex off, fallback on) now."""
-    _bot_command("rollback", project_dir, stack, pulumi_root, prometheus, alertmanager, grafana,
-                 report_dir, False, reason)
+app.command("promote")(
+    _stage_change_command(
+        "promote", "promoted by hand", "Apply the next stage now (a human decision: gates are not consulted)."
+    )
+)
+app.command("rollback")(
+    _stage_change_command(
+        "rollback", "rolled back by hand",
+        "Apply the rollback target (stable: SPICE and Pipelex off, fallback on) now.",
+    )
+)
 
 
 @app.command()

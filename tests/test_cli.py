@@ -111,3 +111,32 @@ def test_preflight_reports_every_no_go_and_its_reason(live: LiveStack) -> None:
     assert items["stable metrics"]["ok"]
     assert not items["alertmanager"]["ok"] and "unreachable" in items["alertmanager"]["detail"]
     assert items["grafana"]["ok"] and "skipped on request" in items["grafana"]["detail"]
+
+
+def test_rollback_by_hand_applies_stable_and_writes_the_incident_report(
+    live: LiveStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real Automation API; the Pulumi CLI is the recording stand-in (not installable here)."""
+    from datetime import datetime, timedelta, timezone
+
+    from fake_pulumi import FakePulumi, update
+
+    fake = FakePulumi(tmp_path, monkeypatch)
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    fake.seed(outputs={"stage": "canary", "weight": 10},
+              history=[update(1, "rollout: promote stable -> canary: day 1", since, since)])
+    common = ["-C", str(REPO), "--pulumi-root", str(fake.root), "--prometheus", live.prometheus.url]
+
+    status = rollout("status", *common, "--json")
+    assert status.exit_code == 0, status.stderr
+    assert json.loads(status.stdout)["stage"] == "canary"
+
+    result = rollout("rollback", "--reason", "on-call decision", *common, "--report-dir", str(tmp_path / "reports"))
+    assert result.exit_code == 0, result.stderr
+    ups = fake.runs_of("up")
+    assert len(ups) == 1
+    argv = ups[0]["argv"]
+    assert argv[argv.index("--config-file") + 1] == "Pulumi.stable.yaml"
+    assert argv[argv.index("--message") + 1] == "rollout: rollback canary -> stable: on-call decision"
+    reports = list((tmp_path / "reports").glob("*-rollback-canary-to-stable.md"))
+    assert len(reports) == 1 and "on-call decision" in reports[0].read_text()
