@@ -56,3 +56,15 @@ def test_demo_rolls_back_the_faulty_canary_and_reaches_on_call(tmp_path: Path) -
     assert summary.ok
     # every server the demo started is gone
     assert not [n for n in child_processes() if "prometheus" in n or "alertmanager" in n]
+
+
+def test_a_failing_demo_still_stops_every_server(tmp_path: Path) -> None:
+    """A demo that fails midway (here: its time budget runs out) tears down what it started."""
+    import pytest
+
+    from rollout.demo import DemoError
+
+    console = Console(file=open(tmp_path / "demo.log", "w"), width=200)
+    with pytest.raises(DemoError, match="no rollback or completion within 1s"):
+        run_demo(REPO, tmp_path / "demo", check_seconds=1.0, hold_seconds=60.0, timeout_seconds=1.0, console=console)
+    assert not [n for n in child_processes() if "prometheus" in n or "alertmanager" in n]
