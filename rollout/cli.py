@@ -61,13 +61,20 @@ def _project(project_dir: Optional[Path]) -> Path:
         raise fail(str(error))
 
 
-def _release(project_dir: Path):
-    from rollout.config import ConfigError, load_release
+def _or_config_error(action):
+    """Run `action`; a refused config exits 3 with the file, key path and rule."""
+    from rollout.config import ConfigError
 
     try:
-        return load_release(project_dir)
+        return action()
     except ConfigError as error:
         raise fail(str(error))
+
+
+def _release(project_dir: Path):
+    from rollout.config import load_release
+
+    return _or_config_error(lambda: load_release(project_dir))
 
 
 def _prometheus(url: Optional[str]):
@@ -358,13 +365,9 @@ def render(
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
     """Write a stage's desired state: manifests/, alerts/, alertmanager/, grafana/ (review, GitOps)."""
-    from rollout.config import ConfigError
     from rollout.render import render as render_stage
 
-    try:
-        result = render_stage(_project(project_dir), stage, out_dir)
-    except ConfigError as error:
-        raise fail(str(error))
+    result = _or_config_error(lambda: render_stage(_project(project_dir), stage, out_dir))
     folders: dict[str, int] = {}
     for path in result.files:
         parts = path.relative_to(result.out_dir).parts
@@ -382,13 +385,9 @@ def plan(
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
     """Resource-level diff between two stages' desired states (review aid, not `pulumi preview`)."""
-    from rollout.config import ConfigError
     from rollout.plan import plan as plan_stages
 
-    try:
-        result = plan_stages(_project(project_dir), from_stage, to_stage)
-    except ConfigError as error:
-        raise fail(str(error))
+    result = _or_config_error(lambda: plan_stages(_project(project_dir), from_stage, to_stage))
     sys.stdout.write(result.to_markdown() if markdown else result.to_text())
     sys.stdout.write("\n")
 
