@@ -180,18 +180,21 @@ class ReleaseBot:
 
     def _change(self, outcome: TickOutcome, action: str, target: str, reason: str) -> None:
         source = outcome.state.stage
+        decided_at = self.clock()
         log.info("%s %s -> %s: %s", action, source, target, reason)
         outcome.applied = self.deployer.apply(target, reason)
-        self._notify(outcome, action, target, reason)
+        self._notify(outcome, action, target, reason, decided_at)
 
-    def _notify(self, outcome: TickOutcome, action: str, target: str, reason: str) -> None:
+    def _notify(
+        self, outcome: TickOutcome, action: str, target: str, reason: str, decided_at: datetime | None = None
+    ) -> None:
         change = StageChange(
             action=action,
             source=outcome.state.stage,
             target=target,
             reason=reason,
             started_at=outcome.state.since,
-            at=self.clock(),
+            at=decided_at or self.clock(),
             checks=outcome.checks,
             applied=outcome.applied,
         )

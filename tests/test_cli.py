@@ -131,6 +131,11 @@ def test_rollback_by_hand_applies_stable_and_writes_the_incident_report(
     assert status.exit_code == 0, status.stderr
     assert json.loads(status.stdout)["stage"] == "canary"
 
+    report = rollout("report", *common, "--report-dir", str(tmp_path / "stage-reports"))
+    assert report.exit_code == 0, report.stderr
+    stage_report = next((tmp_path / "stage-reports").glob("*-status-canary-to-canary.md"))
+    assert "| error_rate |" in stage_report.read_text() and stage_report.with_suffix(".png").exists()
+
     result = rollout("rollback", "--reason", "on-call decision", *common, "--report-dir", str(tmp_path / "reports"))
     assert result.exit_code == 0, result.stderr
     ups = fake.runs_of("up")
