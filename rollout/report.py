@@ -311,7 +311,9 @@ def plot_stage(report: Report, path: Path) -> Path:
         ax_p.axhline(th.p95_critical * 1000, color="black", linestyle="--", label=f"critical {th.p95_critical * 1000:g} ms")
     ax_p.set_ylabel("P95 latency (ms)")
     ax_p.set_xlabel("time (UTC)")
-    ax_p.xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M", tz=timezone.utc))
+    # a 48 h stage reads in hours, a compressed demo stage in seconds
+    span = (max(s.times) - min(s.times)).total_seconds() if len(s.times) > 1 else 0
+    ax_p.xaxis.set_major_formatter(DateFormatter("%H:%M:%S" if span < 600 else "%m-%d %H:%M", tz=timezone.utc))
 
     for ax in (ax_w, ax_e, ax_p):
         ax.axvline(report.decided_at, color="tab:orange", linewidth=1.5)
