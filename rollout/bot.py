@@ -152,11 +152,13 @@ class ReleaseBot:
         elif decision.action == "rollback":
             self._change(outcome, "rollback", self.release.rollback_target.name, decision.reason)
         elif decision.action == "complete":
+            # no hook here: every later tick says 'complete' again, and a stateless bot cannot
+            # tell the first from the rest; finishing the release is a human's next step
             outcome.effects.append(
-                "release complete: make the canary image the new stable in Pulumi.yaml, then apply "
-                f"'{self.release.rollback_target.name}' to start the next release clean"
+                "release complete: make the canary image the new stable in Pulumi.yaml, set "
+                f"releaseFlags to [], then apply '{self.release.rollback_target.name}' to start the "
+                "next release clean (docs/stack.md)"
             )
-            self._notify(outcome, "complete", stage.name, decision.reason)
         return outcome
 
     def promote(self, reason: str = "promoted by hand") -> TickOutcome:

@@ -55,6 +55,22 @@ def seed_stage(fake: FakePulumi, stage: str, weight: int, since: datetime, **ext
     )
 
 
+def wait_until_healthy(live: LiveStack) -> None:
+    """The canary healthy across the last three 1 s checks (an earlier test may have made it bad)."""
+    live.workloads[(APP, "canary")].set_profile("healthy")
+    release = compressed_release(live.config)
+    stage = release.stage("canary")
+
+    def healthy() -> bool:
+        now = datetime.now(timezone.utc)
+        return all(
+            check_release(release, live.prom, stage, now - timedelta(seconds=back)).verdict == "pass"
+            for back in (0, 1, 2)
+        )
+
+    wait_for(healthy, 40, "three passing checks in a row", interval=0.5)
+
+
 def bot_at(live: LiveStack, fake: FakePulumi, now: datetime) -> ReleaseBot:
     """A fresh bot (as after a restart): nothing carried over but what the stack and Prometheus hold."""
     deployer = PulumiDeployer(REPO, "prod", pulumi_root=fake.root)
@@ -62,7 +78,7 @@ def bot_at(live: LiveStack, fake: FakePulumi, now: datetime) -> ReleaseBot:
 
 
 def test_tick_promotes_a_healthy_canary_after_its_hold(live: LiveStack, fake: FakePulumi) -> None:
-    live.workloads[(APP, "canary")].set_profile("healthy")
+    wait_until_healthy(live)
     now = datetime.now(timezone.utc)
     seed_stage(fake, "canary", 10, now - timedelta(seconds=31))
 
@@ -124,7 +140,7 @@ def test_a_restarted_bot_counts_the_failures_seen_before_the_restart(live: LiveS
 
 
 def test_a_locked_stack_is_not_applied_and_not_retried(live: LiveStack, fake: FakePulumi) -> None:
-    live.workloads[(APP, "canary")].set_profile("healthy")
+    wait_until_healthy(live)
     now = datetime.now(timezone.utc)
     seed_stage(fake, "canary", 10, now - timedelta(seconds=31), lock="service")
 
@@ -150,3 +166,50 @@ def test_prometheus_going_away_mid_stage_never_promotes(fake: FakePulumi) -> Non
         bot.tick()
     assert fake.runs_of("up") == []
     prom.close()
+
+
+class RecordingHook:
+    def __init__(self) -> None:
+        self.changes = []
+
+    def stage_changed(self, change):  # noqa: ANN001, ANN201
+        self.changes.append(change)
+        return f"recorded {change.action}"
+
+
+def test_a_complete_release_applies_nothing_and_says_what_comes_next(live: LiveStack, fake: FakePulumi) -> None:
+    wait_until_healthy(live)
+    now = datetime.now(timezone.utc)
+    seed_stage(fake, "full", 100, now - timedelta(seconds=31))
+    hook = RecordingHook()
+    bot = ReleaseBot(
+        compressed_release(live.config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root), live.prom,
+        hooks=[hook], clock=lambda: now,
+    )
+
+    outcome = bot.tick()
+
+    assert outcome.decision.action == "complete", outcome.decision.reason
+    assert fake.runs_of("up") == [] and hook.changes == []  # every later tick says the same: no repeats
+    assert any("releaseFlags" in effect for effect in outcome.effects)
+
+
+def test_hooks_hear_of_a_rollback_and_a_failing_hook_never_blocks_it(live: LiveStack, fake: FakePulumi) -> None:
+    now = datetime.now(timezone.utc)
+    seed_stage(fake, "gradual", 50, now - timedelta(seconds=5))
+
+    class Broken:
+        def stage_changed(self, change):  # noqa: ANN001, ANN201
+            raise RuntimeError("Alertmanager is down")
+
+    hook = RecordingHook()
+    bot = ReleaseBot(
+        compressed_release(live.config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root), live.prom,
+        hooks=[Broken(), hook], clock=lambda: now,
+    )
+    outcome = bot.rollback("on-call decision")
+
+    assert len(fake.runs_of("up")) == 1
+    assert [c.action for c in hook.changes] == ["rollback"] and hook.changes[0].target == "stable"
+    assert outcome.warnings == ["Broken failed: Alertmanager is down"]
+    assert outcome.effects == ["recorded rollback"]
