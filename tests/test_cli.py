@@ -145,3 +145,26 @@ def test_rollback_by_hand_applies_stable_and_writes_the_incident_report(
     assert argv[argv.index("--message") + 1] == "rollout: rollback canary -> stable: on-call decision"
     reports = list((tmp_path / "reports").glob("*-rollback-canary-to-stable.md"))
     assert len(reports) == 1 and "on-call decision" in reports[0].read_text()
+
+
+def test_watch_stops_after_the_ticks_it_was_given(live: LiveStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`watch --max-ticks 1` is one tick. The canary's 48 h hold has run, but with the real 5 min
+    interval the checks 5 and 10 minutes ago fall before this Prometheus had data: they hold,
+    so the bot waits instead of promoting on missing data."""
+    from datetime import datetime, timedelta, timezone
+
+    from fake_pulumi import FakePulumi, update
+
+    fake = FakePulumi(tmp_path, monkeypatch)
+    since = datetime.now(timezone.utc) - timedelta(hours=49)
+    fake.seed(outputs={"stage": "canary", "weight": 10},
+              history=[update(1, "rollout: promote stable -> canary: day 1", since, since)])
+    live.workloads[("genesis", "canary")].set_profile("healthy")
+    result = rollout(
+        "watch", "--max-ticks", "1", "-C", str(REPO), "--pulumi-root", str(fake.root),
+        "--prometheus", live.prometheus.url, "--report-dir", str(tmp_path / "reports"),
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "checks: hold hold " in result.stdout  # 10 and 5 minutes ago: before any data
+    assert "decision: wait" in result.stdout
+    assert fake.runs_of("up") == []
