@@ -85,19 +85,8 @@ def read_stack_config(project_dir: Path | str = ".") -> StackConfig:
         config = parse_stack_config(values, namespace, source, PROJECT_FILE)
     except ConfigError as err:
         raise StackConfigError(err.source, err.problems) from err
-    _check_stage_in_order(config, namespace, source)
     _check_release_plan(Path(project_dir), config)
-    _check_unique_service_names(config, namespace)
     return config
-
-
-def _check_stage_in_order(config: StackConfig, namespace: str, source: str) -> None:
-    order = config.project.stage_order
-    if config.stage.name not in order:
-        raise StackConfigError(
-            source,
-            [f"{namespace}:stage.name: unknown stage {config.stage.name!r}; stageOrder is {order}"],
-        )
 
 
 def _check_release_plan(project_dir: Path, config: StackConfig) -> None:
@@ -111,23 +100,6 @@ def _check_release_plan(project_dir: Path, config: StackConfig) -> None:
         load_release(project_dir)
     except ConfigError as err:
         raise StackConfigError(err.source, err.problems) from err
-
-
-def _check_unique_service_names(config: StackConfig, namespace: str) -> None:
-    # Logical names and routes are per service name, so a name may appear once across namespaces.
-    seen: dict[str, int] = {}
-    for index, service in enumerate(config.project.services):
-        if service.name in seen:
-            raise StackConfigError(
-                PROJECT_FILE,
-                [
-                    (
-                        f"{namespace}:services[{index}].name: {service.name!r} is already used by "
-                        f"services[{seen[service.name]}]; service names must be unique"
-                    )
-                ],
-            )
-        seen[service.name] = index
 
 
 def path_prefix(config: StackConfig, service_name: str) -> str:

@@ -104,11 +104,13 @@ def _problems(err: ValidationError, namespace: str, key_of_root: str | None = No
         loc = list(item["loc"])
         key = str(loc.pop(0)) if loc and key_of_root is None else key_of_root
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
-        where = f"{namespace}:{key}{path}" if key else f"{namespace}"
         message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-        problems.append(f"{where}: {message}{shown}")
+        if key:
+            problems.append(f"{namespace}:{key}{path}: {message}{shown}")
+        else:  # a rule across keys: its message starts with the key path it is about
+            problems.append(f"{namespace}:{message}{shown}")
     return problems
 
 
@@ -130,6 +132,11 @@ def parse_stack_config(
         project = ProjectSettings.model_validate({k: values[k] for k in PROJECT_KEYS if k in values})
     except ValidationError as err:
         raise ConfigError(project_source or source, _problems(err, namespace)) from err
+    if stage.name not in project.stage_order:
+        raise ConfigError(
+            source,
+            [f"{namespace}:stage.name: unknown stage {stage.name!r}; stageOrder is {project.stage_order}"],
+        )
     problem = rollback_target_problem(stage, project.release_flags)
     if problem:
         raise ConfigError(source, [f"{namespace}:flags: {problem}"])

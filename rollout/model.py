@@ -410,16 +410,19 @@ class ProjectSettings(Model):
     routing: RoutingConfig = RoutingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
 
-    @field_validator("services")
-    @classmethod
-    def _unique_services(cls, services: list[ServiceConfig]) -> list[ServiceConfig]:
-        seen: set[tuple[str, str]] = set()
-        for service in services:
-            key = (service.namespace, service.name)
-            if key in seen:
-                raise ValueError(f"service {service.namespace}/{service.name} is declared twice")
-            seen.add(key)
-        return services
+    @model_validator(mode="after")
+    def _unique_service_names(self) -> ProjectSettings:
+        # resource names, routes, gate names and alert labels are per service name, so a name
+        # may appear once across all namespaces
+        seen: dict[str, int] = {}
+        for index, service in enumerate(self.services):
+            if service.name in seen:
+                raise ValueError(
+                    f"services[{index}].name: {service.name!r} is already used by "
+                    f"services[{seen[service.name]}]; service names must be unique"
+                )
+            seen[service.name] = index
+        return self
 
     @field_validator("release_flags")
     @classmethod

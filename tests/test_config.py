@@ -138,3 +138,19 @@ def test_an_unknown_release_flag_is_refused(tmp_path):
         load_stack_config(project, "canary")
     assert caught.value.source == "Pulumi.yaml"
     assert any("genesis-rollout:releaseFlags" in p and "unknown flag" in p for p in caught.value.problems)
+
+
+def test_the_loader_refuses_a_service_name_used_twice_like_the_program(tmp_path):
+    """The rule lives in the model, so render, plan and the bot refuse it too, not only `pulumi up`."""
+    project = copy_project(tmp_path)
+    path = project / "Pulumi.yaml"
+    data = yaml.safe_load(path.read_text())
+    services = data["config"]["genesis-rollout:services"]["value"]
+    services.append({**services[0], "namespace": "other"})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "canary")
+    assert caught.value.source == "Pulumi.yaml"
+    assert caught.value.problems == [
+        "genesis-rollout:services[1].name: 'genesis' is already used by services[0]; service names must be unique"
+    ]
