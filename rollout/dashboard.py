@@ -31,14 +31,15 @@ with warnings.catch_warnings():
     from grafana_foundation_sdk.models import text as text_model
 
 from rollout.model import Direction, Gate, StackConfig, Stage, format_duration
+from rollout.notify import ANNOTATION_TAGS, PRODUCT_TAG
 from rollout.signals import Signal, signal
 
 UID = "genesis-release"
 TITLE = "Genesis release"
 TAGS = ["genesis-rollout"]
-# The release bot posts Grafana annotations with these tags (all of them must match).
-DEPLOYMENT_TAGS = ["genesis-rollout", "deployment"]
-ROLLBACK_TAGS = ["genesis-rollout", "rollback"]
+# Filters for the annotations the release bot posts (rollout.notify.annotation_tags)
+DEPLOYMENT_TAGS = list(ANNOTATION_TAGS)
+ROLLBACK_TAGS = [PRODUCT_TAG, "rollback"]
 # The stage the committed dashboards/genesis-release.json is rendered for.
 COMMITTED_STAGE = "canary"
 
@@ -328,7 +329,7 @@ def variables(stage_order: list[str]) -> list[Any]:
     stage_var = (
         dash.CustomVariable("stage")
         .label("Stage")
-        .description("Filters the canary weight by the stage the bot reported it under.")
+        .description("Shows the bot's stage changes into the selected stages as annotations.")
         .values(",".join(stage_order))
         .multi(True)
         .include_all(True)
@@ -338,7 +339,7 @@ def variables(stage_order: list[str]) -> list[Any]:
 
 
 def annotation_queries() -> list[cogbuilder.Builder[model.AnnotationQuery]]:
-    def by_tags(name: str, tags: list[str], color: str) -> dash.AnnotationQuery:
+    def by_tags(name: str, tags: list[str], color: str, match_any: bool = False) -> dash.AnnotationQuery:
         return (
             dash.AnnotationQuery()
             .name(name)
@@ -346,7 +347,7 @@ def annotation_queries() -> list[cogbuilder.Builder[model.AnnotationQuery]]:
             .enable(True)
             .icon_color(color)
             # the SDK types target() as a data query; Grafana's tag filter is this AnnotationTarget
-            .target(dash.AnnotationTarget().type("tags").tags(tags).match_any(False).limit(100))  # type: ignore[arg-type]
+            .target(dash.AnnotationTarget().type("tags").tags(tags).match_any(match_any).limit(100))  # type: ignore[arg-type]
         )
 
     alerts = (
@@ -364,6 +365,9 @@ def annotation_queries() -> list[cogbuilder.Builder[model.AnnotationQuery]]:
     return [
         by_tags("Deployments", DEPLOYMENT_TAGS, "blue"),
         by_tags("Rollbacks", ROLLBACK_TAGS, "purple"),
+        # the bot tags each change with its target stage; a multi-value $stage is expanded to
+        # one tag per selected stage, and any of them matches
+        by_tags("Stage changes ($stage)", ["$stage"], "green", match_any=True),
         alerts,
     ]
 

@@ -291,18 +291,3 @@ def _print_summary(say: Callable[..., None], summary: DemoSummary) -> None:
         say(f"  report: {path}")
     say(f"  {summary.ticks} ticks, {summary.queries} Prometheus queries, {summary.seconds:.0f}s in all")
     say("  demo " + ("passed" if summary.ok else "FAILED"), "bold green" if summary.ok else "bold red")
-
-
-def summary_dict(summary: DemoSummary) -> dict[str, Any]:
-    return {
-        "rolled_back": summary.rolled_back,
-        "alert_received": summary.alert_received,
-        "alert_receivers": summary.alert_receivers,
-        "rule_alerts": summary.rule_alerts,
-        "detection_seconds": summary.detection_seconds,
-        "reports": [str(p) for p in summary.reports],
-        "stages": summary.stages_seen,
-        "ticks": summary.ticks,
-        "queries": summary.queries,
-        "seconds": summary.seconds,
-    }

@@ -82,9 +82,6 @@ class RenderedStack:
         """Resources of one type token (e.g. 'kubernetes:apps/v1:Deployment'), sorted by name."""
         return [r for _, r in sorted(self.resources.items()) if r.type == type_]
 
-    def children_of(self, name: str) -> list[RecordedResource]:
-        return [r for _, r in sorted(self.resources.items()) if r.parent == name]
-
     def subtree(self, name: str) -> list[RecordedResource]:
         """A resource and everything under it (children, grandchildren...), sorted by name."""
         def under(record: RecordedResource) -> bool:

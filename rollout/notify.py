@@ -24,7 +24,8 @@ log = logging.getLogger("rollout.notify")
 
 ROLLBACK_ALERT = "GenesisRolloutRolledBack"
 SOURCE = "release-bot"
-ANNOTATION_TAGS = ("genesis-rollout", "deployment")
+PRODUCT_TAG = "genesis-rollout"
+ANNOTATION_TAGS = (PRODUCT_TAG, "deployment")  # every stage change; + the action and the target stage
 DEFAULT_TIMEOUT = 10.0
 
 

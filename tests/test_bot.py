@@ -213,3 +213,32 @@ def test_hooks_hear_of_a_rollback_and_a_failing_hook_never_blocks_it(live: LiveS
     assert [c.action for c in hook.changes] == ["rollback"] and hook.changes[0].target == "stable"
     assert outcome.warnings == ["Broken failed: Alertmanager is down"]
     assert outcome.effects == ["recorded rollback"]
+
+
+def test_several_services_merge_into_one_check_where_the_worst_verdict_wins() -> None:
+    """Pure: no Prometheus needed. One bad service fails the stage; gate names say which."""
+    from rollout.bot import merge_service_checks
+    from rollout.gates import GateMeasurement, Measurements, evaluate
+
+    stage = load_release(REPO).stage("canary")
+    healthy = {"error_rate": 0.0, "p95_latency_seconds": 0.1, "test_pass_rate": 1.0,
+               "pipelex_success_rate": 0.99, "spice_tasks_per_minute": 5.0, "fallback_rate": 0.0}
+
+    def check(overrides: dict[str, float], requests: float):  # noqa: ANN202
+        values = {**healthy, **overrides}
+        gates = {k: GateMeasurement(canary=v, stable=v, query=k) for k, v in values.items()}
+        return evaluate(stage, Measurements(gates=gates, canary_requests=requests))
+
+    merged = merge_service_checks(stage, [
+        ("genesis", check({}, 900)),
+        ("planner", check({"error_rate": 0.05}, 400)),
+    ])
+
+    assert merged.verdict == "fail"
+    assert merged.reason.startswith("planner: critical threshold breached")
+    assert len(merged.gates) == 12
+    failed = [g.name for g in merged.gates if g.status == "fail"]
+    assert failed == ["planner/error_rate"]
+    assert merged.canary_requests == 400  # the thinnest service decides whether there is enough data
+    single = check({}, 900)
+    assert merge_service_checks(stage, [("genesis", single)]) is single  # one service: unchanged names

@@ -20,6 +20,7 @@ from rollout.config import load_release, load_stack_config
 from rollout.dashboard import (
     COMMITTED_STAGE,
     DEPLOYMENT_TAGS,
+    ROLLBACK_TAGS,
     UID,
     build_dashboard,
     dashboard_json,
@@ -220,6 +221,9 @@ def test_variables_annotations_and_track_colors(dashboard, release):
 
     annotations = {a["name"]: a for a in dashboard["annotations"]["list"]}
     assert annotations["Deployments"]["target"]["tags"] == DEPLOYMENT_TAGS
+    assert annotations["Stage changes ($stage)"]["target"] | {"tags": None} == {
+        "type": "tags", "tags": None, "matchAny": True, "limit": 100
+    } and annotations["Stage changes ($stage)"]["target"]["tags"] == ["$stage"]
     assert annotations["Firing alerts"]["expr"].startswith('ALERTS{alertstate="firing"')
 
     error_panel = panel_by_title(dashboard, "Error rate")
@@ -227,6 +231,16 @@ def test_variables_annotations_and_track_colors(dashboard, release):
               for o in error_panel["fieldConfig"]["overrides"]}
     assert colors == {".* stable$": "green", ".* canary$": "orange"}
     assert error_panel["targets"][0]["legendFormat"] == "{{app}} {{track}}"
+
+
+def test_annotation_filters_match_what_the_bot_posts():
+    """The bot's own tags (rollout.notify) must satisfy the dashboard's all-tags-must-match filters."""
+    from rollout.notify import annotation_tags
+
+    rollback, promote = set(annotation_tags("rollback", "stable")), set(annotation_tags("promote", "gradual"))
+    assert set(DEPLOYMENT_TAGS) <= rollback and set(DEPLOYMENT_TAGS) <= promote
+    assert set(ROLLBACK_TAGS) <= rollback and not set(ROLLBACK_TAGS) <= promote
+    assert "gradual" in promote  # what the $stage annotation matches
 
 
 def test_stage_panel_lists_every_gate(dashboard, release):
