@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import httpx
 from rich.console import Console
@@ -43,7 +43,7 @@ from rollout.hooks import StageReportWriter
 from rollout.notify import ROLLBACK_ALERT, AlertmanagerClient, ReleaseNotifier
 from rollout.prometheus import Prometheus, PrometheusError
 from rollout.signals import selector
-from rollout.synthetic import Workload
+from rollout.synthetic import Workload, target_labels
 
 REQUEST_RATE = 200.0  # synthetic requests per second for the whole service
 
@@ -164,19 +164,7 @@ def run_demo(
 
             rules_path.parent.mkdir(parents=True, exist_ok=True)
             rules_path.write_text(render_rule_file(stack_config(demo_release.rollback_target.name)))
-            targets = [
-                ScrapeTarget(
-                    workloads[track].address,
-                    {
-                        "namespace": service.namespace,
-                        "app": service.name,
-                        "track": track,
-                        "version": getattr(service, track).version,
-                        "pod": f"{service.name}-{track}-0",
-                    },
-                )
-                for track in workloads
-            ]
+            targets = [ScrapeTarget(w.address, target_labels(service, track)) for track, w in workloads.items()]
             prometheus = stack.enter_context(
                 start_prometheus(rule_files=[rules_path], targets=targets, alertmanager_url=alertmanager.url)
             )
