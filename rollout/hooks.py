@@ -6,6 +6,7 @@ from URLs and the release, for the CLI and the demo.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,8 @@ from rollout.model import Release, ServiceConfig
 from rollout.notify import AlertmanagerClient, GrafanaClient, ReleaseNotifier, read_token
 from rollout.prometheus import Prometheus, PrometheusError
 from rollout.report import Series, report_for_change, series_from_prometheus, write_report
+
+log = logging.getLogger("rollout.hooks")
 
 
 @dataclass
@@ -78,7 +81,11 @@ def default_hooks(
         else None
     )
     grafana_url = grafana_url or release.project.monitoring.grafana.url
-    grafana = GrafanaClient(grafana_url, read_token("GRAFANA_TOKEN")) if grafana_url else None
+    token = read_token("GRAFANA_TOKEN", required=False) if grafana_url else None
+    if grafana_url and token is None:
+        # a missing annotation credential must not stop the bot from rolling back
+        log.warning("no GRAFANA_TOKEN or GRAFANA_TOKEN_FILE: Grafana annotations are off")
+    grafana = GrafanaClient(grafana_url, token) if grafana_url and token else None
     hooks: list[ReleaseHook] = []
     for i, service in enumerate(release.project.services):
         hooks.append(
