@@ -16,12 +16,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the live-stack helpers live in tests/support
 
-from rollout.decision import decide
-from rollout.gates import evaluate
-from rollout.prometheus import measure
-from tests.live_fixtures import compressed_config, live_stack
+from support.live import compressed_config, live_stack
+
+from rollout.analysis.decision import decide
+from rollout.analysis.gates import evaluate
+from rollout.release.prometheus import measure
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from rollout.demo import run_demo
+from rollout.local.demo import run_demo
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

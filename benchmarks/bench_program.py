@@ -38,9 +38,9 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    from rollout.mock_runtime import run_program, values_for_stage
     from rollout.model import STAGE_ORDER
-    from rollout.plan import diff_stacks
+    from rollout.review.mock_runtime import run_program, values_for_stage
+    from rollout.review.plan import diff_stacks
 
     import_seconds = time.perf_counter() - started
     base = values_for_stage(REPO_ROOT, "canary")

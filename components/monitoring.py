@@ -9,7 +9,7 @@ MonitoringConfig.mode:
 Either way the children are (all parented to the component):
 - a ServiceMonitor per service that scrapes both track Services and copies the pod labels
   app, track and version onto every series (the recording rules group by them);
-- a PrometheusRule holding the rule file of rollout.alert_rules for this stage;
+- a PrometheusRule holding the rule file of rollout.monitoring.alert_rules for this stage;
 - the release dashboard: a ConfigMap labelled grafana_dashboard="1" for Grafana's sidecar, or,
   when grafana.url names an external Grafana, a Folder and a Dashboard through the Grafana
   provider (auth from the Pulumi secret config `grafana:auth` or the GRAFANA_AUTH env variable).
@@ -27,10 +27,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumiverse_grafana as grafana
 
-from rollout.alert_rules import rule_groups
-from rollout.alertmanager_config import render_alertmanager_config, secret_names
-from rollout.dashboard import build_dashboard, dashboard_json
 from rollout.model import MonitoringConfig, ServiceConfig, StackConfig, format_duration
+from rollout.monitoring.alert_rules import rule_groups
+from rollout.monitoring.alertmanager_config import (
+    render_alertmanager_config,
+    secret_names,
+)
+from rollout.monitoring.dashboard import build_dashboard, dashboard_json
 
 CHART = "kube-prometheus-stack"
 CHART_REPO = "https://prometheus-community.github.io/helm-charts"

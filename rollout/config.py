@@ -13,8 +13,16 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import ValidationError
 
-from rollout.model import ProjectSettings, Release, Stage, StackConfig, rollback_target_problem
+from rollout.model import (
+    ProjectSettings,
+    Release,
+    StackConfig,
+    Stage,
+    rollback_target_problem,
+)
 
+# The checkout this package runs from: Pulumi.yaml, the stage files, __main__.py, alerts/.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILE = "Pulumi.yaml"
 PROJECT_KEYS = ("stageOrder", "releaseFlags", "services", "routing", "monitoring")
 STAGE_KEYS = ("stage", "analysis", "gates", "flags")

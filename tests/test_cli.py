@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support import REPO_ROOT as REPO
+from support.live import LiveStack, compressed_config, live_stack
 from typer.testing import CliRunner
 
 from rollout.cli import app
-from rollout.localstack import free_port, wait_for
-from tests.live_fixtures import LiveStack, compressed_config, live_stack
+from rollout.review.localstack import free_port, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
 
@@ -119,7 +119,7 @@ def test_rollback_by_hand_applies_stable_and_writes_the_incident_report(
     """Through the real Automation API; the Pulumi CLI is the recording stand-in (not installable here)."""
     from datetime import datetime, timedelta, timezone
 
-    from fake_pulumi import FakePulumi, update
+    from support.fake_pulumi import FakePulumi, update
 
     fake = FakePulumi(tmp_path, monkeypatch)
     since = datetime.now(timezone.utc) - timedelta(hours=1)
@@ -153,7 +153,7 @@ def test_watch_stops_after_the_ticks_it_was_given(live: LiveStack, tmp_path: Pat
     so the bot waits instead of promoting on missing data."""
     from datetime import datetime, timedelta, timezone
 
-    from fake_pulumi import FakePulumi, update
+    from support.fake_pulumi import FakePulumi, update
 
     fake = FakePulumi(tmp_path, monkeypatch)
     since = datetime.now(timezone.utc) - timedelta(hours=49)

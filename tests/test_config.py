@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from support.stack import REPO_ROOT, copy_project, edit_stage_file
 
 from rollout.config import (
     ConfigError,
@@ -14,7 +15,6 @@ from rollout.config import (
     stack_values,
 )
 from rollout.model import STAGE_ORDER
-from tests.stack_fixtures import REPO_ROOT, copy_project, edit_stage_file
 
 
 def test_merge_replaces_a_key_whole_like_the_cli():

@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
+from support import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / ".github" / "workflows"
 PREVIEW = WORKFLOWS / "preview.yml"
 TICK = WORKFLOWS / "tick.yml"

@@ -1,0 +1,10 @@
+"""Stand-ins for what cannot run on one machine, and the demo that ties them together.
+
+- `synthetic`: simulated Genesis pods exporting the plan's metrics on 127.0.0.1;
+- `deployer`: `LocalDeployer`, the demo's stand-in for `pulumi up` (same stage files, same
+  update messages, a JSON file as the stack);
+- `demo`: `rollout demo`, the whole release loop with compressed time.
+
+May import anything. Only `rollout.cli` and the tests import it, so the production path
+(the bot, the program) never loads a stand-in (tests/test_layout.py).
+"""

@@ -1,0 +1,281 @@
+"""`rollout demo`: the whole release loop on one machine, in minutes instead of days.
+
+Real parts: Prometheus and Alertmanager (Debian binaries) on 127.0.0.1 with the stack's own
+rendered rules and routing tree, the release bot's code unchanged (gates, decisions, hooks,
+the Alertmanager adapter, the report). Stand-ins, because no cluster runs here: synthetic
+Genesis pods (rollout.local.synthetic) instead of the app, and rollout.local.deployer instead of
+`pulumi up` (it validates the same stage files and shifts the synthetic traffic weight).
+
+Time is compressed: every stage's check interval and hold are shortened; the thresholds,
+the consecutive-failure limit and the stage order are the stage files' own.
+The canary turns bad once `fault_stage` is live; the bot must roll back on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+import httpx
+from rich.console import Console
+from rich.text import Text
+
+from rollout.analysis.signals import selector
+from rollout.config import ConfigError, load_release, load_stack_config
+from rollout.local.deployer import LocalDeployer
+from rollout.local.synthetic import Workload, target_labels
+from rollout.model import Release, StackConfig, Stage
+from rollout.monitoring.alert_rules import RULES_FILE, render_rule_file
+from rollout.monitoring.alertmanager_config import render_alertmanager_config
+from rollout.release.bot import ReleaseBot, TickOutcome
+from rollout.release.deployer import DeployerError
+from rollout.release.hooks import StageReportWriter
+from rollout.release.notify import ROLLBACK_ALERT, AlertmanagerClient, ReleaseNotifier
+from rollout.release.prometheus import Prometheus, PrometheusError
+from rollout.review.localstack import (
+    LocalStackError,
+    ScrapeTarget,
+    WebhookReceiver,
+    start_alertmanager,
+    start_prometheus,
+    wait_for,
+)
+
+REQUEST_RATE = 200.0  # synthetic requests per second for the whole service
+
+
+class DemoError(RuntimeError):
+    """The demo could not run (a missing binary, a bad stage file); the message says why."""
+
+
+@dataclass
+class DemoSummary:
+    rolled_back: bool = False
+    completed: bool = False
+    fault_stage: str = ""
+    fault_onset: datetime | None = None
+    rollback_decided: datetime | None = None
+    alert_received: bool = False
+    alert_receivers: list[str] = field(default_factory=list)
+    rule_alerts: list[str] = field(default_factory=list)  # Prometheus alerts seen at the webhook
+    reports: list[Path] = field(default_factory=list)
+    stages_seen: list[str] = field(default_factory=list)
+    ticks: int = 0
+    queries: int = 0
+    seconds: float = 0.0
+
+    @property
+    def detection_seconds(self) -> float | None:
+        if self.fault_onset and self.rollback_decided:
+            return (self.rollback_decided - self.fault_onset).total_seconds()
+        return None
+
+    @property
+    def ok(self) -> bool:
+        return self.rolled_back and self.alert_received and bool(self.reports)
+
+
+def compress(stage: Stage, check_seconds: float, hold_seconds: float) -> Stage:
+    """The same stage with demo-sized time: checks every few seconds, a hold of seconds."""
+    analysis = stage.analysis.model_copy(
+        update={
+            "check_interval": timedelta(seconds=check_seconds),
+            "hold": timedelta(seconds=hold_seconds),
+            "window": timedelta(seconds=check_seconds * 3),
+        }
+    )
+    return stage.model_copy(update={"analysis": analysis})
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Printer:
+    def __init__(self, console: Console, started: float):
+        self.console = console
+        self.started = started
+
+    def __call__(self, text: str, style: str = "") -> None:
+        line = Text(f"{time.monotonic() - self.started:6.1f}s ", style="dim")
+        line.append(text, style=style)
+        self.console.print(line, highlight=False, soft_wrap=True)
+
+
+def run_demo(
+    project_dir: Path,
+    out_dir: Path,
+    *,
+    fault_stage: str = "majority",
+    check_seconds: float = 2.0,
+    hold_seconds: float = 12.0,
+    timeout_seconds: float = 240.0,
+    console: Console | None = None,
+) -> DemoSummary:
+    console = console or Console()
+    say = _Printer(console, time.monotonic())
+    try:
+        release = load_release(project_dir)
+    except ConfigError as err:
+        raise DemoError(str(err)) from err
+    # alert grouping on the demo's time scale too, so on-call hears of it in seconds
+    alerting = release.project.monitoring.alerting.model_copy(
+        update={"group_wait": timedelta(seconds=1), "group_interval": timedelta(seconds=2)}
+    )
+    monitoring = release.project.monitoring.model_copy(update={"alerting": alerting})
+    demo_release = Release(
+        project=release.project.model_copy(update={"monitoring": monitoring}),
+        stages=[compress(s, check_seconds, hold_seconds) for s in release.stages],
+    )
+    try:
+        fault = demo_release.stage(fault_stage)
+    except KeyError as err:
+        raise DemoError(str(err.args[0])) from err
+    if fault.weight == 0:
+        raise DemoError(f"fault stage '{fault_stage}' sends no traffic to the canary")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_file = out_dir / "stack-state.json"
+    state_file.unlink(missing_ok=True)  # each demo is a new release on a new "stack"
+    rules_path = out_dir / "rules" / RULES_FILE
+    service = release.project.services[0]
+    summary = DemoSummary(fault_stage=fault_stage)
+    started = time.monotonic()
+
+    with contextlib.ExitStack() as stack:
+        try:
+            webhook = stack.enter_context(WebhookReceiver())
+            alertmanager = stack.enter_context(
+                start_alertmanager(render_alertmanager_config(monitoring, webhook_override=webhook.url))
+            )
+            workloads = {
+                track: stack.enter_context(
+                    Workload(track, request_rate=REQUEST_RATE, canary_weight=0, seed=seed)
+                )
+                for seed, track in enumerate(("stable", "canary"), start=1)
+            }
+
+            def stack_config(stage_name: str) -> StackConfig:
+                return StackConfig(project=demo_release.project, stage=demo_release.stage(stage_name))
+
+            rules_path.parent.mkdir(parents=True, exist_ok=True)
+            rules_path.write_text(render_rule_file(stack_config(demo_release.rollback_target.name)))
+            targets = [ScrapeTarget(w.address, target_labels(service, track)) for track, w in workloads.items()]
+            prometheus = stack.enter_context(
+                start_prometheus(rule_files=[rules_path], targets=targets, alertmanager_url=alertmanager.url)
+            )
+        except LocalStackError as err:
+            raise DemoError(str(err)) from err
+        say(f"Prometheus {prometheus.url}, Alertmanager {alertmanager.url}, webhook {webhook.url}")
+        say(f"synthetic {service.name}: stable {workloads['stable'].address}, canary {workloads['canary'].address}")
+
+        def on_apply(config: StackConfig) -> None:
+            # what `pulumi up` does in the cluster: route weights and the stage's PrometheusRule
+            for workload in workloads.values():
+                workload.set_weight(config.stage.weight)
+            rules_path.write_text(render_rule_file(stack_config(config.stage.name)))
+            httpx.post(f"{prometheus.url}/-/reload", timeout=5.0).raise_for_status()
+
+        def load(project: Path, stage_name: str) -> StackConfig:
+            load_stack_config(project, stage_name)  # the real stage file must validate
+            return stack_config(stage_name)
+
+        deployer = LocalDeployer(project_dir, state_file, on_apply, load=load)
+        prom = stack.enter_context(Prometheus(prometheus.url))
+        reporter = StageReportWriter(out_dir, demo_release, service, prom)
+        notifier = ReleaseNotifier(
+            app=service.name,
+            namespace=service.namespace,
+            runbook_base_url=release.project.monitoring.runbook_base_url,
+            alertmanager=AlertmanagerClient(alertmanager.url),
+            report_writer=reporter,
+        )
+        bot = ReleaseBot(demo_release, deployer, prom, hooks=[notifier])
+
+        deployer.apply(demo_release.rollback_target.name, "demo: baseline before the release")
+        wait_for(
+            lambda: prom.series_exists("genesis_request_duration_seconds_count" + selector(service.name, "stable")),
+            30, "the first scrape of the stable track",
+        )
+        say("stable track scraped; a human starts the release", "bold")
+        _show(say, bot.promote("demo: release started by hand"), summary)
+
+        deadline = time.monotonic() + timeout_seconds
+        try:
+            while time.monotonic() < deadline:
+                state = deployer.current()
+                if state.stage == fault_stage and summary.fault_onset is None:
+                    if _now() - state.since >= timedelta(seconds=check_seconds * 2):
+                        workloads["canary"].set_profile("bad")
+                        summary.fault_onset = _now()
+                        say(f"FAULT injected into the canary at stage {fault_stage}", "bold red")
+                outcome = bot.tick()
+                summary.ticks += 1
+                _show(say, outcome, summary)
+                if outcome.decision.action == "rollback":
+                    summary.rolled_back = True
+                    summary.rollback_decided = _now()
+                    break
+                if outcome.decision.action == "complete":
+                    summary.completed = True
+                    break
+                time.sleep(check_seconds / 2)
+            else:
+                raise DemoError(f"no rollback or completion within {timeout_seconds:g}s")
+        except (DeployerError, PrometheusError) as err:
+            raise DemoError(f"the bot stopped: {err}") from err
+
+        if summary.rolled_back:
+            try:
+                webhook.wait_for_alert(lambda a: a["labels"].get("alertname") == ROLLBACK_ALERT, 30)
+            except TimeoutError:
+                say("the rollback alert did not reach the webhook", "red")
+            else:
+                summary.alert_received = True
+                time.sleep(1.0)  # the other receivers of the same route tree are notified together
+                receivers = sorted({
+                    a["receiver"] for a in webhook.alerts() if a["labels"].get("alertname") == ROLLBACK_ALERT
+                })
+                summary.alert_receivers = receivers
+                say(f"on-call reached: {ROLLBACK_ALERT} delivered to {', '.join(receivers)}", "bold")
+            summary.rule_alerts = sorted(
+                {a["labels"].get("alertname", "?") for a in webhook.alerts()} - {ROLLBACK_ALERT}
+            )
+        summary.reports = sorted(out_dir.glob("*.md"))
+        summary.queries = prom.queries
+    summary.seconds = time.monotonic() - started
+    _print_summary(say, summary)
+    return summary
+
+
+def _show(say: Callable[..., None], outcome: TickOutcome, summary: DemoSummary) -> None:
+    state = outcome.applied.stage if outcome.applied else outcome.state.stage
+    if not summary.stages_seen or summary.stages_seen[-1] != state:
+        summary.stages_seen.append(state)
+    verdicts = " ".join(c.verdict for c in outcome.checks[-3:]) or "-"
+    style = {"rollback": "bold red", "promote": "bold green", "complete": "bold green"}.get(
+        outcome.decision.action, ""
+    )
+    say(f"{outcome.state.stage:<9} checks [{verdicts}] -> {outcome.decision.action}: {outcome.decision.reason}", style)
+    for line in outcome.effects:
+        say(f"  {line}")
+    for line in outcome.warnings:
+        say(f"  warning: {line}", "yellow")
+
+
+def _print_summary(say: Callable[..., None], summary: DemoSummary) -> None:
+    say("summary", "bold")
+    say(f"  stages: {' -> '.join(summary.stages_seen)}")
+    if summary.detection_seconds is not None:
+        say(f"  fault onset -> rollback decision: {summary.detection_seconds:.1f}s")
+    say(f"  rollback alert at the webhook: {'yes' if summary.alert_received else 'NO'}")
+    if summary.rule_alerts:
+        say(f"  Prometheus alerts routed to the webhook: {', '.join(summary.rule_alerts)}")
+    for path in summary.reports:
+        say(f"  report: {path}")
+    say(f"  {summary.ticks} ticks, {summary.queries} Prometheus queries, {summary.seconds:.0f}s in all")
+    say("  demo " + ("passed" if summary.ok else "FAILED"), "bold green" if summary.ok else "bold red")

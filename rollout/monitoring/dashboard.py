@@ -1,0 +1,461 @@
+"""The release dashboard, built with Grafana's foundation SDK (pinned 0.0.21, schemaVersion 42).
+
+Every gate panel plots the recording rule of rollout.analysis.signals (the number the bot judges) per
+(app, track), so stable and canary sit side by side on one axis, and draws the stage's gate
+target and critical threshold from rollout.model as threshold lines. Panel ids are fixed so
+diffs of the committed JSON stay readable.
+
+Regenerate the committed JSON:  uv run python -m rollout.monitoring.dashboard
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+with warnings.catch_warnings():
+    # the classic (v1) Dashboard builder warns that v2 exists; v1 JSON is what the Grafana
+    # sidecar and the Grafana provider's config_json take
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from grafana_foundation_sdk.builders import common as viz
+    from grafana_foundation_sdk.builders import dashboard as dash
+    from grafana_foundation_sdk.builders import (
+        prometheus,
+        stat,
+        table,
+        text,
+        timeseries,
+    )
+    from grafana_foundation_sdk.cog import builder as cogbuilder
+    from grafana_foundation_sdk.cog import variants as cogvariants
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models import common
+    from grafana_foundation_sdk.models import dashboard as model
+    from grafana_foundation_sdk.models import prometheus as prom_model
+    from grafana_foundation_sdk.models import text as text_model
+
+from rollout.analysis.signals import Signal, signal
+from rollout.model import Direction, Gate, StackConfig, Stage, format_duration
+from rollout.monitoring.names import ANNOTATION_TAGS, PRODUCT_TAG
+
+UID = "genesis-release"
+TITLE = "Genesis release"
+TAGS = ["genesis-rollout"]
+# Filters for the annotations the release bot posts (rollout.monitoring.names.annotation_tags)
+DEPLOYMENT_TAGS = list(ANNOTATION_TAGS)
+ROLLBACK_TAGS = [PRODUCT_TAG, "rollback"]
+# The stage the committed dashboards/genesis-release.json is rendered for.
+COMMITTED_STAGE = "canary"
+
+TRACK_COLORS = {"stable": "green", "canary": "orange"}
+TARGET_COLOR = "yellow"
+CRITICAL_COLOR = "red"
+HEALTHY_COLOR = "green"
+
+DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
+GRAFANA_DATASOURCE = common.DataSourceRef(type_val="grafana", uid="-- Grafana --")
+MATCHERS = 'app=~"$app", track=~"$track"'
+LEGEND = "{{app}} {{track}}"
+
+Query = cogbuilder.Builder[cogvariants.Dataquery]
+UNITS = {"ratio": "percentunit", "seconds": "s", "per_second": "reqps", "per_minute": "suffix: /min"}
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def series_query(sig: Signal, ref_id: str = "A", legend: str = LEGEND) -> Query:
+    """The recording rule for one signal, one series per (app, track)."""
+    return (
+        prometheus.Dataquery()
+        .ref_id(ref_id)
+        .expr(f"{sig.record}{{{MATCHERS}}}")
+        .legend_format(legend)
+        .range()
+    )
+
+
+def instant_query(expr: str, ref_id: str = "A", legend: str = "") -> Query:
+    query = prometheus.Dataquery().ref_id(ref_id).expr(expr).instant().format(
+        prom_model.PromQueryFormat.TABLE if not legend else prom_model.PromQueryFormat.TIME_SERIES
+    )
+    return query.legend_format(legend) if legend else query
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def gate_thresholds(gate: Gate) -> dash.ThresholdsConfig:
+    """Steps coloring the healthy side green, past the target yellow and past critical red."""
+    if gate.direction is Direction.MAX:
+        steps = [model.Threshold(value=None, color=HEALTHY_COLOR)]
+        steps.append(model.Threshold(value=gate.target, color=TARGET_COLOR))
+        if gate.critical is not None:
+            steps.append(model.Threshold(value=gate.critical, color=CRITICAL_COLOR))
+    else:
+        # a minimum: low is bad, so the base colour is the worst and the target turns it green
+        base = CRITICAL_COLOR if gate.critical is not None else TARGET_COLOR
+        steps = [model.Threshold(value=None, color=base)]
+        if gate.critical is not None:
+            steps.append(model.Threshold(value=gate.critical, color=TARGET_COLOR))
+        steps.append(model.Threshold(value=gate.target, color=HEALTHY_COLOR))
+    return dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(steps)
+
+
+def track_overrides(panel: timeseries.Panel) -> timeseries.Panel:
+    """Same colour per track on every panel, so canary vs stable reads at a glance."""
+    for track, color in TRACK_COLORS.items():
+        panel = panel.override_by_regexp(
+            f".* {track}$",
+            [model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color})],
+        )
+    return panel
+
+
+# --------------------------------------------------------------------------- panels
+
+
+def gate_panel(panel_id: int, key: str, gate: Gate, pos: tuple[int, int, int, int]) -> timeseries.Panel:
+    sig = signal(key)
+    return _gate_timeseries(panel_id, sig.title, [series_query(sig)], sig.unit, gate, pos, _gate_text(key, gate))
+
+
+def latency_panel(panel_id: int, gate: Gate, pos: tuple[int, int, int, int]) -> timeseries.Panel:
+    queries = [
+        series_query(signal(key), ref_id, f"{{{{app}}}} {{{{track}}}} {label}")
+        for ref_id, key, label in (
+            ("A", "p50_latency_seconds", "p50"),
+            ("B", "p95_latency_seconds", "p95"),
+            ("C", "p99_latency_seconds", "p99"),
+        )
+    ]
+    panel = _gate_timeseries(
+        panel_id, "Latency P50 / P95 / P99", queries, "seconds", gate, pos,
+        _gate_text("p95_latency_seconds", gate) + " Threshold lines apply to P95.",
+    )
+    # the track colour override matches names ending in the track; latency names end in pNN
+    for track, color in TRACK_COLORS.items():
+        panel = panel.override_by_regexp(
+            f".* {track} p\\d+$",
+            [model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color})],
+        )
+    return panel
+
+
+def _gate_text(key: str, gate: Gate) -> str:
+    word = "at most" if gate.direction is Direction.MAX else "at least"
+    critical = f", critical {gate.critical:g}" if gate.critical is not None else ", no critical threshold"
+    return (
+        f"Recording rule {signal(key).record} per app and track. "
+        f"Gate {key}: {word} {gate.target:g} (target){critical}."
+    )
+
+
+def _gate_timeseries(
+    panel_id: int,
+    title: str,
+    queries: list[Query],
+    unit: str,
+    gate: Gate,
+    pos: tuple[int, int, int, int],
+    description: str,
+) -> timeseries.Panel:
+    panel = (
+        timeseries.Panel()
+        .id(panel_id)
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(queries)
+        .unit(UNITS[unit])
+        .thresholds(gate_thresholds(gate))
+        .thresholds_style(viz.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED))
+        .grid_pos(_grid(pos))
+        .legend(viz.VizLegendOptions().display_mode(common.LegendDisplayMode.TABLE).placement(
+            common.LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull", "max"]))
+        .tooltip(viz.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI).sort(common.SortOrder.DESCENDING))
+    )
+    if unit == "ratio":
+        panel = panel.min(0).max(1)
+    else:
+        panel = panel.min(0)
+    return track_overrides(panel) if len(queries) == 1 else panel
+
+
+def request_rate_panel(panel_id: int, pos: tuple[int, int, int, int]) -> timeseries.Panel:
+    sig = signal("requests_per_second")
+    panel = (
+        timeseries.Panel()
+        .id(panel_id)
+        .title("Request rate per track")
+        .description(f"Recording rule {sig.record}: requests per second on each track.")
+        .datasource(DATASOURCE)
+        .targets([series_query(sig)])
+        .unit(UNITS[sig.unit])
+        .min(0)
+        .fill_opacity(20)
+        .stacking(viz.StackingConfig().mode(common.StackingMode.NORMAL))
+        .grid_pos(_grid(pos))
+    )
+    return track_overrides(panel)
+
+
+def canary_weight_panel(panel_id: int, pos: tuple[int, int, int, int]) -> timeseries.Panel:
+    """The traffic split as measured: the canary's share of the service's requests.
+
+    Measured from the app's own request histogram rather than a published setting, so it shows
+    what the router really does, in every stage, and the panel does not change between stages.
+    """
+    rate = signal("requests_per_second").record
+    expr = (
+        f'100 * sum by (app) ({rate}{{app=~"$app", track="canary"}}) '
+        f'/ sum by (app) ({rate}{{app=~"$app"}})'
+    )
+    return (
+        timeseries.Panel()
+        .id(panel_id)
+        .title("Canary traffic share (measured)")
+        .description(
+            "Percent of requests served by the canary track, from the request-rate recording rule. "
+            "Compare with the stage's planned weight; stage changes show as annotations."
+        )
+        .datasource(DATASOURCE)
+        .targets([
+            prometheus.Dataquery()
+            .ref_id("A")
+            .expr(expr)
+            .legend_format("{{app}}")
+            .range()
+        ])
+        .unit("percent")
+        .min(0)
+        .max(100)
+        .line_interpolation(common.LineInterpolation.STEP_AFTER)
+        .grid_pos(_grid(pos))
+    )
+
+
+def canary_requests_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int, int]) -> stat.Panel:
+    """Requests the canary served in one analysis window: below the minimum the bot holds."""
+    sig = signal("requests_per_second")
+    window = stage.analysis.rate_window
+    minimum = stage.analysis.min_canary_requests
+    expr = (
+        f'sum by (app) ({sig.record}{{app=~"$app", track="canary"}}) '
+        f"* {int(window.total_seconds())}"
+    )
+    steps = [model.Threshold(value=None, color=TARGET_COLOR), model.Threshold(value=float(minimum), color=HEALTHY_COLOR)]
+    return (
+        stat.Panel()
+        .id(panel_id)
+        .title(f"Canary requests per {format_duration(window)} window")
+        .description(
+            f"Below {minimum} canary requests in a {format_duration(window)} window the bot's verdict is "
+            "'hold': too little data to judge."
+        )
+        .datasource(DATASOURCE)
+        .targets([instant_query(expr, legend="{{app}}")])
+        .unit("short")
+        .decimals(0)
+        .thresholds(dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(steps))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .grid_pos(_grid(pos))
+    )
+
+
+def active_alerts_panel(panel_id: int, pos: tuple[int, int, int, int]) -> table.Panel:
+    expr = 'sum by (alertname, severity, app, track) (ALERTS{alertstate="firing", app=~"$app"})'
+    return (
+        table.Panel()
+        .id(panel_id)
+        .title("Active alerts")
+        .description("Alerts firing in Prometheus for the selected services (the ALERTS series).")
+        .datasource(DATASOURCE)
+        .targets([instant_query(expr)])
+        .no_value("No alerts firing")
+        .grid_pos(_grid(pos))
+    )
+
+
+def stage_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int, int]) -> text.Panel:
+    """The gates the threshold lines show. No stage name or weight here: the dashboard stays the
+    same while promotion changes only the weight (the `stage` variable and annotations tell it)."""
+    analysis = stage.analysis
+    rows = "\n".join(
+        f"| {name} | {'max' if gate.direction is Direction.MAX else 'min'} | {gate.target:g} | "
+        f"{'-' if gate.critical is None else f'{gate.critical:g}'} |"
+        for name, gate in stage.gates.items()
+    )
+    content = (
+        f"Checks every {format_duration(analysis.check_interval)}, hold {format_duration(analysis.hold)}, "
+        f"rollback after {analysis.consecutive_failures} consecutive failures.\n\n"
+        "| gate | direction | target | critical |\n|---|---|---|---|\n" + rows + "\n"
+    )
+    return (
+        text.Panel()
+        .id(panel_id)
+        .title("Gates")
+        .mode(text_model.TextMode.MARKDOWN)
+        .content(content)
+        .grid_pos(_grid(pos))
+    )
+
+
+def _grid(pos: tuple[int, int, int, int]) -> model.GridPos:
+    x, y, w, h = pos
+    return model.GridPos(x=x, y=y, w=w, h=h)
+
+
+# --------------------------------------------------------------------------- variables, annotations
+
+
+def variables(stage_order: list[str]) -> list[Any]:
+    datasource = dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
+    app = (
+        dash.QueryVariable("app")
+        .label("Service")
+        .datasource(DATASOURCE)
+        .query(f"label_values({signal('requests_per_second').record}, app)")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+    track = (
+        dash.CustomVariable("track")
+        .label("Track")
+        .values("stable,canary")
+        .multi(True)
+        .include_all(True)
+        .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+    stage_var = (
+        dash.CustomVariable("stage")
+        .label("Stage")
+        .description("Shows the bot's stage changes into the selected stages as annotations.")
+        .values(",".join(stage_order))
+        .multi(True)
+        .include_all(True)
+        .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+    return [datasource, app, track, stage_var]
+
+
+def annotation_queries() -> list[cogbuilder.Builder[model.AnnotationQuery]]:
+    def by_tags(name: str, tags: list[str], color: str, match_any: bool = False) -> dash.AnnotationQuery:
+        return (
+            dash.AnnotationQuery()
+            .name(name)
+            .datasource(GRAFANA_DATASOURCE)
+            .enable(True)
+            .icon_color(color)
+            # the SDK types target() as a data query; Grafana's tag filter is this AnnotationTarget
+            .target(dash.AnnotationTarget().type("tags").tags(tags).match_any(match_any).limit(100))  # type: ignore[arg-type]
+        )
+
+    alerts = (
+        dash.AnnotationQuery()
+        .name("Firing alerts")
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color("red")
+        .expr('ALERTS{alertstate="firing", app=~"$app"}')
+        .step("60s")
+        .title_format("{{alertname}}")
+        .text_format("{{severity}}: {{app}} {{track}}")
+        .tag_keys("severity,app,track")
+    )
+    return [
+        by_tags("Deployments", DEPLOYMENT_TAGS, "blue"),
+        by_tags("Rollbacks", ROLLBACK_TAGS, "purple"),
+        # the bot tags each change with its target stage; a multi-value $stage is expanded to
+        # one tag per selected stage, and any of them matches
+        by_tags("Stage changes ($stage)", ["$stage"], "green", match_any=True),
+        alerts,
+    ]
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+def build_dashboard(stage: Stage, stage_order: list[str] | None = None) -> dict[str, Any]:
+    """The release dashboard for one stage as Grafana JSON (a plain dict)."""
+    gates = stage.gates
+    order = list(stage_order) if stage_order else [stage.name]
+    panels: list[Any] = [
+        dash.Row("Release").id(100).grid_pos(_grid((0, 0, 24, 1))),
+        canary_weight_panel(1, (0, 1, 8, 8)),
+        canary_requests_panel(2, stage, (8, 1, 4, 8)),
+        active_alerts_panel(3, (12, 1, 12, 8)),
+        dash.Row("Gates: stable and canary side by side").id(101).grid_pos(_grid((0, 9, 24, 1))),
+        gate_panel(4, "error_rate", gates.error_rate, (0, 10, 12, 8)),
+        latency_panel(5, gates.p95_latency_seconds, (12, 10, 12, 8)),
+        gate_panel(6, "test_pass_rate", gates.test_pass_rate, (0, 18, 12, 8)),
+        gate_panel(7, "pipelex_success_rate", gates.pipelex_success_rate, (12, 18, 12, 8)),
+        gate_panel(8, "fallback_rate", gates.fallback_rate, (0, 26, 12, 8)),
+        gate_panel(9, "spice_tasks_per_minute", gates.spice_tasks_per_minute, (12, 26, 12, 8)),
+        dash.Row("Traffic").id(102).grid_pos(_grid((0, 34, 24, 1))),
+        request_rate_panel(10, (0, 35, 16, 8)),
+        stage_panel(11, stage, (16, 35, 8, 8)),
+    ]
+    builder = (
+        dash.Dashboard(TITLE)
+        .uid(UID)
+        .description(
+            "SPICE + Pipelex progressive rollout, thresholds from the stage gates. "
+            "Generated by rollout.monitoring.dashboard; do not edit in Grafana."
+        )
+        .tags(TAGS)
+        .readonly()  # generated: change rollout/monitoring/dashboard.py, not the dashboard in Grafana
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .refresh("1m")
+        .time("now-6h", "now")
+        .timezone("utc")
+        .annotations(annotation_queries())
+    )
+    for variable in variables(order):
+        builder = builder.with_variable(variable)
+    for panel in panels:
+        if isinstance(panel, dash.Row):
+            builder = builder.with_row(panel)
+        else:
+            builder = builder.with_panel(panel)
+    return json.loads(JSONEncoder(sort_keys=True).encode(builder.build()))
+
+
+def dashboard_json(dashboard: dict[str, Any]) -> str:
+    """The text written to disk: stable key order and indentation so diffs stay small."""
+    return json.dumps(dashboard, indent=2, sort_keys=True) + "\n"
+
+
+def write_dashboards(config: StackConfig, out_dir: Path) -> list[Path]:
+    """Write out_dir/grafana/<uid>.json for `rollout render`; returns the paths written."""
+    target = Path(out_dir) / "grafana"
+    target.mkdir(parents=True, exist_ok=True)
+    dashboard = build_dashboard(config.stage, config.project.stage_order)
+    path = target / f"{dashboard['uid']}.json"
+    path.write_text(dashboard_json(dashboard))
+    return [path]
+
+
+def committed_dashboard(project_dir: Path) -> dict[str, Any]:
+    """What dashboards/genesis-release.json must hold: the dashboard of COMMITTED_STAGE."""
+    from rollout.config import load_stack_config
+
+    config = load_stack_config(Path(project_dir), COMMITTED_STAGE)
+    return build_dashboard(config.stage, config.project.stage_order)
+
+
+def main() -> None:
+    from rollout.config import REPO_ROOT as root
+
+    out = root / "dashboards" / f"{UID}.json"
+    out.write_text(dashboard_json(committed_dashboard(root)))
+    print(f"wrote {out.relative_to(root)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""The release bot and its adapters: measure -> judge -> decide -> apply -> tell.
+
+- `bot`: one stateless tick (read the stack, re-run recent checks, decide, apply, notify);
+- `prometheus`: the Prometheus HTTP API adapter and `measure` (one check's numbers);
+- `deployer`: stages applied through Pulumi's Automation API, state read back from the stack;
+- `notify`, `hooks`, `report`: Alertmanager alerts, Grafana annotations, incident/stage reports;
+- `preflight`: the Day-0 go/no-go list.
+
+May import: `rollout.model`, `rollout.config`, `rollout.analysis`, `rollout.monitoring`. Never
+`rollout.local`: the production path does not load stand-ins (tests/test_layout.py).
+"""

@@ -1,0 +1,326 @@
+"""Tell people about stage changes: an Alertmanager alert on rollback (so on-call is paged
+through the configured routes), a Grafana annotation on every promotion and rollback.
+
+Thin adapters over the two HTTP APIs (httpx, short timeouts, no retries: a lost notification
+is reported by the bot, it never blocks or repeats a stage change):
+- Alertmanager API v2: `POST /api/v2/alerts` with labels/annotations/startsAt/endsAt;
+- Grafana HTTP API: `POST /api/annotations` with tags/text/time, `Authorization: Bearer <token>`.
+Tokens come from an env var or a file (`GRAFANA_TOKEN` / `GRAFANA_TOKEN_FILE`) and are held in
+`Secret`, which never shows its value in str/repr, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import httpx
+
+from rollout.monitoring.names import ROLLBACK_ALERT, SOURCE, annotation_tags
+
+log = logging.getLogger("rollout.release.notify")
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class NotifyError(RuntimeError):
+    """A notification was not delivered. Never contains a token."""
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+class Secret:
+    """A token that never prints itself; only `reveal()` gives the value, for the auth header."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not value:
+            raise NotifyError("empty token")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._value, "***")
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+def read_token(
+    env_var: str, *, required: bool = True, environ: Mapping[str, str] | None = None
+) -> Secret | None:
+    """The token in $ENV_VAR, or in the file named by $ENV_VAR_FILE (a mounted secret)."""
+    environ = os.environ if environ is None else environ
+    file_var = f"{env_var}_FILE"
+    if environ.get(env_var):
+        return Secret(environ[env_var].strip())
+    if environ.get(file_var):
+        path = Path(environ[file_var])
+        try:
+            value = path.read_text().strip()
+        except OSError as err:
+            raise NotifyError(f"{file_var}: cannot read {path}: {err.strerror}") from None
+        if not value:
+            raise NotifyError(f"{file_var}: {path} is empty")
+        return Secret(value)
+    if required:
+        raise NotifyError(f"no token: set {env_var}, or {file_var} to a file holding it")
+    return None
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class _Api:
+    """One HTTP API: base URL, optional bearer token, timeout; errors never carry the token."""
+
+    name = "API"
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Secret | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise NotifyError(f"{self.name} URL must start with http:// or https:// (got {base_url!r})")
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._transport = transport
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        url = f"{self.base_url}{path}"
+        try:
+            with httpx.Client(timeout=self._timeout, transport=self._transport) as client:
+                response = client.request(method, url, headers=headers, **kwargs)
+        except httpx.HTTPError as err:
+            raise NotifyError(self._scrub(f"{self.name}: {method} {url} failed: {type(err).__name__}: {err}")) from None
+        if response.is_error:
+            body = response.text[:300].strip()
+            raise NotifyError(
+                self._scrub(f"{self.name}: {method} {url} returned {response.status_code} {response.reason_phrase}: {body}")
+            )
+        return response
+
+    def _scrub(self, text: str) -> str:
+        return self._token.scrub(text) if self._token else text
+
+
+# --------------------------------------------------------------------------- Alertmanager
+
+
+@dataclass(frozen=True)
+class Alert:
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    starts_at: datetime
+    ends_at: datetime | None = None
+    generator_url: str | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "startsAt": _iso(self.starts_at),
+        }
+        if self.ends_at is not None:
+            body["endsAt"] = _iso(self.ends_at)
+        if self.generator_url:
+            body["generatorURL"] = self.generator_url
+        return body
+
+
+class AlertmanagerClient(_Api):
+    name = "Alertmanager"
+
+    def post_alerts(self, alerts: Sequence[Alert]) -> None:
+        self._request("POST", "/api/v2/alerts", json=[a.to_api() for a in alerts])
+        log.info("posted %d alert(s) to %s", len(alerts), self.base_url)
+
+    def alerts(self, matchers: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """The alerts Alertmanager holds, filtered by exact label matchers."""
+        params = [("filter", f'{k}="{v}"') for k, v in (matchers or {}).items()]
+        return self._request("GET", "/api/v2/alerts", params=params).json()
+
+
+def rollback_alert(
+    *,
+    app: str,
+    namespace: str,
+    source_stage: str,
+    target_stage: str,
+    reason: str,
+    at: datetime,
+    runbook_url: str,
+    active_for: timedelta = timedelta(hours=1),
+    generator_url: str | None = None,
+) -> Alert:
+    """The page for an automatic rollback; it resolves by itself after `active_for`."""
+    return Alert(
+        labels={
+            "alertname": ROLLBACK_ALERT,
+            "severity": "critical",
+            "source": SOURCE,
+            "app": app,
+            "namespace": namespace,
+            "stage": source_stage,
+        },
+        annotations={
+            "summary": f"{app}: rollout rolled back from {source_stage} to {target_stage}",
+            "description": f"The release bot rolled {app} back from stage {source_stage} to "
+            f"{target_stage}: {reason}",
+            "runbook_url": runbook_url,
+        },
+        starts_at=at,
+        ends_at=at + active_for,
+        generator_url=generator_url,
+    )
+
+
+# --------------------------------------------------------------------------- Grafana
+
+
+class GrafanaClient(_Api):
+    name = "Grafana"
+
+    def annotate(
+        self,
+        text: str,
+        tags: Sequence[str],
+        at: datetime,
+        *,
+        end: datetime | None = None,
+        dashboard_uid: str | None = None,
+    ) -> int | None:
+        """An organisation-wide (or dashboard) annotation; returns its id."""
+        body: dict[str, Any] = {"time": int(at.timestamp() * 1000), "tags": list(tags), "text": text}
+        if end is not None:
+            body["timeEnd"] = int(end.timestamp() * 1000)
+        if dashboard_uid:
+            body["dashboardUID"] = dashboard_uid
+        answer = self._request("POST", "/api/annotations", json=body).json()
+        log.info("added Grafana annotation %s at %s", answer.get("id"), self.base_url)
+        return answer.get("id")
+
+
+# --------------------------------------------------------------------------- the bot's hook
+
+
+@dataclass
+class ReleaseNotifier:
+    """A release-bot hook (`stage_changed(change)`): alert on rollback, annotate every change,
+    then write the report (when a `report_writer` is given) with what was sent in its timeline.
+
+    `change` is the bot's StageChange (action, source, target, reason, started_at, at, checks,
+    applied). A failed delivery does not stop the others; it is raised at the end as NotifyError.
+    """
+
+    app: str
+    namespace: str
+    runbook_base_url: str
+    alertmanager: AlertmanagerClient | None = None
+    grafana: GrafanaClient | None = None
+    dashboard_uid: str | None = None
+    # report_writer(change, events) -> path of the written report; events are (time, text)
+    report_writer: Callable[[Any, list[tuple[datetime, str]]], Path] | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+
+    @property
+    def runbook_url(self) -> str:
+        return f"{self.runbook_base_url.rstrip('/')}/{ROLLBACK_ALERT}.md"
+
+    def stage_changed(self, change: Any) -> str | None:
+        done: list[str] = []
+        failed: list[str] = []
+        events: list[tuple[datetime, str]] = []
+        if change.action == "rollback" and self.alertmanager is not None:
+            alert = rollback_alert(
+                app=self.app,
+                namespace=self.namespace,
+                source_stage=change.source,
+                target_stage=change.target,
+                reason=change.reason,
+                at=change.at,
+                runbook_url=self.runbook_url,
+            )
+            try:
+                self.alertmanager.post_alerts([alert])
+            except NotifyError as err:
+                failed.append(str(err))
+                events.append((self.clock(), f"alert {ROLLBACK_ALERT} NOT sent: {err}"))
+            else:
+                done.append(f"alert {ROLLBACK_ALERT} sent to {self.alertmanager.base_url}")
+                events.append((self.clock(), f"alert {ROLLBACK_ALERT} (critical) sent to Alertmanager"))
+        if self.grafana is not None:
+            text = f"{change.action} {change.source} -> {change.target}: {change.reason}"
+            try:
+                self.grafana.annotate(
+                    text, annotation_tags(change.action, change.target), change.at,
+                    dashboard_uid=self.dashboard_uid,
+                )
+            except NotifyError as err:
+                failed.append(str(err))
+            else:
+                done.append("Grafana annotation added")
+                events.append((self.clock(), "Grafana annotation added"))
+        if self.report_writer is not None:
+            path = self.report_writer(change, events)
+            done.append(f"report written to {path}")
+        if failed:
+            raise NotifyError("; ".join(failed + [f"(done: {', '.join(done)})"] if done else failed))
+        return "; ".join(done) or None
+
+
+def notifier_from_env(
+    *,
+    app: str,
+    namespace: str,
+    runbook_base_url: str,
+    grafana_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    report_writer: Callable[[Any, list[tuple[datetime, str]]], Path] | None = None,
+) -> ReleaseNotifier:
+    """ALERTMANAGER_URL (+ optional ALERTMANAGER_TOKEN[_FILE]); GRAFANA_URL (or `grafana_url`,
+    e.g. monitoring.grafana.url) + GRAFANA_TOKEN[_FILE]; GRAFANA_DASHBOARD_UID optional.
+    A service without a URL is skipped; a Grafana URL without a token is an error."""
+    environ = os.environ if environ is None else environ
+    alertmanager = None
+    if environ.get("ALERTMANAGER_URL"):
+        alertmanager = AlertmanagerClient(
+            environ["ALERTMANAGER_URL"], read_token("ALERTMANAGER_TOKEN", required=False, environ=environ)
+        )
+    grafana = None
+    url = environ.get("GRAFANA_URL") or grafana_url
+    if url:
+        grafana = GrafanaClient(url, read_token("GRAFANA_TOKEN", environ=environ))
+    return ReleaseNotifier(
+        app=app,
+        namespace=namespace,
+        runbook_base_url=runbook_base_url,
+        alertmanager=alertmanager,
+        grafana=grafana,
+        dashboard_uid=environ.get("GRAFANA_DASHBOARD_UID") or None,
+        report_writer=report_writer,
+    )

@@ -1,0 +1,217 @@
+"""rollout.analysis.gates: every gate at, just below and just above its target and critical threshold,
+plus missing data, NaN, too little traffic and a missing stable baseline."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from support.stages import FLAGS_ON
+
+from rollout.analysis.gates import (
+    EXIT_ERROR,
+    GateMeasurement,
+    Measurements,
+    evaluate,
+    exit_code,
+    worst_verdict,
+)
+from rollout.model import Direction, Gates, Stage
+
+
+def make_stage(min_requests: int = 50, weight: int = 10, gates: dict | None = None) -> Stage:
+    return Stage.model_validate(
+        {
+            "stage": {"name": "canary", "weight": weight},
+            "analysis": {"minCanaryRequests": min_requests},
+            "gates": gates or {},
+            "flags": FLAGS_ON,
+        }
+    )
+
+
+STAGE = make_stage()
+GATES = dict(STAGE.gates.items())
+# a value comfortably healthy for every gate, so one gate at a time can be moved
+HEALTHY = {
+    "error_rate": 0.0,
+    "p95_latency_seconds": 0.1,
+    "test_pass_rate": 1.0,
+    "pipelex_success_rate": 0.99,
+    "spice_tasks_per_minute": 6.0,
+    "fallback_rate": 0.01,
+}
+EPS = 1e-9
+
+
+def measurements(
+    overrides: dict[str, float | None] | None = None,
+    requests: float | None = 1000,
+    stable: float | None = 0.5,
+) -> Measurements:
+    values = {**HEALTHY, **(overrides or {})}
+    return Measurements(
+        gates={
+            name: GateMeasurement(canary=value, stable=stable, query=f"{name}{{track=\"canary\"}}")
+            for name, value in values.items()
+        },
+        canary_requests=requests,
+        requests_query="requests * 300",
+    )
+
+
+def test_healthy_values_cover_every_gate_and_pass() -> None:
+    assert set(HEALTHY) == {name for name, _ in Gates().items()}
+    result = evaluate(STAGE, measurements())
+    assert result.verdict == "pass"
+    assert all(g.ok and g.status == "pass" for g in result.gates)
+
+
+def _step(name: str, towards_bad: bool) -> float:
+    """A tiny move towards the unhealthy side (up for a maximum, down for a minimum)."""
+    up = GATES[name].direction is Direction.MAX
+    return EPS if up == towards_bad else -EPS
+
+
+def _cases() -> list[tuple[str, str, float, str]]:
+    cases = []
+    for name, gate in Gates().items():
+        cases.append((name, "at target", gate.target, "pass"))
+        cases.append((name, "just better than target", gate.target - _step(name, True), "pass"))
+        if gate.critical is None:
+            cases.append((name, "just worse than target", gate.target + _step(name, True), "hold"))
+            continue
+        if gate.critical != gate.target:
+            cases.append((name, "just worse than target", gate.target + _step(name, True), "hold"))
+        cases.append((name, "just better than critical", gate.critical - _step(name, True), "hold"))
+        cases.append((name, "at critical", gate.critical, "hold"))
+        past_critical = "fail" if gate.rollback else "hold"
+        cases.append((name, "just worse than critical", gate.critical + _step(name, True), past_critical))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "where", "value", "expected"), _cases())
+def test_gate_boundaries(name: str, where: str, value: float, expected: str) -> None:
+    result = evaluate(STAGE, measurements({name: value}))
+    gate = next(g for g in result.gates if g.name == name)
+    assert gate.status == expected, f"{name} {where}: {gate.message}"
+    assert result.verdict == expected
+    assert gate.ok is (expected == "pass")
+    others = [g for g in result.gates if g.name != name]
+    assert all(g.status == "pass" for g in others)
+    if "worse than critical" in where:
+        assert gate.threshold == GATES[name].critical
+        assert "critical" in gate.message and name in result.reason
+    else:
+        assert gate.threshold == GATES[name].target
+
+
+def test_the_plans_no_rollback_gates_hold_on_a_critical_breach() -> None:
+    """Day-0 plan: error rate, P95 and test pass rate roll back; Pipelex success does not."""
+    rolling_back = {name for name, gate in Gates().items() if gate.rollback}
+    assert rolling_back == {"error_rate", "p95_latency_seconds", "test_pass_rate"}
+    result = evaluate(STAGE, measurements({"pipelex_success_rate": 0.5}))
+    assert result.verdict == "hold"
+    assert "does not roll back" in next(g for g in result.gates if g.name == "pipelex_success_rate").message
+    strict = make_stage(gates={"pipelexSuccessRate": {"target": 0.95, "critical": 0.9, "rollback": True}})
+    assert evaluate(strict, measurements({"pipelex_success_rate": 0.5})).verdict == "fail"
+
+
+def test_spice_task_rate_has_no_critical_so_zero_tasks_only_holds() -> None:
+    result = evaluate(STAGE, measurements({"spice_tasks_per_minute": 0.0}))
+    assert result.verdict == "hold"
+    assert "spice_tasks_per_minute" in result.reason
+
+
+@pytest.mark.parametrize("missing", [None, math.nan])
+@pytest.mark.parametrize("name", list(HEALTHY))
+def test_missing_or_nan_value_holds_never_passes(name: str, missing: float | None) -> None:
+    result = evaluate(STAGE, measurements({name: missing}))
+    gate = next(g for g in result.gates if g.name == name)
+    assert gate.status == "hold" and not gate.ok
+    assert "never a pass" in gate.message
+    assert result.verdict == "hold"
+
+
+def test_no_series_at_all_holds() -> None:
+    empty = Measurements(gates={}, canary_requests=None)
+    result = evaluate(STAGE, empty)
+    assert result.verdict == "hold"
+    assert len(result.gates) == len(HEALTHY)
+    assert all(g.status == "hold" and g.value is None for g in result.gates)
+
+
+def test_critical_breach_beats_missing_data_on_another_gate() -> None:
+    result = evaluate(STAGE, measurements({"error_rate": 0.05, "spice_tasks_per_minute": None}))
+    assert result.verdict == "fail"
+
+
+@pytest.mark.parametrize(
+    ("requests", "expected"), [(49, "hold"), (50, "pass"), (0, "hold"), (None, "hold"), (math.nan, "hold")]
+)
+def test_too_little_traffic_holds(requests: float | None, expected: str) -> None:
+    result = evaluate(STAGE, measurements(requests=requests))
+    assert result.verdict == expected
+    if expected == "hold":
+        assert "too little canary traffic" in result.reason
+
+
+def test_too_little_traffic_holds_even_on_a_critical_breach() -> None:
+    result = evaluate(STAGE, measurements({"error_rate": 0.2}, requests=10))
+    assert result.verdict == "hold"
+    assert "not trusted yet" in result.reason and "error_rate" in result.reason
+    assert next(g for g in result.gates if g.name == "error_rate").status == "fail"
+
+
+def test_min_canary_requests_zero_accepts_no_traffic_but_not_missing_count() -> None:
+    stage = make_stage(min_requests=0)
+    assert evaluate(stage, measurements(requests=0)).verdict == "pass"
+    assert evaluate(stage, measurements(requests=None)).verdict == "hold"
+
+
+def test_missing_stable_baseline_does_not_change_the_verdict() -> None:
+    with_baseline = evaluate(STAGE, measurements(stable=0.5))
+    without = evaluate(STAGE, measurements(stable=None))
+    assert with_baseline.verdict == without.verdict == "pass"
+    assert all(g.baseline is None and "stable no data" in g.message for g in without.gates)
+    assert all(g.baseline == 0.5 and "stable 0.5" in g.message for g in with_baseline.gates)
+
+
+def test_stage_thresholds_come_from_the_stage() -> None:
+    strict = Stage.model_validate(
+        {
+            "stage": {"name": "canary", "weight": 10},
+            "gates": {"errorRate": {"target": 0.0, "critical": 0.0}},
+            "flags": FLAGS_ON,
+        }
+    )
+    assert evaluate(strict, measurements({"error_rate": 0.0005})).verdict == "fail"
+    assert evaluate(STAGE, measurements({"error_rate": 0.0005})).verdict == "pass"
+
+
+def test_infinite_latency_is_a_value_not_missing_data() -> None:
+    # histogram_quantile answers +Inf when the quantile lies in the +Inf bucket
+    result = evaluate(STAGE, measurements({"p95_latency_seconds": math.inf}))
+    assert result.verdict == "fail"
+
+
+def test_to_dict_is_json_and_matches_the_cli_shape() -> None:
+    result = evaluate(STAGE, measurements({"p95_latency_seconds": math.inf, "error_rate": math.nan}))
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["stage"] == "canary" and data["verdict"] == "fail"
+    assert [g["name"] for g in data["gates"]] == list(HEALTHY)
+    for gate in data["gates"]:
+        assert {"name", "value", "threshold", "ok", "status", "message", "query", "baseline"} <= set(gate)
+    latency = next(g for g in data["gates"] if g["name"] == "p95_latency_seconds")
+    assert latency["value"] == "inf" and latency["ok"] is False
+
+
+def test_exit_codes_and_worst_verdict() -> None:
+    assert [exit_code(v) for v in ("pass", "fail", "hold")] == [0, 1, 2]
+    assert EXIT_ERROR == 3
+    assert evaluate(STAGE, measurements()).exit_code == 0
+    assert worst_verdict(["pass", "hold", "pass"]) == "hold"
+    assert worst_verdict(["hold", "fail", "pass"]) == "fail"
+    assert worst_verdict(["pass"]) == "pass"
+    assert worst_verdict([]) == "hold"

@@ -1,0 +1,249 @@
+"""The release dashboard: committed JSON is current, valid against Grafana's own schema, every
+PromQL expression parses in the real promtool, and thresholds come from the stage's gates.
+
+No Grafana server runs here; the dashboard is validated offline against a JSON schema generated
+from @grafana/schema (Grafana's published dashboard types, schemaVersion 42).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+from support.monitoring import ROOT, grafana_dashboard_schema, promtool_check_exprs
+
+from rollout.analysis import signals
+from rollout.config import load_release, load_stack_config
+from rollout.model import Gates, MaxGate, MinRatioGate, Stage
+from rollout.monitoring.dashboard import (
+    COMMITTED_STAGE,
+    DEPLOYMENT_TAGS,
+    ROLLBACK_TAGS,
+    UID,
+    build_dashboard,
+    dashboard_json,
+    write_dashboards,
+)
+
+COMMITTED = ROOT / "dashboards" / f"{UID}.json"
+# concrete values for the Grafana variables, so promtool sees plain PromQL
+VARIABLES = {"$app": "genesis", "$track": "stable|canary", "$stage": "canary"}
+
+
+@pytest.fixture(scope="module")
+def release():
+    return load_release(ROOT)
+
+
+@pytest.fixture(scope="module")
+def dashboard(release) -> dict[str, Any]:
+    return build_dashboard(release.stage(COMMITTED_STAGE), release.project.stage_order)
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    return grafana_dashboard_schema()
+
+
+def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
+def panel_by_title(dashboard: dict[str, Any], title: str) -> dict[str, Any]:
+    matches = [p for p in panels(dashboard) if p["title"] == title]
+    assert len(matches) == 1, f"expected one panel titled {title!r}"
+    return matches[0]
+
+
+def all_exprs(dashboard: dict[str, Any]) -> dict[str, str]:
+    exprs = {}
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            exprs[f"panel_{panel['id']}_{target['refId']}"] = target["expr"]
+    for i, annotation in enumerate(dashboard["annotations"]["list"]):
+        if "expr" in annotation:
+            exprs[f"annotation_{i}"] = annotation["expr"]
+    return exprs
+
+
+def substitute(expr: str) -> str:
+    for name, value in VARIABLES.items():
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"unsubstituted Grafana variable left in {expr!r}"
+    return expr
+
+
+def threshold_values(panel: dict[str, Any]) -> list[float | None]:
+    return [step["value"] for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+
+
+# --------------------------------------------------------------------------- committed JSON
+
+
+def test_committed_json_equals_builder_output(dashboard):
+    assert COMMITTED.exists(), f"{COMMITTED} missing: run `uv run python -m rollout.monitoring.dashboard`"
+    assert COMMITTED.read_text() == dashboard_json(dashboard), (
+        "dashboards/genesis-release.json is stale: run `uv run python -m rollout.monitoring.dashboard`"
+    )
+
+
+def test_write_dashboards_writes_grafana_uid_json(tmp_path):
+    config = load_stack_config(ROOT, "gradual")
+    written = write_dashboards(config, tmp_path)
+    assert written == [tmp_path / "grafana" / f"{UID}.json"]
+    on_disk = json.loads(written[0].read_text())
+    assert on_disk == build_dashboard(config.stage, config.project.stage_order)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_dashboard_validates_against_grafana_schema(dashboard, schema):
+    assert dashboard["schemaVersion"] == 42
+    jsonschema.Draft7Validator.check_schema(schema)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(dashboard)]
+    assert errors == []
+
+
+def test_schema_rejects_a_misspelled_panel_key_and_wrong_schema_version(dashboard, schema):
+    """The schema is strict enough to matter: typos and other Grafana versions fail."""
+    broken = copy.deepcopy(dashboard)
+    broken["panels"][1]["gridPoss"] = broken["panels"][1].pop("gridPos")
+    assert not jsonschema.Draft7Validator(schema).is_valid(broken)
+    older = dict(dashboard, schemaVersion=39)
+    assert not jsonschema.Draft7Validator(schema).is_valid(older)
+
+
+# --------------------------------------------------------------------------- PromQL
+
+
+def test_every_expression_parses_in_promtool(dashboard, tmp_path):
+    exprs = {name: substitute(expr) for name, expr in all_exprs(dashboard).items()}
+    assert len(exprs) >= 12
+    result = promtool_check_exprs(exprs, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
+
+
+def test_promtool_check_catches_a_broken_expression(tmp_path):
+    result = promtool_check_exprs({"broken": 'sum by (app (up{app="x"})'}, tmp_path)
+    assert result.returncode != 0
+
+
+def test_panels_query_the_shared_recording_rules_by_app_and_track(dashboard):
+    records = {s.record for s in signals.SIGNALS}
+    used = set()
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?=\{)", target["expr"]))
+            assert names, f"panel {panel['title']!r} selects no metric"
+            assert names <= records | {"ALERTS"}, names
+            if names & records and "track=\"canary\"" not in target["expr"]:
+                assert 'app=~"$app", track=~"$track"' in target["expr"], target["expr"]
+            used |= names & records
+    assert used == records, f"signals not on the dashboard: {records - used}"
+
+
+# --------------------------------------------------------------------------- content
+
+
+def test_panel_ids_are_fixed_and_unique(dashboard):
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert sorted(p["id"] for p in panels(dashboard)) == list(range(1, 12))
+    assert len(panels(dashboard)) >= 10
+
+
+@pytest.mark.parametrize("stage_name", ["canary", "gradual", "majority", "full"])
+def test_gate_threshold_lines_come_from_the_stage_gates(release, stage_name):
+    stage = release.stage(stage_name)
+    board = build_dashboard(stage, release.project.stage_order)
+    for key, title in [
+        ("error_rate", "Error rate"),
+        ("test_pass_rate", "Test pass rate"),
+        ("pipelex_success_rate", "Pipelex workflow success"),
+        ("fallback_rate", "Fallback rate"),
+        ("spice_tasks_per_minute", "SPICE tasks per minute"),
+        ("p95_latency_seconds", "Latency P50 / P95 / P99"),
+    ]:
+        gate = getattr(stage.gates, key)
+        panel = panel_by_title(board, title)
+        values = [v for v in threshold_values(panel) if v is not None]
+        expected = sorted(v for v in (gate.target, gate.critical) if v is not None)
+        assert sorted(values) == expected, (stage_name, key)
+        assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "dashed"
+
+
+def test_changed_gates_move_the_lines_and_colors_follow_direction(release):
+    base = release.stage("canary")
+    gates = Gates(
+        p95_latency_seconds=MaxGate(target=0.3, critical=0.9),
+        test_pass_rate=MinRatioGate(target=0.9, critical=0.8),
+    )
+    stage = Stage.model_validate(base.model_dump(by_alias=True) | {"gates": gates.model_dump(by_alias=True)})
+    board = build_dashboard(stage, release.project.stage_order)
+    latency = panel_by_title(board, "Latency P50 / P95 / P99")["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in latency] == [(None, "green"), (0.3, "yellow"), (0.9, "red")]
+    passing = panel_by_title(board, "Test pass rate")["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in passing] == [(None, "red"), (0.8, "yellow"), (0.9, "green")]
+
+
+def test_the_measured_canary_share_and_minimum_requests(release):
+    for name in ("canary", "majority"):
+        stage = release.stage(name)
+        board = build_dashboard(stage, release.project.stage_order)
+        weight = panel_by_title(board, "Canary traffic share (measured)")
+        expr = weight["targets"][0]["expr"]
+        assert expr.startswith("100 * ") and 'track="canary"' in expr
+        assert signals.signal("requests_per_second").record in expr
+        window = int(stage.analysis.rate_window.total_seconds())
+        requests = next(p for p in panels(board) if p["title"].startswith("Canary requests per"))
+        assert requests["targets"][0]["expr"].endswith(f"* {window}")
+        assert threshold_values(requests)[1] == stage.analysis.min_canary_requests
+
+
+def test_promotion_does_not_change_the_dashboard(release):
+    """Stages with the same gates give the same dashboard: promotion only moves the weight."""
+    boards = {build_dashboard(s, release.project.stage_order).__repr__() for s in release.stages[1:]}
+    assert len(boards) == 1
+
+
+def test_variables_annotations_and_track_colors(dashboard, release):
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert set(variables) == {"datasource", "app", "track", "stage"}
+    assert variables["track"]["query"] == "stable,canary"
+    assert variables["stage"]["query"] == ",".join(release.project.stage_order)
+    assert variables["app"]["query"].startswith(f"label_values({signals.signal('requests_per_second').record}")
+
+    annotations = {a["name"]: a for a in dashboard["annotations"]["list"]}
+    assert annotations["Deployments"]["target"]["tags"] == DEPLOYMENT_TAGS
+    assert annotations["Stage changes ($stage)"]["target"] | {"tags": None} == {
+        "type": "tags", "tags": None, "matchAny": True, "limit": 100
+    } and annotations["Stage changes ($stage)"]["target"]["tags"] == ["$stage"]
+    assert annotations["Firing alerts"]["expr"].startswith('ALERTS{alertstate="firing"')
+
+    error_panel = panel_by_title(dashboard, "Error rate")
+    colors = {o["matcher"]["options"]: o["properties"][0]["value"]["fixedColor"]
+              for o in error_panel["fieldConfig"]["overrides"]}
+    assert colors == {".* stable$": "green", ".* canary$": "orange"}
+    assert error_panel["targets"][0]["legendFormat"] == "{{app}} {{track}}"
+
+
+def test_annotation_filters_match_what_the_bot_posts():
+    """The bot's own tags (rollout.release.notify) must satisfy the dashboard's all-tags-must-match filters."""
+    from rollout.release.notify import annotation_tags
+
+    rollback, promote = set(annotation_tags("rollback", "stable")), set(annotation_tags("promote", "gradual"))
+    assert set(DEPLOYMENT_TAGS) <= rollback and set(DEPLOYMENT_TAGS) <= promote
+    assert set(ROLLBACK_TAGS) <= rollback and not set(ROLLBACK_TAGS) <= promote
+    assert "gradual" in promote  # what the $stage annotation matches
+
+
+def test_stage_panel_lists_every_gate(dashboard, release):
+    content = panel_by_title(dashboard, "Gates")["options"]["content"]
+    for name in type(release.stage(COMMITTED_STAGE).gates).model_fields:
+        assert f"| {name} |" in content

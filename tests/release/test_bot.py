@@ -1,0 +1,244 @@
+"""The release bot end to end against a REAL Prometheus fed by synthetic Genesis pods, deploying
+through the REAL Automation API. Only the Pulumi CLI is a stand-in (tests/support/fake_pulumi: it cannot
+be installed here); the stage files it is handed are the repo's own.
+
+The bot is given the repo's release with compressed timing (1 s checks, 10 s window, 30 s hold)
+and an injected clock, so the checks it re-runs at past instants are reproducible.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from support.fake_pulumi import REPO, FakePulumi, update
+from support.live import LiveStack, compressed_config, live_stack
+
+from rollout.analysis.decision import check_times
+from rollout.config import load_release
+from rollout.model import Release
+from rollout.release.bot import ReleaseBot, check_release
+from rollout.release.deployer import PulumiDeployer, StackLockedError
+from rollout.release.prometheus import Prometheus, PrometheusError
+from rollout.review.localstack import start_prometheus, wait_for
+
+APP = "genesis"
+
+
+def compressed_release(config) -> Release:  # noqa: ANN001
+    """The repo's five stages, each with the live stack's compressed analysis."""
+    release = load_release(REPO)
+    stages = [s.model_copy(update={"analysis": config.stage.analysis}) for s in release.stages]
+    return Release(project=config.project, stages=stages)
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[LiveStack]:
+    config = compressed_config([APP], min_canary_requests=20)
+    with live_stack(config, {APP: "healthy"}) as stack:
+        stack.wait_for_full_window()
+        yield stack
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePulumi:
+    return FakePulumi(tmp_path, monkeypatch)
+
+
+def seed_stage(fake: FakePulumi, stage: str, weight: int, since: datetime, **extra) -> None:  # noqa: ANN003
+    fake.seed(
+        outputs={"stage": stage, "weight": weight},
+        history=[update(1, f"rollout: promote stable -> {stage}: test", since - timedelta(seconds=20), since)],
+        **extra,
+    )
+
+
+def wait_until_healthy(live: LiveStack) -> None:
+    """The canary healthy across the last three 1 s checks (an earlier test may have made it bad)."""
+    live.workloads[(APP, "canary")].set_profile("healthy")
+    release = compressed_release(live.config)
+    stage = release.stage("canary")
+
+    def healthy() -> bool:
+        now = datetime.now(timezone.utc)
+        return all(
+            check_release(release, live.prom, stage, now - timedelta(seconds=back)).verdict == "pass"
+            for back in (0, 1, 2)
+        )
+
+    wait_for(healthy, 40, "three passing checks in a row", interval=0.5)
+
+
+def bot_at(live: LiveStack, fake: FakePulumi, now: datetime) -> ReleaseBot:
+    """A fresh bot (as after a restart): nothing carried over but what the stack and Prometheus hold."""
+    deployer = PulumiDeployer(REPO, "prod", pulumi_root=fake.root)
+    return ReleaseBot(compressed_release(live.config), deployer, live.prom, clock=lambda: now)
+
+
+def test_tick_promotes_a_healthy_canary_after_its_hold(live: LiveStack, fake: FakePulumi) -> None:
+    wait_until_healthy(live)
+    now = datetime.now(timezone.utc)
+    seed_stage(fake, "canary", 10, now - timedelta(seconds=31))
+
+    outcome = bot_at(live, fake, now).tick()
+
+    assert [c.verdict for c in outcome.checks] == ["pass", "pass", "pass"], [c.reason for c in outcome.checks]
+    assert outcome.decision.action == "promote", outcome.decision.reason
+    ups = fake.runs_of("up")
+    assert len(ups) == 1
+    argv = ups[0]["argv"]
+    assert argv[argv.index("--config-file") + 1] == "Pulumi.gradual.yaml"
+    assert fake.state()["outputs"]["stage"] == "gradual"
+
+
+def test_tick_waits_while_the_hold_runs(live: LiveStack, fake: FakePulumi) -> None:
+    now = datetime.now(timezone.utc)
+    seed_stage(fake, "canary", 10, now - timedelta(seconds=12))
+
+    outcome = bot_at(live, fake, now).tick()
+
+    assert outcome.decision.action == "wait"
+    assert "hold" in outcome.decision.reason
+    assert fake.runs_of("up") == []
+
+
+def test_a_restarted_bot_counts_the_failures_seen_before_the_restart(live: LiveStack, fake: FakePulumi) -> None:
+    canary = live.workloads[(APP, "canary")]
+    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    canary.set_profile("bad")
+    try:
+        stage = compressed_release(live.config).stage("canary")
+        # wait until three checks in a row have failed, then find the first such run
+        def failing_run() -> tuple[datetime, datetime] | None:
+            now = datetime.now(timezone.utc)
+            times = check_times(stage, since, now, count=60)
+            verdicts = [check_release(compressed_release(live.config), live.prom, stage, t).verdict for t in times]
+            for i in range(len(verdicts) - 2):
+                if verdicts[i : i + 3] == ["fail"] * 3 and (i == 0 or verdicts[i - 1] != "fail"):
+                    return times[i + 1], times[i + 2]
+            return None
+
+        second_fail, third_fail = wait_for(failing_run, 40, "three failing checks in a row", interval=1.0)
+    finally:
+        canary.set_profile("healthy")
+    seed_stage(fake, "canary", 10, since)
+
+    before_restart = bot_at(live, fake, second_fail).tick()
+    assert before_restart.decision.action == "wait", before_restart.decision.reason
+    assert "2 of 3 consecutive failures" in before_restart.decision.reason
+    assert fake.runs_of("up") == []
+
+    after_restart = bot_at(live, fake, third_fail).tick()  # a new bot: no memory of the first
+    assert after_restart.decision.action == "rollback", after_restart.decision.reason
+    ups = fake.runs_of("up")
+    assert len(ups) == 1
+    argv = ups[0]["argv"]
+    assert argv[argv.index("--config-file") + 1] == "Pulumi.stable.yaml"
+    assert argv[argv.index("--message") + 1].startswith("rollout: rollback canary -> stable: the last 3 checks failed")
+
+
+def test_a_locked_stack_is_not_applied_and_not_retried(live: LiveStack, fake: FakePulumi) -> None:
+    wait_until_healthy(live)
+    now = datetime.now(timezone.utc)
+    seed_stage(fake, "canary", 10, now - timedelta(seconds=31), lock="service")
+
+    with pytest.raises(StackLockedError):
+        bot_at(live, fake, now).tick()
+
+    assert len(fake.runs_of("up")) == 1  # the one refused attempt, never a second
+
+
+def test_prometheus_going_away_mid_stage_never_promotes(fake: FakePulumi) -> None:
+    config = compressed_config([APP])
+    running = start_prometheus(scrape_interval="1s", eval_interval="1s")
+    prom = Prometheus(running.url, timeout=1.0, retries=1, backoff=0.05)
+    now = datetime.now(timezone.utc)
+    seed_stage(fake, "canary", 10, now - timedelta(seconds=31))
+    bot = ReleaseBot(
+        compressed_release(config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root), prom, clock=lambda: now
+    )
+    assert bot.tick().decision.action == "wait"  # reachable but no data: holds, never promotes
+    running.stop()
+
+    with pytest.raises(PrometheusError, match="unreachable"):
+        bot.tick()
+    assert fake.runs_of("up") == []
+    prom.close()
+
+
+class RecordingHook:
+    def __init__(self) -> None:
+        self.changes = []
+
+    def stage_changed(self, change):  # noqa: ANN001, ANN201
+        self.changes.append(change)
+        return f"recorded {change.action}"
+
+
+def test_a_complete_release_applies_nothing_and_says_what_comes_next(live: LiveStack, fake: FakePulumi) -> None:
+    wait_until_healthy(live)
+    now = datetime.now(timezone.utc)
+    seed_stage(fake, "full", 100, now - timedelta(seconds=31))
+    hook = RecordingHook()
+    bot = ReleaseBot(
+        compressed_release(live.config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root), live.prom,
+        hooks=[hook], clock=lambda: now,
+    )
+
+    outcome = bot.tick()
+
+    assert outcome.decision.action == "complete", outcome.decision.reason
+    assert fake.runs_of("up") == [] and hook.changes == []  # every later tick says the same: no repeats
+    assert any("releaseFlags" in effect for effect in outcome.effects)
+
+
+def test_hooks_hear_of_a_rollback_and_a_failing_hook_never_blocks_it(live: LiveStack, fake: FakePulumi) -> None:
+    now = datetime.now(timezone.utc)
+    seed_stage(fake, "gradual", 50, now - timedelta(seconds=5))
+
+    class Broken:
+        def stage_changed(self, change):  # noqa: ANN001, ANN201
+            raise RuntimeError("Alertmanager is down")
+
+    hook = RecordingHook()
+    bot = ReleaseBot(
+        compressed_release(live.config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root), live.prom,
+        hooks=[Broken(), hook], clock=lambda: now,
+    )
+    outcome = bot.rollback("on-call decision")
+
+    assert len(fake.runs_of("up")) == 1
+    assert [c.action for c in hook.changes] == ["rollback"] and hook.changes[0].target == "stable"
+    assert outcome.warnings == ["Broken failed: Alertmanager is down"]
+    assert outcome.effects == ["recorded rollback"]
+
+
+def test_several_services_merge_into_one_check_where_the_worst_verdict_wins() -> None:
+    """Pure: no Prometheus needed. One bad service fails the stage; gate names say which."""
+    from rollout.analysis.gates import GateMeasurement, Measurements, evaluate
+    from rollout.release.bot import merge_service_checks
+
+    stage = load_release(REPO).stage("canary")
+    healthy = {"error_rate": 0.0, "p95_latency_seconds": 0.1, "test_pass_rate": 1.0,
+               "pipelex_success_rate": 0.99, "spice_tasks_per_minute": 5.0, "fallback_rate": 0.0}
+
+    def check(overrides: dict[str, float], requests: float):  # noqa: ANN202
+        values = {**healthy, **overrides}
+        gates = {k: GateMeasurement(canary=v, stable=v, query=k) for k, v in values.items()}
+        return evaluate(stage, Measurements(gates=gates, canary_requests=requests))
+
+    merged = merge_service_checks(stage, [
+        ("genesis", check({}, 900)),
+        ("planner", check({"error_rate": 0.05}, 400)),
+    ])
+
+    assert merged.verdict == "fail"
+    assert merged.reason.startswith("planner: critical threshold breached")
+    assert len(merged.gates) == 12
+    failed = [g.name for g in merged.gates if g.status == "fail"]
+    assert failed == ["planner/error_rate"]
+    assert merged.canary_requests == 400  # the thinnest service decides whether there is enough data
+    single = check({}, 900)
+    assert merge_service_checks(stage, [("genesis", single)]) is single  # one service: unchanged names

@@ -1,0 +1,242 @@
+"""PulumiDeployer through the real Automation API (pulumi 3.272) against a recording CLI stand-in.
+
+The Pulumi CLI cannot be installed here, so `tests/support/fake_pulumi/bin/pulumi` stands in for it at
+the process boundary: everything above it (LocalWorkspace, Stack.up/preview/history/outputs,
+the SDK's error mapping, its version check) is the real SDK code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from support.fake_pulumi import REPO, FakePulumi, update
+
+from rollout.config import ConfigError
+from rollout.release.deployer import (
+    DeployerError,
+    PulumiDeployer,
+    StackLockedError,
+    parse_update_message,
+    update_message,
+)
+
+T0 = datetime(2026, 11, 3, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePulumi:
+    return FakePulumi(tmp_path, monkeypatch)
+
+
+def deployer(fake: FakePulumi) -> PulumiDeployer:
+    return PulumiDeployer(REPO, "prod", pulumi_root=fake.root)
+
+
+def seed_canary(fake: FakePulumi) -> None:
+    fake.seed(
+        outputs={"stage": "canary", "weight": 10},
+        history=[update(1, "rollout: promote stable -> canary: day 1", T0, T0 + timedelta(seconds=40))],
+    )
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_promote_runs_up_once_with_the_stage_file_and_a_parseable_message(fake: FakePulumi) -> None:
+    seed_canary(fake)
+    result = deployer(fake).apply("gradual", "3 passing checks and the 48h hold is over")
+
+    ups = fake.runs_of("up")
+    assert len(ups) == 1
+    argv = ups[0]["argv"]
+    assert argv[:4] == ["--non-interactive", "up", "--yes", "--skip-preview"]
+    assert option(argv, "--config-file") == "Pulumi.gradual.yaml"
+    assert option(argv, "--stack") == "prod"
+    assert option(argv, "--exec-kind") == "auto.local"
+    message = option(argv, "--message")
+    assert message == "rollout: promote canary -> gradual: 3 passing checks and the 48h hold is over"
+    assert ups[0]["cwd"] == str(REPO)
+    assert ups[0]["env"]["PULUMI_AUTOMATION_API"] == "true"
+
+    assert (result.action, result.previous_stage, result.stage, result.weight) == (
+        "promote", "canary", "gradual", 50,
+    )
+    assert result.message == message
+    assert result.version == 2
+    # the update (with its message) is now the newest entry of the stack's history: the audit trail
+    assert fake.state()["history"][0]["message"] == message
+
+
+def test_the_exact_command_sequence_of_a_promotion(fake: FakePulumi) -> None:
+    seed_canary(fake)
+    deployer(fake).apply("gradual", "why")
+    commands = [c for c in fake.commands() if c[:1] != ["up"]]
+    assert commands == [
+        ["version"],
+        ["stack", "select", "--stack", "prod"],
+        ["stack", "output", "--json", "--stack", "prod"],
+        ["stack", "output", "--json", "--show-secrets", "--stack", "prod"],
+        # after `up`, the SDK reads outputs and the newest history entry for its UpResult
+        ["stack", "output", "--json", "--stack", "prod"],
+        ["stack", "output", "--json", "--show-secrets", "--stack", "prod"],
+        ["stack", "history", "--json", "--page-size", "1", "--page", "1", "--stack", "prod"],
+    ]
+
+
+def test_rollback_applies_the_first_stage_file(fake: FakePulumi) -> None:
+    fake.seed(
+        outputs={"stage": "gradual", "weight": 50},
+        history=[update(3, "rollout: promote canary -> gradual: ok", T0, T0 + timedelta(minutes=1))],
+    )
+    result = deployer(fake).apply("stable", "error rate 2.3% > 1% critical on 3 consecutive checks")
+    argv = fake.runs_of("up")[0]["argv"]
+    assert option(argv, "--config-file") == "Pulumi.stable.yaml"
+    assert option(argv, "--message") == (
+        "rollout: rollback gradual -> stable: error rate 2.3% > 1% critical on 3 consecutive checks"
+    )
+    assert (result.action, result.stage, result.weight) == ("rollback", "stable", 0)
+    assert fake.state()["outputs"] == {"stage": "stable", "weight": 0}
+
+
+def test_after_apply_current_reads_the_new_stage_back(fake: FakePulumi) -> None:
+    seed_canary(fake)
+    before = datetime.now(timezone.utc)
+    deployer(fake).apply("gradual", "promote")
+    state = PulumiDeployer(REPO, "prod", pulumi_root=fake.root).current()  # a fresh bot process
+    assert (state.stage, state.weight, state.update_version) == ("gradual", 50, 2)
+    assert before - timedelta(seconds=1) <= state.since <= datetime.now(timezone.utc)
+
+
+def test_restart_reads_stage_weight_and_start_from_outputs_and_history(fake: FakePulumi) -> None:
+    """The bot keeps no state: a restarted bot finds when the running stage began in the history.
+    A re-apply of the same stage does not restart the hold; a failed update changed nothing."""
+    t_stable, t_canary, t_reapply, t_failed = (T0 + timedelta(hours=h) for h in (0, 1, 5, 9))
+    fake.seed(
+        outputs={"stage": "canary", "weight": 10},
+        history=[  # newest first, as the CLI prints it
+            update(4, "rollout: promote canary -> gradual: ok", t_failed, t_failed, result="failed"),
+            update(3, "rollout: apply canary -> canary: re-sync", t_reapply, t_reapply + timedelta(seconds=30)),
+            update(2, "rollout: promote stable -> canary: day 1", t_canary, t_canary + timedelta(seconds=45)),
+            update(1, "rollout: apply -> stable: first deploy", t_stable, t_stable + timedelta(seconds=50)),
+        ],
+    )
+    state = deployer(fake).current()
+    assert (state.stage, state.weight) == ("canary", 10)
+    assert state.since == t_canary + timedelta(seconds=45)
+    assert state.update_version == 2
+    assert fake.runs_of("up") == []
+
+
+def test_a_manual_update_without_a_bot_message_is_read_from_its_config(fake: FakePulumi) -> None:
+    """Someone ran `pulumi up --config-file Pulumi.majority.yaml` by hand: the update's config
+    still tells which stage it applied."""
+    fake.seed(
+        outputs={"stage": "majority", "weight": 80},
+        history=[
+            update(2, "hotfix by hand", T0 + timedelta(hours=2), T0 + timedelta(hours=2, seconds=9),
+                   config={"genesis-rollout:stage": {"name": "majority", "weight": 80}}),
+            update(1, "rollout: promote canary -> gradual: ok", T0, T0 + timedelta(seconds=5)),
+        ],
+    )
+    assert deployer(fake).current().since == T0 + timedelta(hours=2, seconds=9)
+
+
+def test_a_stack_never_updated_gives_a_clear_error(fake: FakePulumi) -> None:
+    fake.seed()
+    with pytest.raises(DeployerError, match="no output.*stage.*weight.*--config-file Pulumi.<stage>.yaml"):
+        deployer(fake).current()
+
+
+@pytest.mark.parametrize("lock", ["service", "diy"])
+def test_locked_stack_raises_and_is_never_applied_twice(fake: FakePulumi, lock: str) -> None:
+    seed_canary(fake)
+    fake.seed(
+        outputs={"stage": "canary", "weight": 10},
+        history=fake.state()["history"],
+        lock=lock,
+    )
+    with pytest.raises(StackLockedError, match="locked by another update.*Nothing was applied") as err:
+        deployer(fake).apply("gradual", "promote")
+    assert type(err.value.__cause__).__name__ == "ConcurrentUpdateError"
+    assert len(fake.runs_of("up")) == 1  # one attempt, no retry
+    assert fake.state()["outputs"] == {"stage": "canary", "weight": 10}
+    assert len(fake.state()["history"]) == 1
+
+
+def test_failed_update_surfaces_the_cli_error_and_keeps_the_old_stage(fake: FakePulumi) -> None:
+    fake.seed(
+        outputs={"stage": "canary", "weight": 10},
+        history=[update(1, "rollout: promote stable -> canary: day 1", T0, T0 + timedelta(seconds=40))],
+        fail_next_up=True,
+    )
+    with pytest.raises(DeployerError, match="(?s)cannot apply stage 'gradual'.*resource genesis-canary failed"):
+        deployer(fake).apply("gradual", "promote")
+    assert len(fake.runs_of("up")) == 1
+    state = deployer(fake).current()
+    assert (state.stage, state.since) == ("canary", T0 + timedelta(seconds=40))
+
+
+def test_preview_runs_a_diff_preview_with_the_stage_file(fake: FakePulumi) -> None:
+    seed_canary(fake)
+    plan = deployer(fake).preview("gradual")
+    argv = fake.runs_of("preview")[0]["argv"]
+    assert "--diff" in argv
+    assert option(argv, "--config-file") == "Pulumi.gradual.yaml"
+    # the SDK waits for the engine's summary event; CLIs > 3.205 stream it over gRPC
+    assert option(argv, "--event-log").startswith("tcp://127.0.0.1:")
+    assert '~ stage: "canary" => "gradual"' in plan
+    assert "~ weight: 10 => 50" in plan
+    assert fake.runs_of("up") == []
+
+
+def test_an_unknown_stage_fails_on_the_stage_file_before_the_cli_runs(fake: FakePulumi) -> None:
+    seed_canary(fake)
+    with pytest.raises(ConfigError, match="(?s)Pulumi.turbo.yaml.*no stage file"):
+        deployer(fake).apply("turbo", "oops")
+    assert fake.calls() == []
+
+
+def test_cli_missing_from_root_gives_install_hint(tmp_path: Path) -> None:
+    with pytest.raises(DeployerError, match="Pulumi CLI not found .*install it from https://"):
+        PulumiDeployer(REPO, pulumi_root=tmp_path).current()
+
+
+def test_cli_missing_from_path_gives_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DeployerError, match="Pulumi CLI not found \\(`pulumi` on PATH\\)"):
+        PulumiDeployer(REPO).apply("canary", "go")
+
+
+def test_stand_in_on_path_is_used_without_a_root(fake: FakePulumi) -> None:
+    seed_canary(fake)
+    assert PulumiDeployer(REPO).current().stage == "canary"
+    assert fake.commands()[0] == ["version"]
+
+
+def test_missing_stack_is_named(fake: FakePulumi) -> None:
+    seed_canary(fake)
+    with pytest.raises(DeployerError, match="stack 'staging' does not exist.*pulumi stack init staging"):
+        PulumiDeployer(REPO, "staging", pulumi_root=fake.root).current()
+
+
+def test_update_message_round_trip() -> None:
+    text = update_message("rollback", "majority", "stable", "p95 0.7s >\n 0.5s critical")
+    assert text == "rollout: rollback majority -> stable: p95 0.7s > 0.5s critical"
+    parsed = parse_update_message(text)
+    assert parsed is not None
+    assert (parsed.action, parsed.source, parsed.target, parsed.reason) == (
+        "rollback", "majority", "stable", "p95 0.7s > 0.5s critical",
+    )
+    first = parse_update_message(update_message("apply", None, "stable", "first"))
+    assert first is not None and (first.source, first.target) == (None, "stable")
+    assert parse_update_message("Update from the console") is None
+
+
+def test_a_composed_message_for_another_stage_is_refused(fake: FakePulumi) -> None:
+    seed_canary(fake)
+    with pytest.raises(ValueError, match="names stage 'full', not 'gradual'"):
+        deployer(fake).apply("gradual", "rollout: promote majority -> full: wrong")
+    assert fake.runs_of("up") == []

@@ -1,0 +1,125 @@
+"""rollout.release.prometheus transport rules against a scripted HTTP server on 127.0.0.1: bounded
+retries with backoff on 5xx/timeouts, no retry on a 4xx, errors naming URL and query.
+
+The server is a stand-in for Prometheus only because a real Prometheus cannot be made to
+answer 503 or hang on demand; its real answers are covered in test_prometheus_live.py.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from rollout.release.prometheus import Prometheus, PrometheusError
+
+VECTOR = {"status": "success", "data": {"resultType": "vector", "result": [
+    {"metric": {"app": "genesis"}, "value": [1700000000, "0.25"]}]}}
+
+
+class Scripted:
+    """Answers requests from a list of (status, body or 'hang'); records the query strings."""
+
+    def __init__(self, answers: list[tuple[int, object]]):
+        self.answers = answers
+        self.requests: list[str] = []
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                scripted.requests.append(self.path)
+                status, body = scripted.answers[min(len(scripted.requests), len(scripted.answers)) - 1]
+                if body == "hang":
+                    time.sleep(1.0)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[type[Scripted]]:
+    servers: list[Scripted] = []
+
+    class Factory(Scripted):
+        def __init__(self, answers: list[tuple[int, object]]):
+            super().__init__(answers)
+            servers.append(self)
+
+    yield Factory
+    for server in servers:
+        server.stop()
+
+
+def test_5xx_is_retried_then_answered(scripted: type[Scripted]) -> None:
+    server = scripted([(503, {"status": "error", "error": "busy"})] * 2 + [(200, VECTOR)])
+    prom = Prometheus(server.url, retries=2, backoff=0.01)
+    assert prom.value("up") == 0.25
+    assert len(server.requests) == 3
+    assert prom.queries == 1  # one logical query, however many attempts
+
+
+def test_retries_are_bounded_and_the_error_names_url_and_query(scripted: type[Scripted]) -> None:
+    server = scripted([(502, {"status": "error", "error": "bad gateway"})])
+    prom = Prometheus(server.url, retries=2, backoff=0.01)
+    with pytest.raises(PrometheusError) as err:
+        prom.query("namespace_app_track:genesis_requests:rate")
+    assert len(server.requests) == 3
+    assert err.value.url == server.url
+    assert err.value.query == "namespace_app_track:genesis_requests:rate"
+    assert "HTTP 502" in str(err.value) and "after 3 attempts" in str(err.value)
+
+
+def test_a_bad_query_is_not_retried(scripted: type[Scripted]) -> None:
+    server = scripted([(400, {"status": "error", "errorType": "bad_data", "error": "parse error"})])
+    with pytest.raises(PrometheusError, match="HTTP 400: parse error"):
+        Prometheus(server.url, retries=3, backoff=0.01).query("sum(")
+    assert len(server.requests) == 1
+
+
+def test_a_hanging_server_times_out(scripted: type[Scripted]) -> None:
+    server = scripted([(200, "hang")])
+    prom = Prometheus(server.url, timeout=0.2, retries=1, backoff=0.01)
+    with pytest.raises(PrometheusError, match="timed out \\(after 2 attempts\\)"):
+        prom.query("up")
+
+
+def test_instant_query_at_a_past_instant_sends_its_time(scripted: type[Scripted]) -> None:
+    server = scripted([(200, VECTOR)])
+    Prometheus(server.url).query("up", at=datetime(2026, 11, 3, 9, 0, tzinfo=UTC))
+    assert "time=1793696400.000" in server.requests[0]
+
+
+def test_more_than_one_series_is_an_error_not_a_guess(scripted: type[Scripted]) -> None:
+    two = {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"namespace": "a"}, "value": [1, "1"]},
+        {"metric": {"namespace": "b"}, "value": [1, "2"]}]}}
+    server = scripted([(200, two)])
+    with pytest.raises(PrometheusError, match="expected one series, got 2"):
+        Prometheus(server.url).value("x")
+
+
+def test_unreachable_is_an_error() -> None:
+    prom = Prometheus("http://127.0.0.1:9", timeout=0.5, retries=1, backoff=0.01)
+    with pytest.raises(PrometheusError, match="unreachable .* \\(after 2 attempts\\)"):
+        prom.query("up")
+    assert prom.ready() is False

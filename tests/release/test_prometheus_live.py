@@ -1,0 +1,165 @@
+"""rollout.release.prometheus + rollout.analysis.gates against a REAL Prometheus 2.42 on 127.0.0.1.
+
+Synthetic Genesis pods (rollout.local.synthetic) are scraped every second; Prometheus runs the
+stage's real recording rules from rollout.monitoring.alert_rules over a 10 s window. One Prometheus
+serves several services whose canaries misbehave differently, so the scenarios share the
+~6 s Prometheus needs before its first scrape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from support.live import LiveStack, compressed_config, live_stack
+
+from rollout.analysis.decision import decide
+from rollout.analysis.gates import evaluate
+from rollout.analysis.signals import SIGNALS, selector
+from rollout.release.prometheus import Prometheus, PrometheusError, measure
+from rollout.review.localstack import start_prometheus, wait_for
+
+PROFILES = {
+    "genesis-healthy": "healthy",
+    "genesis-bad": "bad",
+    "genesis-silent": "silent",
+    "genesis-flip": "healthy",  # turned bad at runtime through its control endpoint
+}
+QUERIES_PER_CHECK = 2 * 6 + 1  # canary + stable per gate, plus the canary request count
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[LiveStack]:
+    config = compressed_config(list(PROFILES))
+    with live_stack(config, PROFILES) as stack:
+        stack.started_at = datetime.now(UTC)  # type: ignore[attr-defined]
+        stack.wait_for_full_window()
+        yield stack
+
+
+def check(live: LiveStack, app: str, at: datetime | None = None):
+    stage = live.config.stage
+    return evaluate(stage, measure(live.prom, stage, live.service(app), at))
+
+
+def test_healthy_canary_passes(live: LiveStack) -> None:
+    result = check(live, "genesis-healthy")
+    assert result.verdict == "pass", result.reason
+    assert result.queries == QUERIES_PER_CHECK
+    assert result.canary_requests is not None and result.canary_requests >= 20
+    by_name = {g.name: g for g in result.gates}
+    assert 0 < by_name["p95_latency_seconds"].value <= 0.2  # type: ignore[operator]
+    # the stable baseline is measured too and shown next to the canary value
+    assert all(g.baseline is not None for g in result.gates)
+    assert 'track="canary"' in by_name["error_rate"].query
+    assert 'namespace="genesis"' in by_name["error_rate"].query
+
+
+def test_bad_canary_fails_and_explains_why(live: LiveStack) -> None:
+    result = check(live, "genesis-bad")
+    assert result.verdict == "fail", result.reason
+    failed = {g.name for g in result.gates if g.status == "fail"}
+    assert failed == {"error_rate", "p95_latency_seconds", "test_pass_rate"}  # the plan's rollback gates
+    for name in ("pipelex_success_rate", "fallback_rate"):  # rollback: false: they hold, never pass
+        assert next(g for g in result.gates if g.name == name).status == "hold"
+    assert "critical" in result.reason and "error_rate" in result.reason
+    # its stable track is healthy: the baseline shows the contrast
+    error = next(g for g in result.gates if g.name == "error_rate")
+    assert error.baseline is not None and error.baseline < 0.01 < error.value  # type: ignore[operator]
+
+
+def test_silent_canary_holds_never_passes(live: LiveStack) -> None:
+    result = check(live, "genesis-silent")
+    assert result.verdict == "hold"
+    assert result.canary_requests is None
+    assert all(g.value is None and g.status == "hold" for g in result.gates)
+    assert all(g.baseline is not None for g in result.gates)  # stable still reports
+    assert "too little canary traffic" in result.reason
+
+
+def test_retrospective_check_at_a_past_instant(live: LiveStack) -> None:
+    before_any_data = live.started_at - timedelta(seconds=5)  # type: ignore[attr-defined]
+    past = check(live, "genesis-healthy", at=before_any_data)
+    assert past.verdict == "hold"
+    assert past.at == before_any_data.isoformat()
+    recent = check(live, "genesis-healthy", at=datetime.now(UTC) - timedelta(seconds=2))
+    assert recent.verdict == "pass", recent.reason
+
+
+def test_fault_injected_at_runtime_turns_a_passing_canary_into_a_failing_one(live: LiveStack) -> None:
+    assert check(live, "genesis-flip").verdict == "pass"
+    control = f"http://{live.workloads[('genesis-flip', 'canary')].address}/control"
+    assert httpx.post(control, json={"profile": "bad"}).json()["profile"] == "bad"
+    result = wait_for(
+        lambda: (r := check(live, "genesis-flip")).verdict == "fail" and r,
+        timeout=30,
+        what="the flipped canary to fail its check",
+        interval=0.5,
+    )
+    # the self-test gauge flips at once; the rate-based gates follow within a window
+    assert any(g.name == "test_pass_rate" and g.status == "fail" for g in result.gates)
+
+
+def test_preflight_helpers(live: LiveStack) -> None:
+    records = [s.record for s in SIGNALS]
+    loaded = live.prom.rules_loaded([*records, "GenesisErrorRateCritical", "no:such:rule"])
+    assert all(loaded[name] for name in records)
+    assert loaded["GenesisErrorRateCritical"] is True
+    assert loaded["no:such:rule"] is False
+    assert live.prom.series_exists("genesis_request_duration_seconds_count" + selector("genesis-healthy", "canary"))
+    assert not live.prom.series_exists("genesis_request_duration_seconds_count" + selector("genesis-silent", "canary"))
+
+    def bad_canary_alert() -> bool:
+        return any(
+            a["labels"].get("alertname") == "GenesisErrorRateCritical"
+            and a["labels"].get("app") == "genesis-bad"
+            and a["labels"].get("track") == "canary"
+            for a in live.prom.firing_alerts()
+        )
+
+    wait_for(bad_canary_alert, 20, "GenesisErrorRateCritical firing for genesis-bad", interval=0.5)
+    assert not any(
+        a["labels"].get("app") == "genesis-healthy" for a in live.prom.firing_alerts()
+    )
+
+
+def test_range_query_returns_the_recorded_series(live: LiveStack) -> None:
+    now = datetime.now(UTC)
+    record = SIGNALS[0].record + selector("genesis-healthy", "canary", "genesis")
+    series = live.prom.query_range(record, now - timedelta(seconds=5), now, 1)
+    assert len(series) == 1
+    assert len(series[0].points) >= 4
+    assert all(value > 0 and math.isfinite(value) for _, value in series[0].points)
+
+
+def test_a_bad_query_is_an_error_naming_url_and_query(live: LiveStack) -> None:
+    with pytest.raises(PrometheusError) as err:
+        live.prom.query("sum(")
+    assert live.prometheus.url in str(err.value) and "'sum('" in str(err.value)
+    assert "HTTP 400" in str(err.value)
+
+
+def test_prometheus_stopped_mid_stage_is_an_error_never_a_promotion() -> None:
+    config = compressed_config(["genesis"])
+    stage = config.stage
+    running = start_prometheus(rules=[], targets=[])
+    try:
+        prom = Prometheus(running.url, timeout=1.0, retries=2, backoff=0.05)
+        before = measure(prom, stage, config.project.services[0])  # answers: no data yet
+        assert evaluate(stage, before).verdict == "hold"
+        running.stop()
+        with pytest.raises(PrometheusError) as err:
+            measure(prom, stage, config.project.services[0])
+        message = str(err.value)
+        assert running.url in message and "namespace_app_track:" in message
+        assert "after 3 attempts" in message
+        # the bot gets no verdict, which decide() treats like a hold: no promotion
+        now = datetime.now(UTC)
+        verdicts = ["pass", "pass", "error"]
+        assert decide(stage, now - timedelta(hours=1), now, verdicts).action == "wait"
+    finally:
+        running.stop()
+    assert not running.alive()

@@ -1,0 +1,126 @@
+"""`rollout plan`: the desired-state diff between two stage files (Pulumi mock runtime stand-in
+for `pulumi preview`, which needs the CLI and live state)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from support.stack import REPO_ROOT
+
+from rollout.model import STAGE_ORDER
+from rollout.review.plan import MISSING, diff_inputs, flatten, plan
+
+
+def field_paths(result):
+    return {(c.name, f.path) for c in result.changed for f in c.fields}
+
+
+def test_canary_to_gradual_changes_only_weights_canary_replicas_and_flags():
+    result = plan(REPO_ROOT, "canary", "gradual")
+    assert result.added == [] and result.removed == []
+    assert {c.name for c in result.changed} == {
+        "genesis-httproute",
+        "genesis-canary-deployment",
+        "genesis-flags-configmap",
+    }
+    changes = {(c.name, f.path): (f.old, f.new) for c in result.changed for f in c.fields}
+    assert changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-stable].weight")] == (90, 50)
+    assert changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-canary].weight")] == (10, 50)
+    assert changes[("genesis-canary-deployment", "spec.replicas")] == (1, 5)
+    flag_paths = [p for (n, p) in changes if n == "genesis-flags-configmap"]
+    assert flag_paths == ['data["flags.json"].flags["pipelex-parallel-steps"].defaultVariant']
+    assert len(changes) == 4
+    assert not any(c.may_replace for c in result.changed)
+
+
+# The alert rules change only where a track starts or stops taking traffic (canary alerts and
+# its missing-data alert appear at the first canary stage; the stable one goes at 100%).
+RULES_CHANGE = {("stable", "canary"), ("majority", "full")}
+
+
+@pytest.mark.parametrize(("before", "after"), list(itertools.pairwise(STAGE_ORDER)))
+def test_no_promotion_step_touches_stable_pods_or_services(before, after):
+    result = plan(REPO_ROOT, before, after)
+    names = {c.name for c in result.changed}
+    allowed = {"genesis-httproute", "genesis-canary-deployment", "genesis-flags-configmap"}
+    if (before, after) in RULES_CHANGE:
+        assert "monitoring-prometheusrule" in names
+        allowed.add("monitoring-prometheusrule")
+    assert names <= allowed
+    assert "genesis-httproute" in names and not result.added and not result.removed
+    for change in result.changed:
+        if change.name == "genesis-canary-deployment":
+            assert [f.path for f in change.fields] == ["spec.replicas"]
+
+
+def test_rollback_plan_returns_all_traffic_to_stable():
+    result = plan(REPO_ROOT, "majority", "stable")
+    changes = {(c.name, f.path): (f.old, f.new) for c in result.changed for f in c.fields}
+    assert changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-stable].weight")] == (20, 100)
+    assert changes[("genesis-canary-deployment", "spec.replicas")] == (8, 0)
+    assert changes[("genesis-flags-configmap", 'data["flags.json"].flags["fallback-mode"].defaultVariant')] == ("off", "on")
+
+
+def test_same_stage_plan_is_empty():
+    result = plan(REPO_ROOT, "full", "full")
+    assert result.is_empty and result.resource_count == 0
+    assert "No resource changes." in result.to_markdown()
+
+
+def test_text_and_markdown_name_every_change():
+    result = plan(REPO_ROOT, "canary", "gradual")
+    text = result.to_text()
+    assert text.splitlines()[0] == "Plan canary (10%) -> gradual (50%): 3 changed, 0 added, 0 removed"
+    assert "    spec.replicas: 1 -> 5" in text
+    assert "pulumi preview" in text
+    markdown = result.to_markdown()
+    assert "| resource | object | field | from | to |" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| `genesis")]
+    assert len(rows) == 4
+    assert "| `genesis-canary-deployment` | Deployment genesis/genesis-canary | `spec.replicas` | `1` | `5` |" in rows
+
+
+def test_flatten_addresses_named_items_and_embedded_json():
+    leaves = flatten({"spec": {"containers": [{"name": "app", "image": "a:1"}], "args": ["x", "y"]},
+                      "data": {"f.json": '{"flags": {"a-b": {"on": true}}}'}})
+    assert leaves == {
+        ".spec.containers[name=app].name": "app",
+        ".spec.containers[name=app].image": "a:1",
+        ".spec.args[0]": "x",
+        ".spec.args[1]": "y",
+        '.data["f.json"].flags["a-b"].on': True,
+    }
+
+
+def test_diff_reports_added_removed_and_replacing_fields():
+    changes = diff_inputs({"spec": {"selector": {"app": "a"}, "old": 1}}, {"spec": {"selector": {"app": "b"}, "new": 2}})
+    assert [(c.path, c.old, c.new) for c in changes] == [
+        ("spec.new", MISSING, 2),
+        ("spec.old", 1, MISSING),
+        ("spec.selector.app", "a", "b"),
+    ]
+    from rollout.review.plan import ResourceChange
+
+    assert ResourceChange("x", "t", "o", changes).may_replace
+    assert not ResourceChange("x", "t", "o", changes[:2]).may_replace
+
+
+def test_long_values_are_shortened_for_display_but_kept_whole():
+    from rollout.review.plan import SHOW_LIMIT, FieldChange, PlanResult, ResourceChange
+
+    old, new = "x" * 300 + "stage canary" + "y" * 300, "x" * 300 + "stage gradual" + "y" * 300
+    change = ResourceChange("cm", "kubernetes:core/v1:ConfigMap", "ConfigMap a/b", [FieldChange("data.big", old, new)])
+    result = PlanResult("a", "b", 0, 10, [], [], [change])
+    line = next(line for line in result.to_text().splitlines() if "data.big" in line)
+    assert "stage canary" in line and "stage gradual" in line  # shown around the difference
+    assert "(614 chars)" in line and "(615 chars)" in line and len(line) < 2 * SHOW_LIMIT + 80
+    assert result.changed[0].fields[0].old == old
+    assert "stage gradual" in result.to_markdown()
+
+
+def test_plan_refuses_an_unknown_stage():
+    from rollout.config import ConfigError
+
+    with pytest.raises(ConfigError, match="Pulumi.nope.yaml"):
+        plan(REPO_ROOT, "canary", "nope")

@@ -1,0 +1,116 @@
+"""Shared helpers for the live tests: real Prometheus (and Alertmanager) on 127.0.0.1, fed by
+synthetic Genesis pods, with the real rendered recording/alert rules of a stage whose timing
+is compressed (1-2 s checks, a 10 s rate window) so a test takes seconds, not hours.
+
+Nothing here is a stand-in: the binaries are the Debian prometheus/prometheus-alertmanager,
+and a missing binary fails loudly (rollout.review.localstack.require_binary names the package).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+from rollout.config import load_stack_config
+from rollout.local.synthetic import Workload, target_labels
+from rollout.model import ServiceConfig, StackConfig
+from rollout.monitoring.alert_rules import render_rule_file
+from rollout.release.prometheus import Prometheus, requests_in_window_query
+from rollout.review.localstack import Running, ScrapeTarget, start_prometheus, wait_for
+from support import REPO_ROOT as ROOT
+
+NAMESPACE = "genesis"
+
+
+def compressed_config(
+    apps: list[str],
+    *,
+    stage: str = "canary",
+    check_interval: str = "1s",
+    window: str = "10s",
+    consecutive_failures: int = 3,
+    min_canary_requests: int = 20,
+    group_wait: str = "1s",
+    group_interval: str = "1s",
+) -> StackConfig:
+    """The repo's real stage config with fast timing and one service per app name."""
+    data = load_stack_config(ROOT, stage).model_dump(mode="json", by_alias=True)
+    data["stage"]["analysis"].update(
+        checkInterval=check_interval,
+        window=window,
+        consecutiveFailures=consecutive_failures,
+        minCanaryRequests=min_canary_requests,
+        hold="30s",
+    )
+    template = data["project"]["services"][0]
+    data["project"]["services"] = [{**template, "name": app, "namespace": NAMESPACE} for app in apps]
+    data["project"]["monitoring"]["alerting"].update(
+        groupWait=group_wait, groupInterval=group_interval
+    )
+    return StackConfig.model_validate(data)
+
+
+@dataclass
+class LiveStack:
+    config: StackConfig
+    prometheus: Running
+    prom: Prometheus
+    workloads: dict[tuple[str, str], Workload] = field(default_factory=dict)
+
+    def service(self, app: str) -> ServiceConfig:
+        return next(s for s in self.config.project.services if s.name == app)
+
+    def canary_requests(self, app: str) -> float | None:
+        window = self.config.stage.analysis.rate_window.total_seconds()
+        return self.prom.value(requests_in_window_query(app, "canary", NAMESPACE, window))
+
+    def wait_for_full_window(self, timeout: float = 40.0) -> None:
+        """Until every target has been scraped across a whole rate window, so every rate()
+        in the recording rules sees steady traffic (Prometheus needs ~6 s to its first scrape)."""
+        window = self.config.stage.analysis.rate_window.total_seconds()
+        expr = f'min(count_over_time(up{{job="genesis"}}[{window:g}s]))'
+
+        def full() -> bool:
+            value = self.prom.value(expr)
+            return value is not None and value >= window
+
+        wait_for(full, timeout, f"{window:g}s of scrapes of every target ({expr})", interval=0.25)
+
+
+@contextmanager
+def live_stack(
+    config: StackConfig,
+    canary_profiles: Mapping[str, str],
+    *,
+    request_rate: float = 300.0,
+    alertmanager_url: str | None = None,
+) -> Iterator[LiveStack]:
+    """One stable and one canary pod per service (canary profile per app), scraped every 1 s by
+    a real Prometheus loaded with the stage's rendered rule file."""
+    with ExitStack() as stack:
+        targets = []
+        workloads: dict[tuple[str, str], Workload] = {}
+        for seed, service in enumerate(config.project.services):
+            for track in ("stable", "canary"):
+                workload = Workload(
+                    track,
+                    request_rate=request_rate,
+                    canary_weight=config.stage.weight,
+                    profile=canary_profiles[service.name] if track == "canary" else "healthy",
+                    seed=seed * 2 + (track == "canary"),
+                )
+                stack.enter_context(workload)
+                workloads[(service.name, track)] = workload
+                targets.append(ScrapeTarget(workload.address, target_labels(service, track)))
+        running = stack.enter_context(
+            start_prometheus(
+                rules=[render_rule_file(config)],
+                targets=targets,
+                scrape_interval="1s",
+                eval_interval="1s",
+                alertmanager_url=alertmanager_url,
+            )
+        )
+        prom = stack.enter_context(Prometheus(running.url, timeout=3.0, retries=1, backoff=0.1))
+        yield LiveStack(config, running, prom, workloads)
