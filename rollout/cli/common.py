@@ -1,0 +1,121 @@
+"""What every command group shares: the Typer app, consoles, options, and the helpers that turn
+refused config and adapter errors into exit code 3 with a readable message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Progressive delivery for Genesis SPICE + Pipelex: render, plan, check, promote, roll back.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+EXIT_ERROR = 3
+
+ProjectDir = typer.Option(
+    None, "--project-dir", "-C", help="Folder with Pulumi.yaml (default: nearest one above cwd)."
+)
+PrometheusUrl = typer.Option(None, "--prometheus", envvar="PROMETHEUS_URL", help="Prometheus base URL.")
+AlertmanagerUrl = typer.Option(
+    None, "--alertmanager", envvar="ALERTMANAGER_URL", help="Alertmanager base URL (rollback alerts)."
+)
+GrafanaUrl = typer.Option(None, "--grafana", envvar="GRAFANA_URL", help="Grafana base URL (annotations).")
+StackName = typer.Option("prod", "--stack", envvar="PULUMI_STACK", help="The one stack holding the state.")
+PulumiRoot = typer.Option(None, "--pulumi-root", help="Folder with bin/pulumi (default: PATH).")
+ReportDir = typer.Option(Path("reports"), "--report-dir", help="Where incident and stage reports go.")
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Pulumi.yaml").exists():
+            return folder
+    raise FileNotFoundError(f"no Pulumi.yaml in {here} or above; pass --project-dir")
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _project(project_dir: Optional[Path]) -> Path:
+    try:
+        return project_dir.resolve() if project_dir else find_project_dir()
+    except FileNotFoundError as error:
+        raise fail(str(error))
+
+
+def _or_config_error(action):
+    """Run `action`; a refused config exits 3 with the file, key path and rule."""
+    from rollout.config import ConfigError
+
+    try:
+        return action()
+    except ConfigError as error:
+        raise fail(str(error))
+
+
+def _release(project_dir: Path):
+    from rollout.config import load_release
+
+    return _or_config_error(lambda: load_release(project_dir))
+
+
+def _prometheus(url: Optional[str]):
+    from rollout.release.prometheus import Prometheus
+
+    if not url:
+        raise fail("no Prometheus URL: pass --prometheus or set PROMETHEUS_URL")
+    return Prometheus(url)
+
+
+def _deployer(project_dir: Path, stack: str, pulumi_root: Optional[Path]):
+    from rollout.release.deployer import PulumiDeployer
+
+    return PulumiDeployer(project_dir, stack, pulumi_root=pulumi_root)
+
+
+def _hooks(release, alertmanager: Optional[str], grafana: Optional[str], report_dir: Path, prometheus):
+    from rollout.release.hooks import default_hooks
+    from rollout.release.notify import NotifyError
+
+    try:
+        return default_hooks(
+            release=release, alertmanager_url=alertmanager, grafana_url=grafana,
+            report_dir=report_dir, prometheus=prometheus,
+        )
+    except NotifyError as error:
+        raise fail(str(error))
+
+
+def _bot(project_dir, stack, pulumi_root, prometheus, alertmanager, grafana, report_dir):
+    from rollout.release.bot import ReleaseBot
+
+    release = _release(project_dir)
+    prom = _prometheus(prometheus)
+    return ReleaseBot(
+        release,
+        _deployer(project_dir, stack, pulumi_root),
+        prom,
+        hooks=_hooks(release, alertmanager, grafana, report_dir, prom),
+    )
+
+
+def _run_bot_action(action):
+    """Run a bot action, turning adapter errors into exit code 3 with a readable message."""
+    from rollout.release.deployer import DeployerError
+    from rollout.release.prometheus import PrometheusError
+
+    try:
+        return action()
+    except (DeployerError, PrometheusError, ValueError, KeyError) as error:
+        raise fail(str(error))
+
+
+# ----------------------------------------------------------------------------- rendering
