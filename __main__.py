@@ -8,13 +8,19 @@ Thin on purpose: the work is in components/ (see docs/stack.md).
 from __future__ import annotations
 
 from components.monitoring import MonitoringStack
-from components.program import deploy_services, export_summary, read_stack_config
+from components.program import (
+    deploy_services,
+    export_summary,
+    kubernetes_provider,
+    read_stack_config,
+)
 
 
 def main() -> None:
-    config = read_stack_config()  # refuses bad config before any resource is registered
-    services = deploy_services(config)
-    MonitoringStack("monitoring", config)  # Prometheus/Alertmanager/Grafana, rules, dashboards
+    config, stable_flags = read_stack_config()  # refuses bad config before any resource is registered
+    provider = kubernetes_provider(config.project.cluster)  # never the ambient kubeconfig context
+    services = deploy_services(config, stable_flags, provider)
+    MonitoringStack("monitoring", config, provider)  # Prometheus/Alertmanager/Grafana, rules, dashboards
 
     export_summary(config, services)
 

@@ -1,8 +1,11 @@
-"""The stage's feature flags as an OpenFeature flagd flag-definition file in a ConfigMap.
+"""Feature flags as an OpenFeature flagd flag-definition file in a ConfigMap, one per track.
 
-Both tracks mount the ConfigMap as a directory (never via subPath, which would freeze the file),
-so a stage change rewrites the file and flagd's file watcher picks it up: flags change without
-touching any pod template, so promotion never restarts stable pods.
+The stable track always reads the rollback target's flags (Pulumi.stable.yaml: SPICE and
+Pipelex off, fallback on), so it stays a baseline; the canary reads the stage's flags. Each
+track mounts its ConfigMap as a directory (never via subPath, which would freeze the file), so a
+stage change rewrites the file in place (the provider sets enableConfigMapMutable) and the flagd
+provider's file watcher picks it up: flags change without touching any pod template, so no
+stage change restarts a pod.
 """
 
 from __future__ import annotations
@@ -39,12 +42,12 @@ def flagd_json(flags: FeatureFlags) -> str:
     return json.dumps(flagd_document(flags), indent=2, sort_keys=True) + "\n"
 
 
-def flags_config_map_name(service_name: str) -> str:
-    return f"{service_name}-flags"
+def flags_config_map_name(service_name: str, track: str) -> str:
+    return f"{service_name}-flags-{track}"
 
 
 class FeatureFlagSet(pulumi.ComponentResource):
-    """One service's flag file: a ConfigMap `<service>-flags` with `flags.json`."""
+    """One track's flag file: a ConfigMap `<service>-flags-<track>` with `flags.json`."""
 
     config_map: k8s.core.v1.ConfigMap
 
@@ -52,19 +55,21 @@ class FeatureFlagSet(pulumi.ComponentResource):
         self,
         name: str,
         service_name: str,
+        track: str,
         namespace: str,
         flags: FeatureFlags,
         labels: dict[str, str],
+        provider: pulumi.ProviderResource,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("genesis:rollout:FeatureFlagSet", name, None, opts)
-        self.config_map_name = flags_config_map_name(service_name)
+        self.config_map_name = flags_config_map_name(service_name, track)
         self.config_map = k8s.core.v1.ConfigMap(
             f"{name}-configmap",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=self.config_map_name, namespace=namespace, labels=labels
+                name=self.config_map_name, namespace=namespace, labels={**labels, "track": track}
             ),
             data={FLAGS_FILE: flagd_json(flags)},
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
         )
         self.register_outputs({"configMapName": self.config_map_name})

@@ -163,11 +163,17 @@ class MonitoringStack(pulumi.ComponentResource):
     grafana_folder: grafana.oss.Folder | None
     grafana_dashboards: dict[str, grafana.oss.Dashboard]
 
-    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        provider: pulumi.ProviderResource,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("genesis:monitoring:MonitoringStack", name, None, opts)
         monitoring = config.project.monitoring
         labels = common_labels(monitoring)
-        child = pulumi.ResourceOptions(parent=self)
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
 
         self.chart = None
         if monitoring.mode == "install":
@@ -179,11 +185,14 @@ class MonitoringStack(pulumi.ComponentResource):
                 name=monitoring.release_name,
                 namespace=monitoring.namespace,
                 values=values_for(monitoring),
-                opts=child,
+                # a provider-side component: its children take the provider from this map
+                opts=pulumi.ResourceOptions(parent=self, providers={"kubernetes": provider}),
             )
         # our custom resources need the chart's CRDs first
         objects = (
-            pulumi.ResourceOptions(parent=self, depends_on=[self.chart]) if self.chart else child
+            pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.chart]))
+            if self.chart
+            else child
         )
 
         self.service_monitors = {}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
 from components.weighted_service import WeightedService
@@ -21,7 +22,7 @@ from rollout.config import (
     parse_stack_config,
     stage_file,
 )
-from rollout.model import StackConfig
+from rollout.model import ClusterConfig, FeatureFlags, StackConfig
 
 
 class StackConfigError(ConfigError, pulumi.RunError):
@@ -67,8 +68,12 @@ def stage_source(values: dict[str, Any]) -> str:
     return "the stage file given with --config-file"
 
 
-def read_stack_config(project_dir: Path | str = ".") -> StackConfig:
-    """Validate this run's config, then the release plan of stage files next to Pulumi.yaml."""
+def read_stack_config(project_dir: Path | str = ".") -> tuple[StackConfig, FeatureFlags]:
+    """Validate this run's config and the release plan of stage files next to Pulumi.yaml.
+
+    Returns the config and the stable track's flags: those of the rollback target's stage file,
+    which the stable pods read at every stage so the stable track stays a baseline.
+    """
     namespace = pulumi.get_project()
     values, secrets = raw_config(namespace)
     source = stage_source(values)
@@ -85,21 +90,40 @@ def read_stack_config(project_dir: Path | str = ".") -> StackConfig:
         config = parse_stack_config(values, namespace, source, PROJECT_FILE)
     except ConfigError as err:
         raise StackConfigError(err.source, err.problems) from err
-    _check_release_plan(Path(project_dir), config)
-    return config
+    return config, _stable_flags(Path(project_dir), config)
 
 
-def _check_release_plan(project_dir: Path, config: StackConfig) -> None:
-    """When the stage files are here (a checkout), the whole progression must hold too."""
-    if not (project_dir / PROJECT_FILE).exists():
-        return
-    present = [s for s in config.project.stage_order if stage_file(project_dir, s).exists()]
-    if not present:
-        return
+def _stable_flags(project_dir: Path, config: StackConfig) -> FeatureFlags:
+    """The rollback target's flags, from the whole release plan (which must hold too)."""
+    order = config.project.stage_order
+    missing = [stage_file(project_dir, s).name for s in order if not stage_file(project_dir, s).exists()]
+    if missing or not (project_dir / PROJECT_FILE).exists():
+        raise StackConfigError(
+            stage_file(project_dir, order[0]).name,
+            [
+                f"the stable track reads the rollback target's flags, so every stage file of "
+                f"stageOrder must sit next to {PROJECT_FILE} in {project_dir.resolve()}; missing: "
+                f"{', '.join(missing) or PROJECT_FILE}"
+            ],
+        )
     try:
-        load_release(project_dir)
+        release = load_release(project_dir)
     except ConfigError as err:
         raise StackConfigError(err.source, err.problems) from err
+    return release.rollback_target.flags
+
+
+def kubernetes_provider(cluster: ClusterConfig) -> k8s.Provider:
+    """The one provider every Kubernetes resource uses: the cluster named in config, never the
+    ambient kubeconfig context; ConfigMaps updated in place so a flags change reaches running
+    pods (the default replaces a ConfigMap whose data changes)."""
+    return k8s.Provider(
+        "kubernetes",
+        context=cluster.context,
+        kubeconfig=cluster.kubeconfig,
+        enable_config_map_mutable=True,
+        enable_server_side_apply=True,
+    )
 
 
 def path_prefix(config: StackConfig, service_name: str) -> str:
@@ -107,14 +131,18 @@ def path_prefix(config: StackConfig, service_name: str) -> str:
     return "/" if len(config.project.services) == 1 else f"/{service_name}"
 
 
-def deploy_services(config: StackConfig) -> dict[str, WeightedService]:
+def deploy_services(
+    config: StackConfig, stable_flags: FeatureFlags, provider: pulumi.ProviderResource
+) -> dict[str, WeightedService]:
     """One WeightedService per configured service, keyed by service name."""
     return {
         service.name: WeightedService(
             service.name,
             service,
             config.stage,
+            stable_flags,
             config.project.routing,
+            provider,
             path_prefix=path_prefix(config, service.name),
         )
         for service in config.project.services

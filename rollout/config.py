@@ -18,13 +18,14 @@ from rollout.model import (
     Release,
     StackConfig,
     Stage,
+    replica_ratio_problem,
     rollback_target_problem,
 )
 
 # The checkout this package runs from: Pulumi.yaml, the stage files, __main__.py, alerts/.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILE = "Pulumi.yaml"
-PROJECT_KEYS = ("stageOrder", "releaseFlags", "services", "routing", "monitoring")
+PROJECT_KEYS = ("stageOrder", "releaseFlags", "services", "routing", "monitoring", "cluster")
 STAGE_KEYS = ("stage", "analysis", "gates", "flags")
 
 
@@ -148,6 +149,9 @@ def parse_stack_config(
     problem = rollback_target_problem(stage, project.release_flags)
     if problem:
         raise ConfigError(source, [f"{namespace}:flags: {problem}"])
+    problem = replica_ratio_problem(project, stage)
+    if problem:
+        raise ConfigError(source, [f"{namespace}:stage.weight: {problem}"])
     return StackConfig(project=project, stage=stage)
 
 

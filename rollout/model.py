@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
@@ -152,10 +153,18 @@ class Gates(Model):
     pipelex_success_rate: MinRatioGate = MinRatioGate(target=0.95, critical=0.90, rollback=False)
     spice_tasks_per_minute: MinGate = MinGate(target=1.0, rollback=False)
     fallback_rate: MaxRatioGate = MaxRatioGate(target=0.05, critical=0.20, rollback=False)
+    # optional: the 5xx share the router measures (Istio's istio_requests_total), which still
+    # counts when a crashing canary reports nothing about its own errors
+    router_error_rate: MaxRatioGate | None = None
 
     def items(self) -> list[tuple[str, Gate]]:
-        """(gate name, gate) in declaration order; names are the Python field names."""
-        return [(name, getattr(self, name)) for name in type(self).model_fields]
+        """(gate name, gate) in declaration order, unset optional gates left out; names are the
+        Python field names."""
+        return [
+            (name, gate)
+            for name in type(self).model_fields
+            if (gate := getattr(self, name)) is not None
+        ]
 
 
 class Analysis(Model):
@@ -170,8 +179,11 @@ class Analysis(Model):
     min_canary_requests: int = Field(50, ge=0)
     # rate()/quantile window of the recording rules; defaults to the check interval
     window: Duration | None = None
+    # a canary Deployment not fully available for this long fails the check and rolls back at
+    # once (kube-state-metrics; Flagger's progressDeadlineSeconds, Argo's progressDeadlineAbort)
+    progress_deadline: Duration = timedelta(minutes=10)
 
-    @field_validator("check_interval", "hold")
+    @field_validator("check_interval", "hold", "progress_deadline")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value.total_seconds() <= 0:
@@ -288,6 +300,75 @@ def rollback_target_problem(stage: Stage, release_flags: list[str]) -> str | Non
     return None
 
 
+# --------------------------------------------------------------------------- traffic split
+
+TRACKS: tuple[str, ...] = ("stable", "canary")
+MAX_SHARE_ERROR = 5  # percentage points the replica-ratio router may miss a stage's weight by
+
+
+@dataclass(frozen=True)
+class Split:
+    """Pods per track and the share of traffic each track gets, in percent."""
+
+    stable_replicas: int
+    canary_replicas: int
+    stable_weight: int
+    canary_weight: int
+
+    def replicas(self, track: str) -> int:
+        return self.stable_replicas if track == "stable" else self.canary_replicas
+
+    def weight(self, track: str) -> int:
+        return self.stable_weight if track == "stable" else self.canary_weight
+
+
+def weighted_split(replicas: int, weight: int) -> Split:
+    """Routers that split traffic by weight: stable keeps all its pods in every stage (so it can
+    take 100% back at once), canary gets pods in proportion to its share (none at weight 0)."""
+    canary = 0 if weight == 0 else max(1, math.ceil(replicas * weight / 100))
+    return Split(replicas, canary, 100 - weight, weight)
+
+
+def ratio_split(replicas: int, weight: int) -> Split:
+    """No router: traffic follows the pod ratio. Both tracks keep a pod unless the weight is 0
+    or 100; the weights are the share the ratio really gives."""
+    if weight == 0:
+        canary = 0
+    elif weight == 100:
+        canary = replicas
+    else:
+        canary = min(max(1, round(replicas * weight / 100)), replicas - 1) if replicas > 1 else 1
+    effective = round(100 * canary / replicas)
+    return Split(replicas - canary, canary, 100 - effective, effective)
+
+
+def split_for(router: str, replicas: int, weight: int) -> Split:
+    return ratio_split(replicas, weight) if router == "replica-ratio" else weighted_split(replicas, weight)
+
+
+def replica_ratio_problem(project: ProjectSettings, stage: Stage) -> str | None:
+    """With replica-ratio the share moves in steps of 100/replicas: refuse a stage it cannot meet
+    within MAX_SHARE_ERROR points, naming the replicas that would."""
+    if project.routing.router != "replica-ratio":
+        return None
+    for index, service in enumerate(project.services):
+        got = ratio_split(service.replicas, stage.weight).canary_weight
+        if abs(got - stage.weight) <= MAX_SHARE_ERROR:
+            continue
+        needed = next(
+            (r for r in range(service.replicas + 1, 1001)
+             if abs(ratio_split(r, stage.weight).canary_weight - stage.weight) <= MAX_SHARE_ERROR),
+            None,
+        )
+        return (
+            f"stage '{stage.name}' ({stage.weight}%) cannot be met by router replica-ratio: "
+            f"services[{index}] '{service.name}' has {service.replicas} replicas, so the canary would "
+            f"get {got}% of the traffic, more than {MAX_SHARE_ERROR} points off"
+            + (f"; it needs at least {needed} replicas" if needed else "")
+        )
+    return None
+
+
 # --------------------------------------------------------------------------- project-level
 
 
@@ -339,6 +420,8 @@ class ServiceConfig(Model):
     resources: Resources = Resources()
     probes: Probes = Probes()
     flags_mount_path: str = "/etc/genesis/flags"
+    # per track PodDisruptionBudget; percentages are rounded up by the disruption controller
+    max_unavailable: str = Field("10%", pattern=r"^([1-9][0-9]?|100)%$")
 
 
 class ParentRef(Model):
@@ -347,12 +430,37 @@ class ParentRef(Model):
     section_name: str | None = None
 
 
+class CanaryHeader(Model):
+    """Requests carrying this header go to the canary at every stage with weight above 0, so
+    testers reach it on purpose (HTTPRoute header match, Istio match)."""
+
+    name: str = Field("x-genesis-track", pattern=r"^[a-z0-9][a-z0-9-]*$")  # lowercase: Istio needs it
+    value: str = Field("canary", min_length=1)
+
+
 class RoutingConfig(Model):
     router: Literal["gateway-api", "istio", "replica-ratio"] = "gateway-api"
     hostnames: list[str] = ["genesis.example.com"]
     gateway: ParentRef = ParentRef(name="public", namespace="gateway-system")
     # Istio: the mesh gateways the VirtualService binds to ('mesh' for east-west)
     istio_gateways: list[str] = ["mesh"]
+    canary_header: CanaryHeader | None = CanaryHeader()
+    # replica-ratio only: the Service keeps a client on one pod (and so one track) by source IP
+    session_affinity: bool = False
+    # a stopping pod keeps serving this long (preStop sleep) while routers and endpoints let go
+    drain_seconds: int = Field(15, ge=0, le=300)
+    # after traffic left a track, wait this long before scaling it down (Argo's scaleDownDelaySeconds)
+    scale_down_delay: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _affinity_where_supported(self) -> RoutingConfig:
+        if self.session_affinity and self.router != "replica-ratio":
+            raise ValueError(
+                f"sessionAffinity is only supported with router replica-ratio (Service sessionAffinity: "
+                f"ClientIP); {self.router} picks the track per request before any affinity applies "
+                "(see docs/stack.md, Routers)"
+            )
+        return self
 
 
 class GrafanaConfig(Model):
@@ -401,6 +509,32 @@ class MonitoringConfig(Model):
     alerting: AlertingConfig = AlertingConfig()
 
 
+class ClusterConfig(Model):
+    """The Kubernetes cluster every resource goes to, through one explicit provider: never the
+    kubeconfig context that happens to be current on the machine running `pulumi up`."""
+
+    context: str | None = Field(None, min_length=1)
+    kubeconfig: str | None = Field(None, min_length=1)  # a path; default: $KUBECONFIG or ~/.kube/config
+    namespaces: list[str] = Field(min_length=1)  # the only namespaces the program may touch
+
+    @field_validator("namespaces")
+    @classmethod
+    def _names(cls, namespaces: list[str]) -> list[str]:
+        bad = [n for n in namespaces if not re.match(DNS_LABEL, n)]
+        if bad:
+            raise ValueError(f"not namespace names: {bad}")
+        return namespaces
+
+    @model_validator(mode="after")
+    def _explicit(self) -> ClusterConfig:
+        if self.context is None and self.kubeconfig is None:
+            raise ValueError(
+                "name the cluster explicitly: set context (a kubeconfig context) and/or kubeconfig "
+                "(a path), so `pulumi up` never deploys to whatever context is current"
+            )
+        return self
+
+
 class ProjectSettings(Model):
     """Shared by every stage: project-level defaults in Pulumi.yaml."""
 
@@ -409,6 +543,7 @@ class ProjectSettings(Model):
     services: list[ServiceConfig] = Field(min_length=1)
     routing: RoutingConfig = RoutingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    cluster: ClusterConfig
 
     @model_validator(mode="after")
     def _unique_service_names(self) -> ProjectSettings:
@@ -422,6 +557,19 @@ class ProjectSettings(Model):
                     f"services[{seen[service.name]}]; service names must be unique"
                 )
             seen[service.name] = index
+        return self
+
+    @model_validator(mode="after")
+    def _namespaces_allowed(self) -> ProjectSettings:
+        allowed = set(self.cluster.namespaces)
+        used = [(f"services[{i}].namespace", s.namespace) for i, s in enumerate(self.services)]
+        used.append(("monitoring.namespace", self.monitoring.namespace))
+        outside = [f"{where} {name!r}" for where, name in used if name not in allowed]
+        if outside:
+            raise ValueError(
+                f"cluster.namespaces: {', '.join(outside)} not in the namespaces the program may "
+                f"touch {sorted(allowed)}"
+            )
         return self
 
     @field_validator("release_flags")
@@ -446,6 +594,13 @@ class StackConfig(Model):
     project: ProjectSettings
     stage: Stage
 
+    @model_validator(mode="after")
+    def _achievable_split(self) -> StackConfig:
+        problem = replica_ratio_problem(self.project, self.stage)
+        if problem:
+            raise ValueError(problem)
+        return self
+
 
 class Release(Model):
     """The whole release plan: project settings and every stage, in order."""
@@ -463,7 +618,9 @@ class Release(Model):
         if self.stages[-1].weight != 100:
             raise ValueError(f"the last stage '{names[-1]}' needs weight 100 to complete the release")
         for stage in self.stages:
-            problem = rollback_target_problem(stage, self.project.release_flags)
+            problem = rollback_target_problem(stage, self.project.release_flags) or replica_ratio_problem(
+                self.project, stage
+            )
             if problem:
                 raise ValueError(problem)
         for before, after in zip(self.stages, self.stages[1:]):

@@ -154,3 +154,33 @@ def test_the_loader_refuses_a_service_name_used_twice_like_the_program(tmp_path)
     assert caught.value.problems == [
         "genesis-rollout:services[1].name: 'genesis' is already used by services[0]; service names must be unique"
     ]
+
+
+def test_replica_ratio_refuses_a_stage_it_cannot_meet_and_names_the_replicas_it_needs(tmp_path):
+    """4 replicas: one canary pod of four is 25%, 15 points off the canary stage's 10%."""
+    project = copy_project(tmp_path)
+    path = project / "Pulumi.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["config"]["genesis-rollout:routing"]["value"]["router"] = "replica-ratio"
+    data["config"]["genesis-rollout:services"]["value"][0]["replicas"] = 4
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "canary")
+    assert caught.value.source == "Pulumi.canary.yaml"
+    assert caught.value.problems == [
+        "genesis-rollout:stage.weight: stage 'canary' (10%) cannot be met by router replica-ratio: "
+        "services[0] 'genesis' has 4 replicas, so the canary would get 25% of the traffic, more than "
+        "5 points off; it needs at least 7 replicas"
+    ]
+    assert load_stack_config(project, "gradual").stage.weight == 50  # 2 of 4 is exactly 50%
+    with pytest.raises(ConfigError, match="stage 'canary'"):
+        load_release(project)
+
+
+def test_gateway_api_takes_any_replica_count():
+    from rollout.model import ProjectSettings, StackConfig, Stage
+
+    config = load_stack_config(REPO_ROOT, "canary")
+    services = [config.project.services[0].model_copy(update={"replicas": 1})]
+    project = ProjectSettings.model_validate({**config.project.model_dump(by_alias=True), "services": [s.model_dump(by_alias=True) for s in services]})
+    assert StackConfig(project=project, stage=Stage.model_validate(config.stage.model_dump(by_alias=True))).stage.weight == 10

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.routers.base import Router, RouteTarget, Split, weighted_split
+from components.routers.base import Router, RouteTarget, Split
 from components.routers.gateway_api import GatewayApiRouter
 from components.routers.istio import IstioRouter
 from components.routers.replica_ratio import ReplicaRatioRouter
@@ -19,4 +19,4 @@ def router_for(name: str) -> Router:
         raise ValueError(f"unknown router {name!r}; known routers: {sorted(ROUTERS)}") from None
 
 
-__all__ = ["ROUTERS", "RouteTarget", "Router", "Split", "router_for", "weighted_split"]
+__all__ = ["ROUTERS", "RouteTarget", "Router", "Split", "router_for"]

@@ -2,32 +2,23 @@
 
 Flagger's routers sync objects, set weights and read weights back against a live cluster. Here
 the program is declarative, so a router (1) decides how many pods each track runs for a weight
-(`split`), and (2) declares the routing objects that send that share of traffic (`sync`).
+(`split`, from rollout.model so the bot and the config checks use the same numbers), and
+(2) declares the routing objects that send that share of traffic (`sync`). The objects it
+returns are the ones a stage change shifts traffic with (rollout.release.transition).
 """
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from rollout.model import RoutingConfig, ServiceConfig
+from rollout.model import TRACKS, RoutingConfig, ServiceConfig, Split, split_for
 
-TRACKS = ("stable", "canary")
-
-
-@dataclass(frozen=True)
-class Split:
-    """Pods per track and the traffic share each track actually gets, in percent."""
-
-    stable_replicas: int
-    canary_replicas: int
-    stable_weight: int
-    canary_weight: int
+__all__ = ["TRACKS", "RouteTarget", "Router", "Split", "apex_service"]
 
 
 @dataclass(frozen=True)
@@ -49,28 +40,40 @@ class RouteTarget:
         return self.service.namespace
 
 
-def weighted_split(replicas: int, weight: int) -> Split:
-    """Routers that split traffic by weight: stable keeps all its pods in every stage (so it can
-    take 100% back at once), canary gets pods in proportion to its share (none at weight 0)."""
-    canary = 0 if weight == 0 else max(1, math.ceil(replicas * weight / 100))
-    return Split(replicas, canary, 100 - weight, weight)
-
-
 class Router(ABC):
     name: ClassVar[str]
     exact: ClassVar[bool] = True  # False when the traffic share only approximates the weight
+    # True when route objects carry the weights; False when traffic follows the pod ratio
+    weighted: ClassVar[bool] = True
 
     def split(self, replicas: int, weight: int) -> Split:
-        return weighted_split(replicas, weight)
+        return split_for(self.name, replicas, weight)
 
     @abstractmethod
     def sync(
-        self, target: RouteTarget, split: Split, parent: pulumi.Resource
+        self,
+        target: RouteTarget,
+        split: Split,
+        opts: pulumi.ResourceOptions,
     ) -> dict[str, pulumi.CustomResource]:
-        """Declare the routing objects (children of `parent`), keyed by a short role name."""
+        """Declare the routing objects with these options (parent, provider, depends_on), keyed by
+        a short role name."""
+
+    def weight_objects(self, routes: dict[str, pulumi.CustomResource]) -> Sequence[pulumi.CustomResource]:
+        """The objects whose inputs change when the weights do (what a traffic shift updates)."""
+        return list(routes.values()) if self.weighted else []
 
 
-def apex_service(target: RouteTarget, parent: pulumi.Resource) -> k8s.core.v1.Service:
+def canary_header_match(target: RouteTarget, split: Split) -> tuple[str, str, str] | None:
+    """(header, value, track) pinning a request to the canary while it has pods; to stable at
+    weight 0, so the route keeps its shape across stages and a pinned request never fails."""
+    header = target.routing.canary_header
+    if header is None:
+        return None
+    return header.name, header.value, "canary" if split.canary_replicas else "stable"
+
+
+def apex_service(target: RouteTarget, opts: pulumi.ResourceOptions, session_affinity: bool = False) -> k8s.core.v1.Service:
     """A Service named after the app selecting both tracks (Istio host, replica-ratio entry)."""
     port = target.service.port
     return k8s.core.v1.Service(
@@ -81,9 +84,10 @@ def apex_service(target: RouteTarget, parent: pulumi.Resource) -> k8s.core.v1.Se
         spec=k8s.core.v1.ServiceSpecArgs(
             type="ClusterIP",
             selector={"app": target.name},
+            session_affinity="ClientIP" if session_affinity else None,
             ports=[
                 k8s.core.v1.ServicePortArgs(name="http", port=port, target_port="http", protocol="TCP")
             ],
         ),
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=opts,
     )

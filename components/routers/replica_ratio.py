@@ -2,8 +2,11 @@
 
 Coarse by design: kube-proxy spreads connections over ready endpoints, so the canary's share is
 roughly canary pods / all pods, per connection rather than per request (long-lived connections
-skew it), and it moves in steps of 100/replicas percent. The split is exported as the
-effective canary percent so nobody mistakes it for the configured weight.
+skew it), and it moves in steps of 100/replicas percent; a stage the ratio cannot meet within
+5 points is refused (rollout.model.replica_ratio_problem). The split is exported as the
+effective canary percent so nobody mistakes it for the configured weight. No header routing
+(kube-proxy does not read headers); `routing.sessionAffinity` keeps a client on one pod, and so
+on one track, by source IP.
 """
 
 from __future__ import annotations
@@ -13,25 +16,10 @@ import pulumi
 from components.routers.base import Router, RouteTarget, Split, apex_service
 
 
-def ratio_split(replicas: int, weight: int) -> Split:
-    """Pods in proportion to the weight; both tracks keep a pod unless the weight is 0 or 100."""
-    if weight == 0:
-        canary = 0
-    elif weight == 100:
-        canary = replicas
-    else:
-        canary = min(max(1, round(replicas * weight / 100)), replicas - 1) if replicas > 1 else 1
-    stable = replicas - canary
-    effective = round(100 * canary / replicas)
-    return Split(stable, canary, 100 - effective, effective)
-
-
 class ReplicaRatioRouter(Router):
     name = "replica-ratio"
     exact = False
+    weighted = False
 
-    def split(self, replicas: int, weight: int) -> Split:
-        return ratio_split(replicas, weight)
-
-    def sync(self, target: RouteTarget, split: Split, parent: pulumi.Resource):
-        return {"service": apex_service(target, parent)}
+    def sync(self, target: RouteTarget, split: Split, opts: pulumi.ResourceOptions):
+        return {"service": apex_service(target, opts, session_affinity=target.routing.session_affinity)}

@@ -44,6 +44,7 @@ from rollout.config import (
 PROGRAM_FILE = "__main__.py"
 DEFAULT_STACK = "prod"
 SECRET_PLACEHOLDER = "[secret]"
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class RecordedResource:
     inputs: dict[str, Any]
     custom: bool  # True for provider resources (Kubernetes objects), False for components
     parent_urn: str | None  # None only for resources parented directly to nothing
+    provider: str | None = None  # 'urn::id' of the explicit provider, as the engine receives it
+    providers: dict[str, str] = field(default_factory=dict)  # a component's providers by package
+    dependencies: tuple[str, ...] = ()  # URNs this resource waits for (depends_on and inputs)
 
     @property
     def parent(self) -> str | None:
@@ -118,6 +122,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             inputs=plain_numbers(dict(args.inputs)),
             custom=bool(args.custom),
             parent_urn=(request.parent or None) if request is not None else None,
+            provider=args.provider or None,
+            providers=dict(request.providers) if request is not None else {},
+            dependencies=tuple(request.dependencies) if request is not None else (),
         )
         with self._lock:
             self.registrations.append(record)
@@ -134,6 +141,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: RecordingMocks):
         super().__init__(mocks)
         self.recorder = mocks
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """The engine's URN: the parent's whole type chain, then `$type`, with the root Stack
+        left out (as the engine and the SDK's `pulumi.runtime.resource.create_urn` build it). The
+        SDK mock keeps only the parent's last type, so a grandchild's URN would not match what
+        `pulumi up --target` needs."""
+        qualified = parent.split("::")[2] if parent else ROOT_STACK_TYPE
+        if qualified != ROOT_STACK_TYPE:
+            type_ = qualified + "$" + type_
+        return "urn:pulumi:" + "::".join([pulumi.get_stack(), pulumi.get_project(), type_, name])
 
     def RegisterResource(self, request):
         current = self.recorder._current
@@ -283,10 +300,10 @@ def run_program(
 
 
 def render_stage(
-    project_dir: Path | str, stage: str, program: Callable[[], None] | None = None
+    project_dir: Path | str, stage: str, program: Callable[[], None] | None = None, stack: str = DEFAULT_STACK
 ) -> RenderedStack:
     """`values_for_stage` + `run_program`: the desired state of one stage."""
-    return run_program(values_for_stage(project_dir, stage), program, project_dir=project_dir)
+    return run_program(values_for_stage(project_dir, stage), program, project_dir=project_dir, stack=stack)
 
 
 def _by_name(registrations: list[RecordedResource]) -> dict[str, RecordedResource]:

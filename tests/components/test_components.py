@@ -1,23 +1,24 @@
 """Components under the Pulumi mock runtime (stand-in for the engine, which cannot run here):
-the three routers, replica splits, hardened containers, PDB and topology spread."""
+the three routers, replica splits, hardened containers, PDBs and topology spread."""
 
 from __future__ import annotations
 
 import pytest
-from support.stack import rendered, route_weights, run_values, stage_values
+from support.stack import (
+    rendered,
+    route_weights,
+    run_values,
+    stage_values,
+    weighted_rule,
+    with_router,
+)
 
 from components.feature_flags import flagd_document
-from components.routers import ROUTERS, router_for, weighted_split
-from components.routers.replica_ratio import ratio_split
-from rollout.model import STAGE_ORDER
+from components.routers import ROUTERS, router_for
+from rollout.model import STAGE_ORDER, ratio_split, weighted_split
 
 ISTIO_HOST = "genesis.genesis.svc.cluster.local"
-
-
-def with_router(stage: str, router: str, **routing):
-    values = stage_values(stage)
-    values["routing"] = {**values["routing"], "router": router, **routing}
-    return run_values(values)
+HEADER = {"type": "Exact", "name": "x-genesis-track", "value": "canary"}
 
 
 def test_router_factory_knows_exactly_three_routers():
@@ -35,7 +36,7 @@ def test_weighted_split_keeps_stable_whole_and_scales_canary(replicas, weight, c
 
 @pytest.mark.parametrize(("replicas", "weight", "stable", "canary", "effective"), [
     (10, 0, 10, 0, 0), (10, 10, 9, 1, 10), (10, 50, 5, 5, 50), (10, 80, 2, 8, 80), (10, 100, 0, 10, 100),
-    (4, 10, 3, 1, 25),  # coarse: one pod of four is 25%, not 10%
+    (4, 10, 3, 1, 25),  # coarse: one pod of four is 25%, not 10% (the config refuses such a stage)
     (4, 95, 1, 3, 75),  # stable keeps a pod below 100%
 ])
 def test_replica_ratio_split_approximates_the_weight(replicas, weight, stable, canary, effective):
@@ -50,8 +51,31 @@ def test_gateway_api_route_points_at_both_track_services():
     spec = route["spec"]
     assert spec["parentRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public", "namespace": "gateway-system"}]
     assert spec["hostnames"] == ["genesis.example.com"]
-    refs = spec["rules"][0]["backendRefs"]
+    refs = weighted_rule(route)["backendRefs"]
     assert [(r["name"], r["port"], r["weight"]) for r in refs] == [("genesis-stable", 8080, 90), ("genesis-canary", 8080, 10)]
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_gateway_api_header_rule_reaches_the_canary_whenever_it_has_pods(stage):
+    stack = rendered(stage)
+    rules = stack.resources["genesis-httproute"].inputs["spec"]["rules"]
+    (rule,) = [r for r in rules if any("headers" in m for m in r["matches"])]
+    assert rules[0] == rule
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}, "headers": [HEADER]}]
+    # no canary pods at weight 0: a pinned request goes to stable rather than failing
+    track = "canary" if stack.outputs["weight"] > 0 else "stable"
+    assert [(r["name"], r["weight"]) for r in rule["backendRefs"]] == [(f"genesis-{track}", 1)]
+    # same path as the weighted rule plus a header: Gateway API gives it precedence
+    assert weighted_rule(stack.resources["genesis-httproute"].inputs)["matches"] == [{"path": rule["matches"][0]["path"]}]
+
+
+def test_the_canary_header_is_configurable_and_can_be_switched_off():
+    values = stage_values("canary")
+    values["routing"]["canaryHeader"] = {"name": "x-qa", "value": "yes"}
+    rules = run_values(values).resources["genesis-httproute"].inputs["spec"]["rules"]
+    assert rules[0]["matches"][0]["headers"] == [{"type": "Exact", "name": "x-qa", "value": "yes"}]
+    values["routing"]["canaryHeader"] = None
+    assert len(run_values(values).resources["genesis-httproute"].inputs["spec"]["rules"]) == 1
 
 
 @pytest.mark.parametrize("stage", STAGE_ORDER)
@@ -64,9 +88,16 @@ def test_istio_router_splits_by_track_subsets(stage):
     assert rule["spec"]["subsets"] == [{"name": "stable", "labels": {"track": "stable"}}, {"name": "canary", "labels": {"track": "canary"}}]
     service = stack.resources["genesis-virtualservice"].inputs["spec"]
     assert service["hosts"] == [ISTIO_HOST] and service["gateways"] == ["mesh"]
-    routes = service["http"][0]["route"]
-    assert {r["destination"]["subset"]: r["weight"] for r in routes} == {"stable": 100 - weight, "canary": weight}
-    assert sum(r["weight"] for r in routes) == 100  # Istio rejects routes that do not add up to 100
+    routes = {r["name"]: r for r in service["http"]}
+    assert service["http"][-1]["name"] == "weighted"
+    split = {r["destination"]["subset"]: r["weight"] for r in routes["weighted"]["route"]}
+    assert split == {"stable": 100 - weight, "canary": weight}
+    assert sum(split.values()) == 100  # Istio rejects routes that do not add up to 100
+    pinned = routes["canary-by-header"]
+    assert service["http"][0] == pinned  # matched first
+    assert pinned["match"] == [{"headers": {"x-genesis-track": {"exact": "canary"}}}]
+    track = "canary" if weight else "stable"  # no canary pods at weight 0
+    assert [(r["destination"]["subset"], r["weight"]) for r in pinned["route"]] == [(track, 100)]
     apex = stack.resources["genesis-service"].inputs
     assert apex["metadata"]["name"] == "genesis" and apex["spec"]["selector"] == {"app": "genesis"}
     assert stack.resources["genesis-stable-deployment"].inputs["spec"]["replicas"] == 10
@@ -86,6 +117,7 @@ def test_replica_ratio_router_uses_one_service_and_pod_counts(stage):
     assert not any(r.type.startswith("kubernetes:gateway") or "istio" in r.type for r in stack.resources.values())
     apex = stack.resources["genesis-service"].inputs["spec"]
     assert apex["selector"] == {"app": "genesis"}  # both tracks behind one Service
+    assert "sessionAffinity" not in apex
     stable = stack.resources["genesis-stable-deployment"].inputs["spec"]["replicas"]
     canary = stack.resources["genesis-canary-deployment"].inputs["spec"]["replicas"]
     assert stable + canary == 10
@@ -94,21 +126,38 @@ def test_replica_ratio_router_uses_one_service_and_pod_counts(stage):
     assert summary["routerExact"] is False and summary["routeWeights"]["canary"] == 100 * canary // 10
 
 
-@pytest.mark.parametrize("router", sorted(ROUTERS))
-def test_stable_pod_template_does_not_depend_on_router_or_stage(router):
-    templates = {
-        str(with_router(stage, router).resources["genesis-stable-deployment"].inputs["spec"]["template"])
-        for stage in ("stable", "full")
+def test_session_affinity_on_replica_ratio_and_refused_where_a_router_cannot_keep_it():
+    stack = with_router("gradual", "replica-ratio", sessionAffinity=True)
+    assert stack.resources["genesis-service"].inputs["spec"]["sessionAffinity"] == "ClientIP"
+    with pytest.raises(Exception, match="sessionAffinity is only supported with router replica-ratio"):
+        with_router("gradual", "istio", sessionAffinity=True)
+
+
+def _templates(router: str, track: str) -> dict[str, str]:
+    return {
+        stage: repr(with_router(stage, router).resources[f"genesis-{track}-deployment"].inputs["spec"]["template"])
+        for stage in STAGE_ORDER
     }
-    assert len(templates) == 1
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_pod_templates_are_identical_across_every_stage_and_every_router(track):
+    """A pod template change restarts pods: no stage change and no router choice may cause one."""
+    templates = {(router, stage): text for router in sorted(ROUTERS) for stage, text in _templates(router, track).items()}
+    assert len(set(templates.values())) == 1, sorted({k[0] for k in templates})
 
 
 @pytest.mark.parametrize("track", ["stable", "canary"])
 def test_containers_are_hardened(track):
     pod = rendered("gradual").resources[f"genesis-{track}-deployment"].inputs["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     (container,) = pod["containers"]
     assert container["image"] == f"ghcr.io/genesis/genesis:{'1.41.0' if track == 'stable' else '1.42.0'}"
     assert container["securityContext"] == {
@@ -121,12 +170,51 @@ def test_containers_are_hardened(track):
     assert container["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz/ready", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz/live", "port": "http"}
+    # liveness and readiness only once started: 24 x 5 s of start-up before a restart
+    assert container["startupProbe"] == {
+        "httpGet": {"path": "/healthz/live", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 24,
+    }
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["tmp"] == "/tmp"
     assert {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["GENESIS_TRACK"] == track and env["FLAGD_OFFLINE_FLAG_SOURCE_PATH"] == "/etc/genesis/flags/flags.json"
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_a_stopping_pod_drains_within_its_grace_period(track):
+    pod = rendered("majority").resources[f"genesis-{track}-deployment"].inputs["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 15}}}
+    assert pod["terminationGracePeriodSeconds"] == 15 + 30  # drain, then the app's own shutdown
+
+
+def test_drain_seconds_come_from_routing_config():
+    values = stage_values("canary")
+    values["routing"]["drainSeconds"] = 40
+    pod = run_values(values).resources["genesis-canary-deployment"].inputs["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] == 40
+    assert pod["terminationGracePeriodSeconds"] == 70
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_deployments_roll_without_losing_capacity(track):
+    spec = rendered("gradual").resources[f"genesis-{track}-deployment"].inputs["spec"]
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
+    assert spec["minReadySeconds"] == 5 and spec["progressDeadlineSeconds"] == 600
+    assert spec["revisionHistoryLimit"] == 5
+    assert spec["selector"] == {"matchLabels": {"app": "genesis", "track": track}}
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_pod_templates_carry_the_recommended_labels(track):
+    labels = rendered("canary").resources[f"genesis-{track}-deployment"].inputs["spec"]["template"]["metadata"]["labels"]
+    version = "1.41.0" if track == "stable" else "1.42.0"
+    assert labels == {
+        "app": "genesis", "track": track, "version": version,
+        "app.kubernetes.io/name": "genesis", "app.kubernetes.io/instance": f"genesis-{track}",
+        "app.kubernetes.io/version": version, "app.kubernetes.io/component": track,
+        "app.kubernetes.io/part-of": "genesis-rollout", "app.kubernetes.io/managed-by": "pulumi",
+    }
 
 
 def test_resources_and_probes_come_from_config():
@@ -139,15 +227,25 @@ def test_resources_and_probes_come_from_config():
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/alive"
+    assert container["startupProbe"]["httpGet"]["path"] == "/alive"
     assert container["ports"][0]["containerPort"] == 9090
 
 
-def test_pod_disruption_budget_and_topology_spread():
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_one_percentage_pod_disruption_budget_per_track(track):
     stack = rendered("canary")
-    pdb = stack.resources["genesis-pdb"].inputs
-    assert pdb["apiVersion"] == "policy/v1"
-    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "genesis"}}}
-    spread = stack.resources["genesis-canary-deployment"].inputs["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert "genesis-pdb" not in stack.resources  # no budget spanning both tracks
+    pdb = stack.resources[f"genesis-{track}-pdb"].inputs
+    assert pdb["apiVersion"] == "policy/v1" and pdb["metadata"]["name"] == f"genesis-{track}"
+    assert pdb["spec"] == {
+        "maxUnavailable": "10%",
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",  # an unready pod never blocks a node drain
+        "selector": {"matchLabels": {"app": "genesis", "track": track}},
+    }
+
+
+def test_topology_spread_is_per_track():
+    spread = rendered("canary").resources["genesis-canary-deployment"].inputs["spec"]["template"]["spec"]["topologySpreadConstraints"]
     assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
     assert all(c["labelSelector"]["matchLabels"] == {"app": "genesis", "track": "canary"} for c in spread)
 

@@ -24,6 +24,7 @@ from components.monitoring import (
     POD_TARGET_LABELS,
     MonitoringStack,
 )
+from components.program import kubernetes_provider
 from rollout.config import parse_stack_config, project_name
 from rollout.model import StackConfig, format_duration
 from rollout.monitoring.alert_rules import rule_groups
@@ -56,7 +57,7 @@ SECOND_SERVICE = {
 def render(values: dict[str, Any]) -> tuple[RenderedStack, StackConfig]:
     bare = {k: v for k, v in values.items() if ":" not in k}
     config = parse_stack_config(bare, NAMESPACE, "test values")
-    stack = run_program(values, lambda: MonitoringStack(NAME, config))
+    stack = run_program(values, lambda: MonitoringStack(NAME, config, kubernetes_provider(config.project.cluster)))
     return stack, config
 
 
@@ -75,6 +76,7 @@ def plain(value: Any) -> Any:
 def installed() -> tuple[RenderedStack, StackConfig]:
     values = with_monitoring(retention="30d", storageSize="120Gi", storageClass="fast-ssd", chartVersion="80.1.2")
     values["services"] = values["services"] + [SECOND_SERVICE]
+    values["cluster"] = {**values["cluster"], "namespaces": [*values["cluster"]["namespaces"], "genesis-jobs"]}
     return render(values)
 
 
@@ -222,7 +224,8 @@ def test_every_child_is_parented_to_the_component(fixture, request):
     stack, _ = request.getfixturevalue(fixture)
     component = stack.resources[NAME]
     assert component.type == "genesis:monitoring:MonitoringStack"
-    children = [r for n, r in stack.resources.items() if n != NAME]
+    # the Kubernetes provider is the program's (shared with the services), not the component's
+    children = [r for n, r in stack.resources.items() if n != NAME and r.type != "pulumi:providers:kubernetes"]
     assert children
     orphans = [r.name for r in children if r.parent != NAME]
     assert orphans == []
@@ -279,8 +282,9 @@ def test_service_monitor_selects_exactly_the_track_services(router):
     service = config.project.services[0]
 
     def program() -> None:
-        WeightedService(service.name, service, config.stage, config.project.routing)
-        MonitoringStack(NAME, config)
+        provider = kubernetes_provider(config.project.cluster)
+        WeightedService(service.name, service, config.stage, config.stage.flags, config.project.routing, provider)
+        MonitoringStack(NAME, config, provider)
 
     stack = run_program(values, program)
     [monitor] = stack.of_type(SERVICE_MONITOR)

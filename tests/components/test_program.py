@@ -17,6 +17,7 @@ from support.stack import (
     route_weights,
     run_values,
     stage_values,
+    weighted_rule,
 )
 
 from rollout.config import load_stack_config
@@ -32,7 +33,10 @@ def test_every_stage_file_renders_and_exports_its_stage(stage):
     assert stack.outputs["router"] == "gateway-api"
     assert set(stack.outputs["services"]) == {"genesis"}
     kinds = sorted(r.inputs["kind"] for r in stack.subtree("genesis") if r.is_kubernetes)
-    assert kinds == ["ConfigMap", "Deployment", "Deployment", "HTTPRoute", "PodDisruptionBudget", "Service", "Service"]
+    assert kinds == [
+        "ConfigMap", "ConfigMap", "Deployment", "Deployment", "HTTPRoute",
+        "PodDisruptionBudget", "PodDisruptionBudget", "Service", "Service",
+    ]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -75,9 +79,9 @@ def test_only_replicas_differ_between_stage_deployments():
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_flags_configmap_carries_the_stage_flags_in_flagd_format(stage):
+def test_canary_flags_configmap_carries_the_stage_flags_in_flagd_format(stage):
     flags = load_stack_config(REPO_ROOT, stage).stage.flags.values
-    document = json.loads(rendered(stage).resources["genesis-flags-configmap"].inputs["data"]["flags.json"])
+    document = json.loads(rendered(stage).resources["genesis-canary-flags-configmap"].inputs["data"]["flags.json"])
     assert document["$schema"] == "https://flagd.dev/schema/v0/flags.json"
     assert set(document["flags"]) == set(flags) and len(flags) == 15
     for name, flag in document["flags"].items():
@@ -86,13 +90,17 @@ def test_flags_configmap_carries_the_stage_flags_in_flagd_format(stage):
         assert flag["defaultVariant"] == ("on" if flags[name] else "off")
 
 
-def test_flagd_itself_evaluates_each_stage_file_to_the_stage_flags():
+def test_flagd_itself_evaluates_each_tracks_file_to_its_flags():
     """flagd's evaluator core (npm @openfeature/flagd-core) loads the file with strict schema
-    validation, as the app's in-process provider would, and resolves every flag."""
-    documents = [rendered(stage).resources["genesis-flags-configmap"].inputs["data"]["flags.json"] for stage in STAGES]
-    for stage, result in zip(STAGES, flagd_evaluate(documents)):
+    validation, as the app's in-process provider would, and resolves every flag: the canary's
+    file to the stage's flags, the stable track's to the rollback target's at every stage."""
+    stable_flags = load_stack_config(REPO_ROOT, "stable").stage.flags.values
+    cases = [(stage, track) for stage in STAGES for track in ("stable", "canary")]
+    documents = [rendered(stage).resources[f"genesis-{track}-flags-configmap"].inputs["data"]["flags.json"] for stage, track in cases]
+    for (stage, track), result in zip(cases, flagd_evaluate(documents)):
         assert result["valid"], result["errors"]
-        assert result["values"] == load_stack_config(REPO_ROOT, stage).stage.flags.values
+        expected = stable_flags if track == "stable" else load_stack_config(REPO_ROOT, stage).stage.flags.values
+        assert result["values"] == expected, (stage, track)
 
 
 def test_flagd_rejects_a_broken_flag_file():
@@ -100,12 +108,12 @@ def test_flagd_rejects_a_broken_flag_file():
     assert result["valid"] is False and "state" in result["errors"][0]
 
 
-def test_both_tracks_mount_the_flags_configmap_as_a_directory():
+def test_each_track_mounts_its_flags_configmap_as_a_directory():
     stack = rendered("canary")
     for track in ("stable", "canary"):
         pod = stack.resources[f"genesis-{track}-deployment"].inputs["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
-        assert volumes["flags"]["configMap"]["name"] == "genesis-flags"
+        assert volumes["flags"]["configMap"]["name"] == f"genesis-flags-{track}"
         mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "flags")
         assert "subPath" not in mount and mount["readOnly"] is True
 
@@ -113,11 +121,11 @@ def test_both_tracks_mount_the_flags_configmap_as_a_directory():
 def test_every_child_is_parented_to_its_component_and_named_explicitly():
     stack = rendered("gradual")
     for name, resource in stack.resources.items():
-        if resource.custom:
+        if resource.custom and not resource.type.startswith("pulumi:providers:"):  # the program's one provider
             assert resource.parent is not None, f"{name} is not parented to a component"
     subtree = {r.name: r for r in stack.subtree("genesis")}
     components = {n for n, r in subtree.items() if not r.custom}
-    assert components == {"genesis", "genesis-flags"}
+    assert components == {"genesis", "genesis-stable-flags", "genesis-canary-flags"}
     assert stack.resources["genesis"].parent is None
     for name, resource in subtree.items():
         if name == "genesis":
@@ -127,7 +135,10 @@ def test_every_child_is_parented_to_its_component_and_named_explicitly():
             metadata = resource.inputs["metadata"]
             assert metadata["name"] and metadata["namespace"] == "genesis", name
     names = sorted(r.inputs["metadata"]["name"] for r in subtree.values() if r.custom)
-    assert names == ["genesis", "genesis", "genesis-canary", "genesis-canary", "genesis-flags", "genesis-stable", "genesis-stable"]
+    assert names == [
+        "genesis", "genesis-canary", "genesis-canary", "genesis-canary", "genesis-flags-canary",
+        "genesis-flags-stable", "genesis-stable", "genesis-stable", "genesis-stable",
+    ]
 
 
 def test_pods_carry_app_track_and_version_labels():
@@ -135,7 +146,7 @@ def test_pods_carry_app_track_and_version_labels():
     for track, version in (("stable", "1.41.0"), ("canary", "1.42.0")):
         spec = stack.resources[f"genesis-{track}-deployment"].inputs["spec"]
         labels = spec["template"]["metadata"]["labels"]
-        assert labels == {"app": "genesis", "track": track, "version": version}
+        assert {k: v for k, v in labels.items() if "/" not in k} == {"app": "genesis", "track": track, "version": version}
         assert spec["selector"]["matchLabels"] == {"app": "genesis", "track": track}
         service = stack.resources[f"genesis-{track}-service"].inputs["spec"]
         assert service["selector"] == {"app": "genesis", "track": track}
@@ -155,9 +166,9 @@ def test_several_services_each_get_their_own_tracks_and_route():
         assert route_weights(stack, name) == {"stable": 20, "canary": 80}
         assert stack.resources[f"{name}-stable-deployment"].inputs["spec"]["replicas"] == replicas
         assert stack.resources[f"{name}-canary-deployment"].inputs["spec"]["replicas"] == -(-replicas * 80 // 100)
-        route = stack.resources[f"{name}-httproute"].inputs["spec"]
-        assert route["rules"][0]["matches"] == [{"path": {"type": "PathPrefix", "value": f"/{name}"}}]
+        route = stack.resources[f"{name}-httproute"].inputs
+        assert weighted_rule(route)["matches"] == [{"path": {"type": "PathPrefix", "value": f"/{name}"}}]
         assert stack.resources[f"{name}-stable-deployment"].parent == name
     assert len(stack.of_type("genesis:rollout:WeightedService")) == 3
     for name in ("genesis", "spice", "pipelex"):
-        assert len([r for r in stack.subtree(name) if r.is_kubernetes]) == 7
+        assert len([r for r in stack.subtree(name) if r.is_kubernetes]) == 9

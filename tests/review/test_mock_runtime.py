@@ -91,3 +91,21 @@ def test_duplicate_logical_names_are_an_error():
 
     with pytest.raises(DuplicateResourceName, match="'same'"):
         run_program(values_for_stage(REPO_ROOT, "canary"), twice)
+
+
+def test_urns_are_the_ones_the_engine_builds():
+    """`pulumi up --target` needs exact URNs: the parent's whole type chain, no root Stack type
+    (the SDK mock alone keeps only the parent's last type)."""
+    from support.stack import rendered
+
+    stack = rendered("canary")
+    prefix = "urn:pulumi:prod::genesis-rollout::"
+    assert stack.resources["genesis"].urn == prefix + "genesis:rollout:WeightedService::genesis"
+    assert stack.resources["genesis-canary-deployment"].urn == (
+        prefix + "genesis:rollout:WeightedService$kubernetes:apps/v1:Deployment::genesis-canary-deployment"
+    )
+    assert stack.resources["genesis-canary-flags-configmap"].urn == (
+        prefix + "genesis:rollout:WeightedService$genesis:rollout:FeatureFlagSet$kubernetes:core/v1:ConfigMap"
+        "::genesis-canary-flags-configmap"
+    )
+    assert stack.resources["kubernetes"].urn == prefix + "pulumi:providers:kubernetes::kubernetes"

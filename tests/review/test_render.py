@@ -10,7 +10,14 @@ from __future__ import annotations
 import pytest
 import yaml
 from support.k8s_validation import core_errors, crd_errors, crd_results
-from support.stack import REPO_ROOT, copy_project, objects, run_values, stage_values
+from support.stack import (
+    REPO_ROOT,
+    copy_project,
+    objects,
+    run_values,
+    stage_values,
+    weighted_rule,
+)
 
 from components.routers import ROUTERS
 from rollout.model import STAGE_ORDER
@@ -23,11 +30,13 @@ def test_render_writes_one_sorted_yaml_file_per_object(stage, tmp_path):
     manifests = sorted((tmp_path / MANIFESTS_DIR).rglob("*.yaml"))
     written = {p.relative_to(tmp_path / MANIFESTS_DIR).as_posix() for p in manifests}
     assert written >= {
-        "genesis/configmap-genesis-flags.yaml",
+        "genesis/configmap-genesis-flags-canary.yaml",
+        "genesis/configmap-genesis-flags-stable.yaml",
         "genesis/deployment-genesis-canary.yaml",
         "genesis/deployment-genesis-stable.yaml",
         "genesis/httproute-genesis.yaml",
-        "genesis/poddisruptionbudget-genesis.yaml",
+        "genesis/poddisruptionbudget-genesis-canary.yaml",
+        "genesis/poddisruptionbudget-genesis-stable.yaml",
         "genesis/service-genesis-canary.yaml",
         "genesis/service-genesis-stable.yaml",
     }
@@ -40,7 +49,7 @@ def test_render_writes_one_sorted_yaml_file_per_object(stage, tmp_path):
         assert text.splitlines()[1:] == yaml.safe_dump(data, sort_keys=True, width=100).splitlines()
     assert result.stack.outputs["stage"] == stage
     route = yaml.safe_load((tmp_path / MANIFESTS_DIR / "genesis/httproute-genesis.yaml").read_text())
-    assert route["spec"]["rules"][0]["backendRefs"][1]["weight"] == result.stack.outputs["weight"]
+    assert weighted_rule(route)["backendRefs"][1]["weight"] == result.stack.outputs["weight"]
     core = [yaml.safe_load(p.read_text()) for p in manifests]
     assert core_errors(core) == [] and crd_errors(core) == []
 
@@ -97,7 +106,7 @@ def test_several_services_validate():
     values["services"] = [{**values["services"][0], "name": n} for n in ("genesis", "spice", "pipelex")]
     stack = run_values(values)
     for name in ("genesis", "spice", "pipelex"):
-        assert len([r for r in stack.subtree(name) if r.is_kubernetes]) == 7
+        assert len([r for r in stack.subtree(name) if r.is_kubernetes]) == 9
     rendered = objects(stack)
     assert core_errors(rendered) == [] and crd_errors(rendered) == []
 

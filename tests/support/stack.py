@@ -81,8 +81,20 @@ def objects(stack: RenderedStack) -> list[dict[str, Any]]:
     return [r.inputs for r in stack.kubernetes_objects()]
 
 
+def weighted_rule(route: dict[str, Any]) -> dict[str, Any]:
+    """The HTTPRoute rule that splits by weight (the header rule, when present, comes first)."""
+    (rule,) = [r for r in route["spec"]["rules"] if not any("headers" in m for m in r["matches"])]
+    return rule
+
+
 def route_weights(stack: RenderedStack, service: str = "genesis") -> dict[str, int]:
     """Track -> weight from the service's HTTPRoute."""
-    route = stack.resources[f"{service}-httproute"].inputs
-    refs = route["spec"]["rules"][0]["backendRefs"]
+    refs = weighted_rule(stack.resources[f"{service}-httproute"].inputs)["backendRefs"]
     return {ref["name"].removeprefix(f"{service}-"): ref["weight"] for ref in refs}
+
+
+def with_router(stage: str, router: str, **routing: Any) -> RenderedStack:
+    """A repository stage rendered with another router (and routing settings)."""
+    values = stage_values(stage)
+    values["routing"] = {**values["routing"], "router": router, **routing}
+    return run_values(values)

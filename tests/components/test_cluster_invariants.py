@@ -1,0 +1,168 @@
+"""Safety properties of the rendered objects, for every stage and router, as a cluster would see
+them. The program runs under the Pulumi SDK's mock runtime (the engine and a Kubernetes API
+server cannot run here); the properties are about what it registers: provider, namespaces,
+per-track flags, and the order in which one `pulumi up` changes things."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from support.stack import (
+    REPO_ROOT,
+    copy_project,
+    rendered,
+    run_values,
+    stage_values,
+    with_router,
+)
+
+from components.feature_flags import flagd_json
+from components.program import StackConfigError
+from rollout.config import load_release
+from rollout.model import STAGE_ORDER
+from rollout.review.mock_runtime import RenderedStack
+
+ROUTERS = ("gateway-api", "istio", "replica-ratio")
+RELEASE = load_release(REPO_ROOT)
+
+
+def provider_of(stack: RenderedStack):
+    (provider,) = [r for r in stack.resources.values() if r.type == "pulumi:providers:kubernetes"]
+    return provider
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_every_kubernetes_object_goes_through_the_one_explicit_provider(stage):
+    stack = rendered(stage)
+    provider = provider_of(stack)
+    reference = f"{provider.urn}::{provider.name}-id"  # 'urn::id', how the engine names a provider
+    objects = stack.kubernetes_objects()
+    assert len(objects) > 10
+    assert {r.name: r.provider for r in objects} == {r.name: reference for r in objects}
+    # the Helm chart is expanded by the provider itself: its children take it from `providers`
+    chart = stack.resources["monitoring-kube-prometheus-stack"]
+    assert chart.providers == {"kubernetes": reference}
+
+
+def test_the_provider_names_the_cluster_and_updates_config_maps_in_place():
+    inputs = provider_of(rendered("canary")).inputs
+    assert inputs["context"] == "genesis-prod"  # from Pulumi.yaml, never the ambient context
+    assert "kubeconfig" not in inputs  # $KUBECONFIG / ~/.kube/config, but always this context
+    assert inputs["enableConfigMapMutable"] == "true"  # a flags change is an update, not delete+create
+    assert inputs["enableServerSideApply"] == "true"
+
+
+def test_a_kubeconfig_path_reaches_the_provider():
+    values = stage_values("canary")
+    values["cluster"] = {"kubeconfig": "/etc/genesis/kubeconfig", "namespaces": ["genesis", "monitoring"]}
+    inputs = provider_of(run_values(values)).inputs
+    assert inputs["kubeconfig"] == "/etc/genesis/kubeconfig" and "context" not in inputs
+
+
+@pytest.mark.parametrize(
+    ("cluster", "message"),
+    [
+        ({"namespaces": ["genesis", "monitoring"]}, "name the cluster explicitly"),
+        ({"context": "prod", "namespaces": ["genesis"]}, "monitoring.namespace 'monitoring' not in the namespaces"),
+        (None, "cluster: Field required"),
+    ],
+)
+def test_a_cluster_that_is_not_named_or_namespaces_not_allowed_are_refused(cluster, message):
+    values = stage_values("canary")
+    if cluster is None:
+        del values["cluster"]
+    else:
+        values["cluster"] = cluster
+    with pytest.raises(StackConfigError, match=message):
+        run_values(values)
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_every_namespaced_object_is_in_an_allowed_namespace(stage):
+    allowed = set(RELEASE.project.cluster.namespaces)
+    namespaces = {r.name: r.inputs["metadata"].get("namespace") for r in rendered(stage).kubernetes_objects()}
+    assert {name: ns for name, ns in namespaces.items() if ns not in allowed} == {}
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_stable_reads_the_rollback_targets_flags_and_canary_the_stages(stage, router):
+    stack = with_router(stage, router)
+    expected = {"stable": RELEASE.rollback_target.flags, "canary": RELEASE.stage(stage).flags}
+    for track, flags in expected.items():
+        config_map = stack.resources[f"genesis-{track}-flags-configmap"].inputs
+        assert config_map["metadata"]["name"] == f"genesis-flags-{track}"
+        assert config_map["data"] == {"flags.json": flagd_json(flags)}
+        pod = stack.resources[f"genesis-{track}-deployment"].inputs["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "flags"]
+        assert volume == {"name": "flags", "configMap": {"name": f"genesis-flags-{track}"}}
+        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        # the flagd providers' file resolver; their default `rpc` would never read the file
+        assert env["FLAGD_RESOLVER"] == "in-process"
+        assert env["FLAGD_OFFLINE_FLAG_SOURCE_PATH"] == "/etc/genesis/flags/flags.json"
+        mount = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}["flags"]
+        assert "subPath" not in mount and mount["mountPath"] == "/etc/genesis/flags"
+
+
+def test_at_the_canary_stage_the_stable_track_keeps_spice_and_pipelex_off():
+    stable = json.loads(rendered("canary").resources["genesis-stable-flags-configmap"].inputs["data"]["flags.json"])
+    canary = json.loads(rendered("canary").resources["genesis-canary-flags-configmap"].inputs["data"]["flags.json"])
+    assert stable["flags"]["spice-task-generation"]["defaultVariant"] == "off"
+    assert stable["flags"]["fallback-mode"]["defaultVariant"] == "on"
+    assert canary["flags"]["spice-task-generation"]["defaultVariant"] == "on"
+
+
+def test_the_program_refuses_to_run_without_the_rollback_target_stage_file(tmp_path):
+    project = copy_project(tmp_path)
+    (project / "Pulumi.stable.yaml").unlink()
+    with pytest.raises(StackConfigError, match="the stable track reads the rollback target's flags.*Pulumi.stable.yaml"):
+        run_values(stage_values("canary"), project_dir=project)
+    shutil.rmtree(project)
+
+
+def _depends(stack: RenderedStack, name: str, on: str) -> bool:
+    return stack.resources[on].urn in stack.resources[name].dependencies
+
+
+@pytest.mark.parametrize("router", ["gateway-api", "istio"])
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_one_pulumi_up_scales_the_gaining_track_before_the_weights_move(stage, router):
+    """pulumi-kubernetes waits for a Deployment's new replicas to be ready; a dependency makes the
+    engine finish that wait before it touches what depends on it."""
+    stack = with_router(stage, router)
+    route = "genesis-httproute" if router == "gateway-api" else "genesis-virtualservice"
+    if RELEASE.stage(stage).weight > 0:  # reached from a lower weight: canary up, then route
+        assert _depends(stack, route, "genesis-canary-deployment")
+        assert _depends(stack, route, "genesis-stable-deployment")
+        assert not _depends(stack, "genesis-canary-deployment", route)
+    else:  # the rollback: route away from the canary, then scale it down
+        assert _depends(stack, "genesis-canary-deployment", route)
+        assert not _depends(stack, route, "genesis-canary-deployment")
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_replica_ratio_scales_the_receiving_track_up_before_the_other_down(stage):
+    stack = with_router(stage, "replica-ratio")
+    if RELEASE.stage(stage).weight > 0:
+        assert _depends(stack, "genesis-stable-deployment", "genesis-canary-deployment")
+    else:
+        assert _depends(stack, "genesis-canary-deployment", "genesis-stable-deployment")
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_pods_start_only_once_their_flags_file_exists(track):
+    stack = rendered("gradual")
+    assert _depends(stack, f"genesis-{track}-deployment", f"genesis-{track}-flags-configmap")
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_the_stack_exports_what_a_phased_stage_change_targets(router):
+    stack = with_router("gradual", router)
+    resources = stack.outputs["services"]["genesis"]["resources"]
+    urns = {r.name: r.urn for r in stack.resources.values()}
+    assert resources["deployments"] == {t: urns[f"genesis-{t}-deployment"] for t in ("stable", "canary")}
+    assert resources["flags"] == {t: urns[f"genesis-{t}-flags-configmap"] for t in ("stable", "canary")}
+    expected_routing = {"gateway-api": ["genesis-httproute"], "istio": ["genesis-virtualservice"], "replica-ratio": []}
+    assert resources["routing"] == [urns[name] for name in expected_routing[router]]
