@@ -8,7 +8,14 @@ from typing import Optional
 
 import typer
 
-from rollout.cli.common import ProjectDir, _or_config_error, _project, app, out
+from rollout.cli.common import (
+    ProjectDir,
+    StackName,
+    _or_config_error,
+    _project,
+    app,
+    out,
+)
 
 
 @app.command()
@@ -36,11 +43,13 @@ def plan(
     to_stage: str = typer.Argument(..., metavar="TO"),
     markdown: bool = typer.Option(False, "--markdown", help="Markdown for a pull-request comment."),
     project_dir: Optional[Path] = ProjectDir,
+    stack: str = StackName,
 ) -> None:
-    """Resource-level diff between two stages' desired states (review aid, not `pulumi preview`)."""
+    """The order of a stage change (its phases and exact commands) and the resource-level diff
+    between two stages' desired states (review aid, not `pulumi preview`)."""
     from rollout.review.plan import plan as plan_stages
 
-    result = _or_config_error(lambda: plan_stages(_project(project_dir), from_stage, to_stage))
+    result = _or_config_error(lambda: plan_stages(_project(project_dir), from_stage, to_stage, stack))
     sys.stdout.write(result.to_markdown() if markdown else result.to_text())
     sys.stdout.write("\n")
 

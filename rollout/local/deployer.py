@@ -77,7 +77,8 @@ class LocalDeployer:
             message=since["message"],
         )
 
-    def apply(self, stage_name: str, message: str) -> ApplyResult:
+    def apply(self, stage_name: str, message: str, *, source: str | None = None) -> ApplyResult:
+        """One update (the stand-in has no phases, so it is never left between two)."""
         config = self.load(self.project_dir, stage_name)  # a bad stage file stops here
         state = self._read()
         previous = state["outputs"]

@@ -95,15 +95,20 @@ def merge_service_checks(stage: Stage, results: Sequence[tuple[str, CheckResult]
         at=first.at,
         queries=sum(r.queries for _, r in results),
         notes=[n for _, r in results for n in r.notes],
+        immediate=any(r.immediate for _, r in results),
     )
 
 
 def check_release(
-    release: Release, prometheus: Prometheus, stage: Stage, at: datetime | None = None
+    release: Release,
+    prometheus: Prometheus,
+    stage: Stage,
+    at: datetime | None = None,
+    since: datetime | None = None,
 ) -> CheckResult:
     """One evaluation of every gate of every service. Raises PrometheusError, never passes."""
     results = [
-        (svc.name, evaluate(stage, measure(prometheus, stage, svc, at)))
+        (svc.name, evaluate(stage, measure(prometheus, stage, svc, at, since=since)))
         for svc in release.project.services
     ]
     return merge_service_checks(stage, results)
@@ -127,23 +132,25 @@ class ReleaseBot:
 
     # ------------------------------------------------------------------ measuring
 
-    def check(self, stage: Stage, at: datetime | None = None) -> CheckResult:
-        return check_release(self.release, self.prometheus, stage, at)
+    def check(self, stage: Stage, at: datetime | None = None, since: datetime | None = None) -> CheckResult:
+        return check_release(self.release, self.prometheus, stage, at, since)
 
     def recent_checks(self, stage: Stage, since: datetime, now: datetime) -> list[CheckResult]:
         """The stage's latest checks on its fixed grid, oldest first (same after a restart)."""
-        return [self.check(stage, at) for at in check_times(stage, since, now)]
+        return [self.check(stage, at, since) for at in check_times(stage, since, now)]
 
     # ------------------------------------------------------------------ acting
 
     def tick(self) -> TickOutcome:
         """Read the state, judge the recent checks, promote / roll back / wait. Idempotent."""
         state = self.deployer.current()
+        if state.pending is not None:
+            return self._finish_pending(state)
         stage = self.release.stage(state.stage)
         now = self.clock()
         checks = [] if stage.weight == 0 else self.recent_checks(stage, state.since, now)
         is_last = self.release.next_stage(stage.name) is None
-        decision = decide(stage, state.since, now, [c.verdict for c in checks], last_stage=is_last)
+        decision = decide(stage, state.since, now, checks, last_stage=is_last)
         outcome = TickOutcome(state=state, decision=decision, checks=checks)
         if decision.action == "promote":
             target = self.release.next_stage(stage.name)
@@ -159,6 +166,18 @@ class ReleaseBot:
                 f"releaseFlags to [], then apply '{self.release.rollback_target.name}' to start the "
                 "next release clean (docs/stack.md)"
             )
+        return outcome
+
+    def _finish_pending(self, state: DeployedState) -> TickOutcome:
+        """A stage change stopped between its phases (the process died mid-way): finish it
+        before judging anything; every phase is idempotent, so it is replayed from its source."""
+        pending = state.pending
+        assert pending is not None
+        source = pending.source or state.stage
+        reason = f"finishing the interrupted stage change {source} -> {pending.target}: {pending.reason}"
+        decision = Decision(pending.action, reason, source, timedelta(0))  # type: ignore[arg-type]
+        outcome = TickOutcome(state=state, decision=decision, checks=[])
+        self._change(outcome, pending.action, pending.target, pending.reason, source=source)
         return outcome
 
     def promote(self, reason: str = "promoted by hand") -> TickOutcome:
@@ -180,19 +199,30 @@ class ReleaseBot:
         self._change(outcome, action, target, reason)
         return outcome
 
-    def _change(self, outcome: TickOutcome, action: str, target: str, reason: str) -> None:
-        source = outcome.state.stage
+    def _change(
+        self, outcome: TickOutcome, action: str, target: str, reason: str, source: str | None = None
+    ) -> None:
+        """Apply a stage change; `source` replays an interrupted one from that stage."""
         decided_at = self.clock()
-        log.info("%s %s -> %s: %s", action, source, target, reason)
-        outcome.applied = self.deployer.apply(target, reason)
-        self._notify(outcome, action, target, reason, decided_at)
+        log.info("%s %s -> %s: %s", action, source or outcome.state.stage, target, reason)
+        if source is None:
+            outcome.applied = self.deployer.apply(target, reason)
+        else:
+            outcome.applied = self.deployer.apply(target, reason, source=source)
+        self._notify(outcome, action, target, reason, decided_at, source)
 
     def _notify(
-        self, outcome: TickOutcome, action: str, target: str, reason: str, decided_at: datetime | None = None
+        self,
+        outcome: TickOutcome,
+        action: str,
+        target: str,
+        reason: str,
+        decided_at: datetime | None = None,
+        source: str | None = None,
     ) -> None:
         change = StageChange(
             action=action,
-            source=outcome.state.stage,
+            source=source or outcome.state.stage,
             target=target,
             reason=reason,
             started_at=outcome.state.since,

@@ -7,6 +7,12 @@ and rollback are the same command with another stage file. The bot keeps no stat
   writes in a parseable form: `rollout: promote canary -> gradual: <reason>`.
 So the stack's update history is the audit trail, and a restarted bot sees what is deployed.
 
+A stage change is applied in phases (rollout.release.transition: scale up, shift, wait, scale
+down), each an update whose message carries its place, `rollout: rollback majority -> stable
+[1/2 shift]: <reason>`. A stage starts when its last phase is done; a stack whose newest
+update is an earlier phase is in the middle of a stage change (`DeployedState.pending`), which
+the bot finishes before anything else.
+
 Safety: a locked stack (another update running) raises `StackLockedError` and is never retried
 here: a retry could apply a stage twice or on top of someone else's change. The next tick
 re-reads the state and decides again.
@@ -15,20 +21,32 @@ re-reads the state and decides again.
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from rollout.config import load_stack_config, project_name, stage_file
+from rollout.config import load_release, load_stack_config, project_name, stage_file
+from rollout.model import Release, Stage
+from rollout.release.transition import (
+    MissingResources,
+    Phase,
+    phase_urns,
+    plan_transition,
+)
+
+log = logging.getLogger("rollout.deployer")
 
 PULUMI_INSTALL_URL = "https://www.pulumi.com/docs/iac/download-install/"
 DEFAULT_STACK = "prod"
 MESSAGE_PREFIX = "rollout:"
-# rollout: <action> [<from> ]-> <to>: <reason>
+# rollout: <action> [<from> ]-> <to>[ [<k>/<n> <phase>]]: <reason>
 _MESSAGE = re.compile(
-    r"^rollout: (?P<action>[a-z-]+) (?:(?P<source>[a-z0-9-]+) )?-> (?P<target>[a-z0-9-]+)(?:: (?P<reason>.*))?$",
+    r"^rollout: (?P<action>[a-z-]+) (?:(?P<source>[a-z0-9-]+) )?-> (?P<target>[a-z0-9-]+)"
+    r"(?: \[(?P<phase>\d+)/(?P<phases>\d+) (?P<phase_name>[a-z-]+)\])?(?:: (?P<reason>.*))?$",
     re.DOTALL,
 )
 
@@ -42,12 +60,28 @@ class StackLockedError(DeployerError):
 
 
 @dataclass(frozen=True)
+class UpdateMessage:
+    action: str
+    source: str | None
+    target: str
+    reason: str
+    phase: int = 1
+    phases: int = 1
+
+    @property
+    def final(self) -> bool:
+        """The last (or only) update of a stage change."""
+        return self.phase >= self.phases
+
+
+@dataclass(frozen=True)
 class DeployedState:
     stage: str
     weight: int
     since: datetime  # when the update that put this stage in place finished (UTC)
     update_version: int | None = None  # the stack history version of that update
     message: str = ""
+    pending: UpdateMessage | None = None  # a stage change stopped between its phases
 
 
 @dataclass(frozen=True)
@@ -61,6 +95,7 @@ class ApplyResult:
     started: datetime | None = None
     finished: datetime | None = None
     resource_changes: Mapping[str, int] = field(default_factory=dict)
+    phases: tuple[str, ...] = ()  # the update message of every phase applied, in order
 
 
 class Deployer(Protocol):
@@ -68,7 +103,9 @@ class Deployer(Protocol):
 
     def current(self) -> DeployedState: ...
 
-    def apply(self, stage_name: str, message: str) -> ApplyResult: ...
+    def apply(self, stage_name: str, message: str, *, source: str | None = None) -> ApplyResult:
+        """Apply a stage; `source` finishes an interrupted change from that stage."""
+        ...
 
     def preview(self, stage_name: str) -> str: ...
 
@@ -76,19 +113,12 @@ class Deployer(Protocol):
 # --------------------------------------------------------------------------- update messages
 
 
-@dataclass(frozen=True)
-class UpdateMessage:
-    action: str
-    source: str | None
-    target: str
-    reason: str
-
-
-def update_message(action: str, source: str | None, target: str, reason: str) -> str:
-    """The stack-history message for a stage change, e.g. `rollout: promote canary -> gradual: ...`."""
+def update_message(action: str, source: str | None, target: str, reason: str, marker: str = "") -> str:
+    """The stack-history message for a stage change, e.g. `rollout: promote canary -> gradual: ...`,
+    with the phase marker (`[1/2 scale-up]`) of a phased change."""
     reason = " ".join(reason.split()) or "no reason given"
     arrow = f"{source} -> {target}" if source else f"-> {target}"
-    return f"{MESSAGE_PREFIX} {action} {arrow}: {reason}"
+    return f"{MESSAGE_PREFIX} {action} {arrow}{' ' + marker if marker else ''}: {reason}"
 
 
 def parse_update_message(message: str | None) -> UpdateMessage | None:
@@ -101,6 +131,8 @@ def parse_update_message(message: str | None) -> UpdateMessage | None:
         source=match["source"],
         target=match["target"],
         reason=match["reason"] or "",
+        phase=int(match["phase"] or 1),
+        phases=int(match["phases"] or 1),
     )
 
 
@@ -142,19 +174,31 @@ def stage_of_update(entry: HistoryEntry, namespace: str) -> str | None:
     return None
 
 
+def _succeeded(history: Sequence[HistoryEntry]) -> list[HistoryEntry]:
+    # failed updates changed nothing that counts, and other kinds (refresh) apply no stage
+    return [e for e in history if e.kind == "update" and e.result == "succeeded"]
+
+
 def stage_since(history: Sequence[HistoryEntry], stage: str, namespace: str) -> HistoryEntry | None:
-    """The successful update that put `stage` in place: the oldest of the newest unbroken run of
-    successful updates applying that stage (re-applying a stage does not restart its hold;
-    failed updates changed nothing and are skipped)."""
+    """The successful update that put `stage` in place: the oldest *final* update of the newest
+    unbroken run of successful updates applying that stage (re-applying a stage does not restart
+    its hold; the earlier phases of a stage change come before its start). None when the run
+    holds no final update: the change into `stage` is still under way."""
     found: HistoryEntry | None = None
-    for entry in history:  # newest first
-        if entry.kind != "update" or entry.result != "succeeded":
-            continue
-        applied = stage_of_update(entry, namespace)
-        if applied != stage:
+    for entry in _succeeded(history):  # newest first
+        if stage_of_update(entry, namespace) != stage:
             break
-        found = entry
+        parsed = parse_update_message(entry.message)
+        if parsed is None or parsed.final:
+            found = entry
     return found
+
+
+def pending_change(history: Sequence[HistoryEntry]) -> UpdateMessage | None:
+    """The stage change whose newest update was an earlier phase: it stopped half way."""
+    succeeded = _succeeded(history)
+    parsed = parse_update_message(succeeded[0].message) if succeeded else None
+    return parsed if parsed is not None and not parsed.final else None
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -182,9 +226,11 @@ class PulumiDeployer:
         pulumi_root: Path | str | None = None,
         pulumi_command: Any | None = None,
         env: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.project_dir = Path(project_dir).resolve()
         self.stack_name = stack_name
+        self._sleep = sleep  # the scale-down delay between phases
         self._pulumi_root = str(pulumi_root) if pulumi_root else None
         self._pulumi_command = pulumi_command
         self._env = dict(env or {})
@@ -213,7 +259,11 @@ class PulumiDeployer:
                 f"stack {self.stack_name!r} output 'weight' is {outputs['weight'].value!r}, not a whole number"
             ) from err
         history = self.history()
+        pending = pending_change(history)
         entry = stage_since(history, stage, project_name(self.project_dir))
+        if entry is None and pending is not None:
+            # between two phases of a change into `stage`: the bot finishes it first
+            entry = next(e for e in history if e.kind == "update" and e.result == "succeeded")
         if entry is None:
             raise DeployerError(
                 f"stack {self.stack_name!r} reports stage {stage!r} but no successful update in its "
@@ -225,28 +275,46 @@ class PulumiDeployer:
             since=_utc(entry.end_time or entry.start_time),  # type: ignore[arg-type]
             update_version=entry.version,
             message=entry.message,
+            pending=pending,
         )
 
-    def apply(self, stage_name: str, message: str) -> ApplyResult:
-        """`pulumi up --config-file Pulumi.<stage>.yaml --message 'rollout: ...'`, exactly once."""
-        target = self._validated_stage(stage_name)
+    def apply(self, stage_name: str, message: str, *, source: str | None = None) -> ApplyResult:
+        """`pulumi up --config-file Pulumi.<stage>.yaml --message 'rollout: ...'` in phases, each
+        exactly once: the early phases `--target` what moves first, the last one is untargeted.
+        `source` replays an interrupted change from that stage (every phase is idempotent)."""
+        self._validated_stage(stage_name)  # a broken stage file fails here, with file + key + rule
+        release = load_release(self.project_dir)
+        target = release.stage(stage_name)
         stack = self._select()
-        previous = self._outputs_or_none(stack)
-        previous_stage = str(previous["stage"].value) if previous and "stage" in previous else None
-        previous_weight = int(previous["weight"].value) if previous and "weight" in previous else None
+        previous = self._outputs_or_none(stack) or {}
+        previous_stage = source or (str(previous["stage"].value) if "stage" in previous else None)
+        previous_weight = int(previous["weight"].value) if "weight" in previous else None
+        if source is not None:
+            previous_weight = release.stage(source).weight
         action = action_for(previous_weight, target.weight)
         composed = parse_update_message(message)
         if composed and composed.target != stage_name:
             raise ValueError(f"message {message!r} names stage {composed.target!r}, not {stage_name!r}")
-        # `message` is the reason; a message already in the rollout form is kept as written
-        text = message if composed else update_message(action, previous_stage, stage_name, message)
-        result = self._call(
-            # show_secrets=False: the summary the SDK reads back after `up` needs no secret values
-            lambda: stack.up(
-                config_file=self._config_file(stage_name), message=text, color="never", show_secrets=False
-            ),
-            f"apply stage {stage_name!r}",
-        )
+        reason = composed.reason if composed else message
+        action = composed.action if composed else action
+        phases = self._phases(release, previous_stage, target, previous)
+        applied: list[str] = []
+        result = None
+        for index, (phase, urns) in enumerate(phases):
+            if phase.wait:
+                self._sleep(phase.wait.total_seconds())
+            marker = f"[{index + 1}/{len(phases)} {phase.name}]" if len(phases) > 1 else ""
+            text = update_message(action, previous_stage, stage_name, reason, marker)
+            result = self._call(
+                # show_secrets=False: the summary the SDK reads back after `up` needs no secret values
+                lambda text=text, urns=urns: stack.up(
+                    config_file=self._config_file(stage_name), message=text, color="never",
+                    show_secrets=False, target=urns or None,
+                ),
+                f"apply stage {stage_name!r}" + (f" (phase {index + 1}/{len(phases)} {phase.name})" if marker else ""),
+            )
+            applied.append(text)
+        assert result is not None
         summary = result.summary
         outputs = result.outputs
         return ApplyResult(
@@ -254,12 +322,27 @@ class PulumiDeployer:
             weight=int(outputs["weight"].value) if "weight" in outputs else target.weight,
             action=action,
             previous_stage=previous_stage,
-            message=text,
+            message=applied[-1],
             version=getattr(summary, "version", None),
             started=_utc(getattr(summary, "start_time", None)),
             finished=_utc(getattr(summary, "end_time", None)),
             resource_changes=dict(getattr(summary, "resource_changes", None) or {}),
+            phases=tuple(applied),
         )
+
+    def _phases(self, release: Release, previous_stage: str | None, target: Stage, outputs: Mapping[str, Any]):
+        """(phase, URNs to target) in order. Without a known previous stage, or outputs that do
+        not name the resources (an older program), one untargeted update: the program's own
+        dependencies still order it."""
+        if previous_stage is None or previous_stage not in release.project.stage_order:
+            return [(Phase("apply", (), timedelta(0), ()), [])]
+        transition = plan_transition(release.project, release.stage(previous_stage), target)
+        services = outputs["services"].value if "services" in outputs else {}
+        try:
+            return [(phase, phase_urns(phase, services)) for phase in transition.phases]
+        except MissingResources as err:
+            log.warning("%s: applying %s in one update", err, target.name)
+            return [(Phase("apply", (), timedelta(0), ()), [])]
 
     def preview(self, stage_name: str) -> str:
         """`pulumi preview --diff --config-file Pulumi.<stage>.yaml`: the plan as text."""

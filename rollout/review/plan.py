@@ -1,7 +1,9 @@
-"""`rollout plan`: what changes between two stages' desired states, resource by resource.
+"""`rollout plan`: what changes between two stages' desired states, in which order, resource by
+resource.
 
 Both stage files are evaluated under the Pulumi mock runtime and the recorded inputs are
-compared by logical name. It is meant for review (a PR comment) and GitOps, not as a
+compared by logical name; the order of the change is rollout.release.transition's phases, with
+the exact `pulumi up --target` commands (URNs from the rendered stack outputs). It is meant for review (a PR comment) and GitOps, not as a
 replacement for `pulumi preview`: it knows nothing of live state, drift, provider defaults or
 which changes the provider turns into replacements (`may_replace` is a hint for fields that
 are immutable in Kubernetes).
@@ -11,10 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rollout.config import load_release
+from rollout.release.transition import Transition, plan_transition
+from rollout.release.transition import describe as describe_phases
 from rollout.review.mock_runtime import RecordedResource, RenderedStack, render_stage
 
 # Changing these makes Kubernetes (and so Pulumi) replace the object rather than update it.
@@ -62,6 +67,9 @@ class PlanResult:
     added: list[ResourceChange]
     removed: list[ResourceChange]
     changed: list[ResourceChange]
+    transition: Transition | None = None
+    resources: dict[str, Any] = field(default_factory=dict)  # stack output `services`: URNs per role
+    stack: str = "prod"
 
     @property
     def is_empty(self) -> bool:
@@ -85,6 +93,8 @@ class PlanResult:
             ),
             "(desired state under the Pulumi mock runtime; `pulumi preview` is the authority)",
         ]
+        if self.transition is not None:
+            lines += ["", describe_phases(self.transition, self.resources, self.stack).rstrip(), ""]
         for mark, changes in (("+", self.added), ("-", self.removed)):
             lines += [f"{mark} {c.name}  {c.object}" for c in changes]
         for change in self.changed:
@@ -106,6 +116,8 @@ class PlanResult:
             ),
             "",
         ]
+        if self.transition is not None:
+            lines += ["**Order of the change:**", "", "```", describe_phases(self.transition, self.resources, self.stack).rstrip(), "```", ""]
         if self.is_empty:
             return "\n".join(lines + ["No resource changes."]) + "\n"
         for title, changes in (("Added", self.added), ("Removed", self.removed)):
@@ -242,11 +254,15 @@ def diff_stacks(
     )
 
 
-def plan(project_dir: Path | str, from_stage: str, to_stage: str) -> PlanResult:
-    """The resource-level diff between two stage files' desired states (for review, not apply).
+def plan(project_dir: Path | str, from_stage: str, to_stage: str, stack: str = "prod") -> PlanResult:
+    """The phases and the resource-level diff between two stage files' desired states (for
+    review, not apply).
 
     Raises rollout.config.ConfigError naming the file, key path and rule if either is refused.
     """
-    before = render_stage(project_dir, from_stage)
-    after = render_stage(project_dir, to_stage)
-    return diff_stacks(before, after, from_stage, to_stage)
+    before = render_stage(project_dir, from_stage, stack=stack)
+    after = render_stage(project_dir, to_stage, stack=stack)
+    release = load_release(Path(project_dir))
+    result = diff_stacks(before, after, from_stage, to_stage)
+    transition = plan_transition(release.project, release.stage(from_stage), release.stage(to_stage))
+    return replace(result, transition=transition, resources=after.outputs.get("services", {}), stack=stack)

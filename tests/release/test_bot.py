@@ -73,7 +73,7 @@ def wait_until_healthy(live: LiveStack) -> None:
 
 def bot_at(live: LiveStack, fake: FakePulumi, now: datetime) -> ReleaseBot:
     """A fresh bot (as after a restart): nothing carried over but what the stack and Prometheus hold."""
-    deployer = PulumiDeployer(REPO, "prod", pulumi_root=fake.root)
+    deployer = PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep)
     return ReleaseBot(compressed_release(live.config), deployer, live.prom, clock=lambda: now)
 
 
@@ -157,7 +157,7 @@ def test_prometheus_going_away_mid_stage_never_promotes(fake: FakePulumi) -> Non
     now = datetime.now(timezone.utc)
     seed_stage(fake, "canary", 10, now - timedelta(seconds=31))
     bot = ReleaseBot(
-        compressed_release(config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root), prom, clock=lambda: now
+        compressed_release(config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep), prom, clock=lambda: now
     )
     assert bot.tick().decision.action == "wait"  # reachable but no data: holds, never promotes
     running.stop()
@@ -183,7 +183,7 @@ def test_a_complete_release_applies_nothing_and_says_what_comes_next(live: LiveS
     seed_stage(fake, "full", 100, now - timedelta(seconds=31))
     hook = RecordingHook()
     bot = ReleaseBot(
-        compressed_release(live.config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root), live.prom,
+        compressed_release(live.config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep), live.prom,
         hooks=[hook], clock=lambda: now,
     )
 
@@ -204,7 +204,7 @@ def test_hooks_hear_of_a_rollback_and_a_failing_hook_never_blocks_it(live: LiveS
 
     hook = RecordingHook()
     bot = ReleaseBot(
-        compressed_release(live.config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root), live.prom,
+        compressed_release(live.config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep), live.prom,
         hooks=[Broken(), hook], clock=lambda: now,
     )
     outcome = bot.rollback("on-call decision")
@@ -227,7 +227,8 @@ def test_several_services_merge_into_one_check_where_the_worst_verdict_wins() ->
     def check(overrides: dict[str, float], requests: float):  # noqa: ANN202
         values = {**healthy, **overrides}
         gates = {k: GateMeasurement(canary=v, stable=v, query=k) for k, v in values.items()}
-        return evaluate(stage, Measurements(gates=gates, canary_requests=requests))
+        ready = GateMeasurement(canary=1.0, stable=1.0, query="available")
+        return evaluate(stage, Measurements(gates=gates, canary_requests=requests, availability=ready))
 
     merged = merge_service_checks(stage, [
         ("genesis", check({}, 900)),
@@ -236,9 +237,39 @@ def test_several_services_merge_into_one_check_where_the_worst_verdict_wins() ->
 
     assert merged.verdict == "fail"
     assert merged.reason.startswith("planner: critical threshold breached")
-    assert len(merged.gates) == 12
+    assert len(merged.gates) == 14  # 6 gates and the canary's availability, per service
     failed = [g.name for g in merged.gates if g.status == "fail"]
     assert failed == ["planner/error_rate"]
     assert merged.canary_requests == 400  # the thinnest service decides whether there is enough data
     single = check({}, 900)
     assert merge_service_checks(stage, [("genesis", single)]) is single  # one service: unchanged names
+
+
+def test_a_tick_first_finishes_a_stage_change_stopped_between_its_phases(fake: FakePulumi) -> None:
+    """The bot died after the rollback's shift, before the scale-down: the next tick replays the
+    change from its source before judging anything (no Prometheus query is needed or made)."""
+    services = {"genesis": {"resources": {
+        "deployments": {"stable": "urn:s", "canary": "urn:c"}, "routing": ["urn:route"],
+        "flags": {"stable": "urn:fs", "canary": "urn:fc"},
+    }}}
+    start = datetime(2026, 11, 7, 9, 0, tzinfo=timezone.utc)
+    fake.seed(
+        outputs={"stage": "stable", "weight": 0, "services": services},
+        history=[
+            update(6, "rollout: rollback majority -> stable [1/2 shift]: p95 0.8s > 0.5s", start + timedelta(hours=2)),
+            update(5, "rollout: promote gradual -> majority: ok", start, start + timedelta(minutes=1)),
+        ],
+    )
+    deployer = PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep)
+    unreachable = Prometheus("http://127.0.0.1:9", retries=0)
+    outcome = ReleaseBot(load_release(REPO), deployer, unreachable).tick()
+    assert outcome.decision.action == "rollback"
+    assert outcome.decision.reason.startswith("finishing the interrupted stage change majority -> stable")
+    messages = [run["argv"][run["argv"].index("--message") + 1] for run in fake.runs_of("up")]
+    assert messages == [
+        "rollout: rollback majority -> stable [1/2 shift]: p95 0.8s > 0.5s",
+        "rollout: rollback majority -> stable [2/2 scale-down]: p95 0.8s > 0.5s",
+    ]
+    assert unreachable.queries == 0 and fake.sleeps == [30.0]
+    state = deployer.current()
+    assert state.pending is None and state.stage == "stable"

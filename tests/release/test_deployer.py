@@ -31,7 +31,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePulumi:
 
 
 def deployer(fake: FakePulumi) -> PulumiDeployer:
-    return PulumiDeployer(REPO, "prod", pulumi_root=fake.root)
+    return PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep)
 
 
 def seed_canary(fake: FakePulumi) -> None:
@@ -98,14 +98,15 @@ def test_rollback_applies_the_first_stage_file(fake: FakePulumi) -> None:
         "rollout: rollback gradual -> stable: error rate 2.3% > 1% critical on 3 consecutive checks"
     )
     assert (result.action, result.stage, result.weight) == ("rollback", "stable", 0)
-    assert fake.state()["outputs"] == {"stage": "stable", "weight": 0}
+    outputs = fake.state()["outputs"]
+    assert (outputs["stage"], outputs["weight"]) == ("stable", 0)
 
 
 def test_after_apply_current_reads_the_new_stage_back(fake: FakePulumi) -> None:
     seed_canary(fake)
     before = datetime.now(timezone.utc)
     deployer(fake).apply("gradual", "promote")
-    state = PulumiDeployer(REPO, "prod", pulumi_root=fake.root).current()  # a fresh bot process
+    state = PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep).current()  # a fresh bot process
     assert (state.stage, state.weight, state.update_version) == ("gradual", 50, 2)
     assert before - timedelta(seconds=1) <= state.since <= datetime.now(timezone.utc)
 
@@ -240,3 +241,109 @@ def test_a_composed_message_for_another_stage_is_refused(fake: FakePulumi) -> No
     with pytest.raises(ValueError, match="names stage 'full', not 'gradual'"):
         deployer(fake).apply("gradual", "rollout: promote majority -> full: wrong")
     assert fake.runs_of("up") == []
+
+
+# --------------------------------------------------------------------------- phased stage changes
+
+URN = "urn:pulumi:prod::genesis-rollout::genesis:rollout:WeightedService$"
+
+
+def seed_at(fake: FakePulumi, stage: str, weight: int) -> None:
+    """A stack last updated by this program: its outputs name the resources a phase targets."""
+    fake.seed(
+        outputs={"stage": "stable", "weight": 0},
+        history=[update(1, "rollout: apply -> stable: baseline", T0, T0 + timedelta(seconds=30))],
+    )
+    deployer(fake).apply(stage, "seeded")
+    fake.sleeps.clear()
+    fake.log_file.unlink()
+
+
+def targets(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == "--target"]
+
+
+def test_a_promotion_scales_the_canary_up_with_a_targeted_update_then_shifts(fake: FakePulumi) -> None:
+    seed_at(fake, "canary", 10)
+    result = deployer(fake).apply("gradual", "hold over, 3 passes")
+    ups = [run["argv"] for run in fake.runs_of("up")]
+    assert [option(a, "--message") for a in ups] == [
+        "rollout: promote canary -> gradual [1/2 scale-up]: hold over, 3 passes",
+        "rollout: promote canary -> gradual [2/2 shift]: hold over, 3 passes",
+    ]
+    assert targets(ups[0]) == [URN + "kubernetes:apps/v1:Deployment::genesis-canary-deployment"]
+    assert targets(ups[1]) == []  # the last update converges the whole stack
+    assert all(option(a, "--config-file") == "Pulumi.gradual.yaml" for a in ups)
+    assert fake.sleeps == []  # nothing scales down: no delay
+    assert result.phases == tuple(option(a, "--message") for a in ups) and result.message == result.phases[-1]
+
+
+def test_a_rollback_moves_traffic_first_waits_then_scales_the_canary_down(fake: FakePulumi) -> None:
+    seed_at(fake, "majority", 80)
+    deployer(fake).apply("stable", "error rate 2% > 1%")
+    ups = [run["argv"] for run in fake.runs_of("up")]
+    assert [option(a, "--message") for a in ups] == [
+        "rollout: rollback majority -> stable [1/2 shift]: error rate 2% > 1%",
+        "rollout: rollback majority -> stable [2/2 scale-down]: error rate 2% > 1%",
+    ]
+    assert targets(ups[0]) == [
+        URN + "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute::genesis-httproute",
+        URN + "genesis:rollout:FeatureFlagSet$kubernetes:core/v1:ConfigMap::genesis-canary-flags-configmap",
+    ]
+    assert targets(ups[1]) == []
+    assert fake.sleeps == [30.0]  # routing.scaleDownDelay, between the shift and the scale-down
+
+
+def test_a_stage_starts_when_its_last_phase_is_done(fake: FakePulumi) -> None:
+    seed_at(fake, "canary", 10)
+    deployer(fake).apply("gradual", "go")
+    history = fake.state()["history"]
+    state = deployer(fake).current()
+    assert state.pending is None and state.stage == "gradual"
+    assert state.update_version == history[0]["version"]  # the [2/2 shift] update, not [1/2]
+
+
+def test_a_change_stopped_between_phases_is_reported_pending(fake: FakePulumi) -> None:
+    """The process died after the shift, before the scale-down: the engine already recomputed the
+    outputs to the target stage, the history says the change is half done."""
+    fake.seed(
+        outputs={"stage": "stable", "weight": 0},
+        history=[
+            update(6, "rollout: rollback majority -> stable [1/2 shift]: p95 0.8s", T0 + timedelta(hours=5)),
+            update(5, "rollout: promote gradual -> majority: ok", T0, T0 + timedelta(minutes=1)),
+        ],
+    )
+    state = deployer(fake).current()
+    assert state.pending is not None
+    assert (state.pending.action, state.pending.source, state.pending.target) == ("rollback", "majority", "stable")
+    assert (state.pending.phase, state.pending.phases, state.pending.final) == (1, 2, False)
+    assert state.update_version == 6
+
+
+def test_finishing_a_pending_change_replays_every_phase_from_its_source(fake: FakePulumi) -> None:
+    seed_at(fake, "majority", 80)
+    deployer(fake).apply("stable", "resume: p95 0.8s", source="majority")
+    ups = [run["argv"] for run in fake.runs_of("up")]
+    assert [option(a, "--message") for a in ups] == [
+        "rollout: rollback majority -> stable [1/2 shift]: resume: p95 0.8s",
+        "rollout: rollback majority -> stable [2/2 scale-down]: resume: p95 0.8s",
+    ]
+
+
+def test_outputs_without_resource_urns_fall_back_to_one_ordered_update(fake: FakePulumi) -> None:
+    """A stack last updated by an older program: its own dependencies still order the update."""
+    fake.seed(
+        outputs={"stage": "majority", "weight": 80},
+        history=[update(3, "rollout: promote gradual -> majority: ok", T0, T0 + timedelta(minutes=1))],
+    )
+    deployer(fake).apply("stable", "roll back")
+    ups = [run["argv"] for run in fake.runs_of("up")]
+    assert len(ups) == 1 and targets(ups[0]) == [] and fake.sleeps == []
+    assert option(ups[0], "--message") == "rollout: rollback majority -> stable: roll back"
+
+
+def test_phase_markers_round_trip() -> None:
+    text = update_message("promote", "canary", "gradual", "ok", "[1/2 scale-up]")
+    parsed = parse_update_message(text)
+    assert (parsed.target, parsed.phase, parsed.phases, parsed.final, parsed.reason) == ("gradual", 1, 2, False, "ok")
+    assert parse_update_message(update_message("promote", "canary", "gradual", "ok")).final

@@ -22,13 +22,13 @@ def test_canary_to_gradual_changes_only_weights_canary_replicas_and_flags():
     assert {c.name for c in result.changed} == {
         "genesis-httproute",
         "genesis-canary-deployment",
-        "genesis-flags-configmap",
+        "genesis-canary-flags-configmap",
     }
     changes = {(c.name, f.path): (f.old, f.new) for c in result.changed for f in c.fields}
-    assert changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-stable].weight")] == (90, 50)
-    assert changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-canary].weight")] == (10, 50)
+    assert changes[("genesis-httproute", "spec.rules[1].backendRefs[name=genesis-stable].weight")] == (90, 50)
+    assert changes[("genesis-httproute", "spec.rules[1].backendRefs[name=genesis-canary].weight")] == (10, 50)
     assert changes[("genesis-canary-deployment", "spec.replicas")] == (1, 5)
-    flag_paths = [p for (n, p) in changes if n == "genesis-flags-configmap"]
+    flag_paths = [p for (n, p) in changes if n == "genesis-canary-flags-configmap"]
     assert flag_paths == ['data["flags.json"].flags["pipelex-parallel-steps"].defaultVariant']
     assert len(changes) == 4
     assert not any(c.may_replace for c in result.changed)
@@ -40,10 +40,10 @@ RULES_CHANGE = {("stable", "canary"), ("majority", "full")}
 
 
 @pytest.mark.parametrize(("before", "after"), list(itertools.pairwise(STAGE_ORDER)))
-def test_no_promotion_step_touches_stable_pods_or_services(before, after):
+def test_no_promotion_step_touches_stable_pods_services_or_flags(before, after):
     result = plan(REPO_ROOT, before, after)
     names = {c.name for c in result.changed}
-    allowed = {"genesis-httproute", "genesis-canary-deployment", "genesis-flags-configmap"}
+    allowed = {"genesis-httproute", "genesis-canary-deployment", "genesis-canary-flags-configmap"}
     if (before, after) in RULES_CHANGE:
         assert "monitoring-prometheusrule" in names
         allowed.add("monitoring-prometheusrule")
@@ -57,9 +57,36 @@ def test_no_promotion_step_touches_stable_pods_or_services(before, after):
 def test_rollback_plan_returns_all_traffic_to_stable():
     result = plan(REPO_ROOT, "majority", "stable")
     changes = {(c.name, f.path): (f.old, f.new) for c in result.changed for f in c.fields}
-    assert changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-stable].weight")] == (20, 100)
+    assert changes[("genesis-httproute", "spec.rules[1].backendRefs[name=genesis-stable].weight")] == (20, 100)
+    # testers' pinned requests go to stable once the canary has no pods
+    assert changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-stable].name")] == (MISSING, "genesis-stable")
+    assert changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-canary].name")] == ("genesis-canary", MISSING)
     assert changes[("genesis-canary-deployment", "spec.replicas")] == (8, 0)
-    assert changes[("genesis-flags-configmap", 'data["flags.json"].flags["fallback-mode"].defaultVariant')] == ("off", "on")
+    flags = 'data["flags.json"].flags["fallback-mode"].defaultVariant'
+    assert changes[("genesis-canary-flags-configmap", flags)] == ("off", "on")
+    assert "genesis-stable-flags-configmap" not in {c.name for c in result.changed}
+
+
+@pytest.mark.parametrize(("before", "after"), [*itertools.pairwise(STAGE_ORDER), *((s, "stable") for s in STAGE_ORDER[1:])])
+def test_plan_prints_the_phases_in_order_with_their_commands(before, after):
+    text = plan(REPO_ROOT, before, after).to_text()
+    phases = [line.strip() for line in text.splitlines() if line.startswith("  ") and line.strip()[:2] in ("1.", "2.", "3.")]
+    commands = [line.strip() for line in text.splitlines() if line.strip().startswith("$ pulumi up")]
+    assert len(commands) == len(phases) >= 1
+    assert all(c.startswith(f"$ pulumi up --stack prod --config-file Pulumi.{after}.yaml") for c in commands)
+    assert "--target" not in commands[-1]  # the last update converges the whole stack
+    if after == "stable":
+        assert phases == ["1. shift (targeted)", "2. scale-down after 30s (whole stack)"]
+        assert "HTTPRoute::genesis-httproute'" in commands[0]
+    else:
+        assert phases == ["1. scale-up (targeted)", "2. shift (whole stack)"]
+        urn = "urn:pulumi:prod::genesis-rollout::genesis:rollout:WeightedService$kubernetes:apps/v1:Deployment::genesis-canary-deployment"
+        assert commands[0].endswith(f"--target '{urn}'")
+
+
+def test_markdown_plan_shows_the_order_of_the_change():
+    markdown = plan(REPO_ROOT, "gradual", "majority").to_markdown()
+    assert "**Order of the change:**" in markdown and "1. scale-up (targeted)" in markdown
 
 
 def test_same_stage_plan_is_empty():
@@ -72,6 +99,7 @@ def test_text_and_markdown_name_every_change():
     result = plan(REPO_ROOT, "canary", "gradual")
     text = result.to_text()
     assert text.splitlines()[0] == "Plan canary (10%) -> gradual (50%): 3 changed, 0 added, 0 removed"
+    assert "Stage change canary -> gradual: 2 phases (gateway-api)" in text
     assert "    spec.replicas: 1 -> 5" in text
     assert "pulumi preview" in text
     markdown = result.to_markdown()

@@ -56,7 +56,12 @@ class FakePulumi:
         # the stand-in's `#!/usr/bin/env python3` must find this interpreter (grpc, pulumi, yaml)
         monkeypatch.setenv("PATH", f"{BIN}:{Path(sys.executable).parent}:/usr/bin:/bin")
         self.root = ROOT
+        self.sleeps: list[float] = []  # the deployer's scale-down delays, recorded instead of slept
         self.seed()
+
+    def sleep(self, seconds: float) -> None:
+        """Hand to PulumiDeployer(sleep=...): the delay is recorded, the test does not wait."""
+        self.sleeps.append(seconds)
 
     def seed(
         self,
