@@ -6,7 +6,9 @@ The bot keeps no state of its own: after a restart it re-runs the checks at `che
 
 Rules (no flapping):
 - rollback: the last `analysis.consecutive_failures` checks all failed. One fail never rolls
-  back, and a hold or a pass in between resets the streak.
+  back, and a hold or a pass in between resets the streak. Except an immediate fail (the
+  newest check failed on evidence that already carries its own persistence, like a canary
+  unavailable for the whole progress deadline): it rolls back at once.
 - promote: the stage's hold is over AND the last `analysis.passing_checks_to_promote` checks
   all passed. A hold (missed target, missing data) never counts toward promotion.
 - complete: the same condition at the last stage: the release is done.
@@ -22,11 +24,29 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol, Union
 
 from rollout.model import Stage, format_duration
 
 Action = Literal["promote", "rollback", "complete", "wait"]
+
+
+class Judged(Protocol):
+    """What decide() reads of a check (gates.CheckResult has both)."""
+
+    verdict: str
+    immediate: bool
+
+
+Check = Union[str, Judged]  # a bare verdict, or a check that may be an immediate fail
+
+
+def _verdict(check: Check) -> str:
+    return check if isinstance(check, str) else check.verdict
+
+
+def _immediate(check: Check) -> bool:
+    return not isinstance(check, str) and check.verdict == "fail" and bool(getattr(check, "immediate", False))
 
 
 @dataclass(frozen=True)
@@ -59,11 +79,12 @@ def decide(
     stage: Stage,
     started_at: datetime,
     now: datetime,
-    verdicts: Sequence[str],
+    checks: Sequence[Check],
     *,
     last_stage: bool | None = None,
 ) -> Decision:
-    """What to do now. `last_stage` defaults to weight 100 (a Release ends at 100)."""
+    """What to do now. `checks` are verdicts or checks, newest last; `last_stage` defaults to
+    weight 100 (a Release ends at 100)."""
     analysis = stage.analysis
     is_last = stage.weight == 100 if last_stage is None else last_stage
     elapsed = now - started_at
@@ -79,6 +100,9 @@ def decide(
     if elapsed < timedelta(0):
         return decision("wait", f"stage '{stage.name}' starts in {format_duration(-elapsed)}")
 
+    verdicts = [_verdict(c) for c in checks]
+    if checks and _immediate(checks[-1]):
+        return decision("rollback", f"the newest check failed at once: {getattr(checks[-1], 'reason', 'immediate fail')}")
     fails = _trailing(verdicts, "fail")
     need_fails = analysis.consecutive_failures
     if fails >= need_fails:

@@ -2,7 +2,8 @@
 
 Verdicts (the CLI's exit code in brackets):
 - pass (0): every gate meets its target and the canary served enough requests to judge;
-- fail (1): a gate breached its critical threshold (with enough traffic to trust it);
+- fail (1): a gate breached its critical threshold (with enough traffic to trust it), or the
+  canary Deployment has not been fully available for `analysis.progressDeadline`;
 - hold (2): no critical breach, but a target was missed or data is missing/too thin.
 Missing data (no series, NaN such as 0/0 with no traffic, fewer than
 analysis.min_canary_requests requests in the window) is never a pass: it holds.
@@ -13,6 +14,12 @@ The stable track is the baseline. It is shown next to every canary value (and in
 for context, but it never changes a verdict: the gates are the plan's absolute thresholds, and
 a stable track that misses them too does not make a bad canary acceptable.
 
+The canary's availability (kube-state-metrics: ready / desired replicas) is judged at every
+stage with canary traffic: a canary whose pods never become ready exports no metrics, so every
+other gate only holds; past the progress deadline its check fails *immediately* (the deadline
+already is the persistence; the decision rolls back without waiting for more failing checks),
+whatever the traffic (Flagger's progressDeadlineSeconds, Argo's progressDeadlineAbort).
+
 Like an Argo Rollouts measurement, every gate result keeps its value, status and a message,
 so a failed check explains itself.
 """
@@ -22,13 +29,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
-from rollout.model import Direction, Gate, Stage
+from rollout.model import Direction, Gate, Stage, format_duration
 
 Verdict = Literal["pass", "hold", "fail"]
 VERDICT_EXIT_CODES: dict[str, int] = {"pass": 0, "fail": 1, "hold": 2}
 EXIT_ERROR = 3  # the CLI's: the check itself could not run (e.g. Prometheus unreachable)
+AVAILABILITY = "canary_availability"  # the built-in gate on kube-state-metrics
 _SEVERITY = {"pass": 0, "hold": 1, "fail": 2}
 
 
@@ -51,6 +60,10 @@ class Measurements:
     requests_query: str = ""
     at: str | None = None  # ISO time the values are for (retrospective checks)
     queries: int = 0  # Prometheus queries spent on this check
+    # the canary Deployment's best ready/desired ratio within the progress deadline
+    availability: GateMeasurement | None = None
+    # how long the stage had run at `at`; None when unknown (a one-off `rollout check`)
+    stage_age: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ class CheckResult:
     at: str | None = None
     queries: int = 0
     notes: list[str] = field(default_factory=list)
+    immediate: bool = False  # a fail that rolls back at once (no consecutive failures needed)
 
     @property
     def exit_code(self) -> int:
@@ -112,6 +126,7 @@ class CheckResult:
             "queries": self.queries,
             "gates": [g.to_dict() for g in self.gates],
             "notes": list(self.notes),
+            "immediate": self.immediate,
         }
 
 
@@ -177,19 +192,67 @@ def evaluate_gate(name: str, gate: Gate, measured: GateMeasurement | None) -> Ga
     )
 
 
+def evaluate_availability(
+    stage: Stage, measured: GateMeasurement | None, stage_age: timedelta | None = None
+) -> GateResult:
+    """Fail once the canary has not been fully available for the whole progress deadline (a
+    window that lies inside the stage: before that, pods may still be starting)."""
+    deadline = format_duration(stage.analysis.progress_deadline)
+    value = None if measured is None else measured.canary
+    baseline = None if measured is None else measured.stable
+    early = stage_age is not None and stage_age < stage.analysis.progress_deadline
+    if _missing(value):
+        status: Verdict = "hold"
+        message = (
+            "no kube-state-metrics series for the canary Deployment: missing data is never a pass"
+        )
+    elif value < 1 and early:  # type: ignore[operator]
+        status = "hold"
+        left = format_duration(stage.analysis.progress_deadline - stage_age)  # type: ignore[operator]
+        message = f"not fully available yet ({value:.0%} of its desired replicas ready); the progress deadline ends in {left}"
+    elif value < 1:  # type: ignore[operator]
+        status = "fail"
+        message = (
+            f"the canary Deployment was never fully available in the last {deadline} (at best "
+            f"{value:.0%} of its desired replicas ready): past the progress deadline, roll back"
+        )
+    else:
+        status = "pass"
+        message = f"fully available within the last {deadline}"
+    return GateResult(
+        name=AVAILABILITY,
+        query="" if measured is None else measured.query,
+        value=value,
+        baseline=baseline,
+        direction=Direction.MIN.value,
+        target=1.0,
+        critical=1.0,
+        threshold=1.0,
+        ok=status == "pass",
+        status=status,
+        message=message,
+    )
+
+
 def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
     """Every gate of the stage on the measurements, and the check's verdict."""
     results = [
         evaluate_gate(name, gate, measurements.gates.get(name)) for name, gate in stage.gates.items()
     ]
+    if stage.weight > 0:
+        results.append(evaluate_availability(stage, measurements.availability, measurements.stage_age))
     minimum = stage.analysis.min_canary_requests
     requests = measurements.canary_requests
     too_little = _missing(requests) or requests < minimum  # type: ignore[operator]
     failed = [r.name for r in results if r.status == "fail"]
     held = [r.name for r in results if r.status == "hold"]
+    unavailable = AVAILABILITY in failed
 
-    if too_little:
-        verdict: Verdict = "hold"
+    if unavailable:  # kube-state-metrics evidence: trusted whatever the traffic
+        verdict: Verdict = "fail"
+        reason = "canary unavailable: " + next(r.message for r in results if r.name == AVAILABILITY)
+    elif too_little:
+        verdict = "hold"
         reason = (
             f"too little canary traffic to judge: {_fmt(requests)} requests in the window, "
             f"need {minimum}"
@@ -224,6 +287,7 @@ def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
         at=measurements.at,
         queries=measurements.queries,
         notes=notes,
+        immediate=unavailable,
     )
 
 

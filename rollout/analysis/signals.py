@@ -8,7 +8,11 @@ Aggregation across pods (the gauges cannot simply be averaged):
   pod cannot hide a busy failing one;
 - test pass rate: the plain mean over pods (it is a self-test result, not per request);
 - latency: quantiles of the summed histogram buckets;
-- Pipelex success and fallback: ratios of summed counter rates.
+- Pipelex success and fallback: ratios of summed counter rates;
+- Deployment availability: kube-state-metrics' available / desired replicas of the
+  `<app>-<track>` Deployment (kube-prometheus-stack ships kube-state-metrics);
+- router error rate (optional gate): the 5xx share of Istio's `istio_requests_total` as the
+  calling side reports it, which still counts when a crashing canary reports nothing itself.
 """
 
 from __future__ import annotations
@@ -30,7 +34,22 @@ class Signal:
     title: str
 
     def expr(self, window: timedelta) -> str:
-        return self.expr_template.format(window=format_duration(window), by=LABELS)
+        w = format_duration(window)
+        return self.expr_template.format(
+            window=w, by=LABELS, istio_5xx=_istio_rate(w, '", response_code=~"5.."'), istio_all=_istio_rate(w, '"')
+        )
+
+
+def _istio_rate(window: str, extra: str) -> str:
+    """Requests to `<app>-<track>` workloads as the calling proxy reports them (reporter=source:
+    a request to a pod that is gone or crashing still counts), in the destination's namespace."""
+    return (
+        "label_replace(label_replace(label_replace("
+        f'rate(istio_requests_total{{reporter="source{extra}}}[{window}]),'
+        ' "namespace", "$1", "destination_workload_namespace", "(.+)"),'
+        ' "app", "$1", "destination_workload", "(.+)-(?:stable|canary)"),'
+        ' "track", "$1", "destination_workload", ".+-(stable|canary)")'
+    )
 
 
 SIGNALS: tuple[Signal, ...] = (
@@ -94,6 +113,26 @@ SIGNALS: tuple[Signal, ...] = (
         "Fallback rate",
     ),
     Signal(
+        "deployment_available",
+        "namespace_app_track:kube_deployment_status_replicas_available:ratio",
+        # the Deployment <app>-<track> of kube-state-metrics, named back into app and track
+        "max by ({by}) (label_replace(label_replace("
+        'max by (namespace, deployment) (kube_deployment_status_replicas_available{{deployment=~".+-(stable|canary)"}})'
+        " / max by (namespace, deployment) (kube_deployment_spec_replicas),"
+        ' "app", "$1", "deployment", "(.+)-(?:stable|canary)"),'
+        ' "track", "$1", "deployment", ".+-(stable|canary)"))',
+        "ratio",
+        "Ready replicas / desired",
+    ),
+    Signal(
+        "router_error_rate",
+        "namespace_app_track:istio_requests_5xx:ratio_rate",
+        # Istio has no 5xx series until a 5xx happens: no errors is 0, not missing data
+        "(sum by ({by}) ({istio_5xx}) or 0 * sum by ({by}) ({istio_all})) / sum by ({by}) ({istio_all})",
+        "ratio",
+        "Router-measured error rate",
+    ),
+    Signal(
         "spice_tasks_per_minute",
         "namespace_app_track:spice_tasks_generated:rate_per_minute",
         "60 * sum by ({by}) (rate(spice_tasks_generated_total[{window}]))",
@@ -119,3 +158,9 @@ def selector(app: str, track: str, namespace: str | None = None) -> str:
 def recorded_query(key: str, app: str, track: str, namespace: str | None = None) -> str:
     """The instant query the bot sends for a gate signal."""
     return signal(key).record + selector(app, track, namespace)
+
+
+def availability_query(app: str, namespace: str | None, deadline: timedelta) -> str:
+    """The canary Deployment's best availability within the progress deadline: below 1 means it
+    was never fully available during the whole deadline."""
+    return f"max_over_time({recorded_query('deployment_available', app, 'canary', namespace)}[{format_duration(deadline)}])"

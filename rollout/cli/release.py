@@ -75,7 +75,7 @@ def status(
     if prometheus and stage.weight:
         bot = ReleaseBot(release, deployer, _prometheus(prometheus))
         checks = _run_bot_action(lambda: bot.recent_checks(stage, state.since, utcnow()))
-    decision = decide(stage, state.since, utcnow(), [c.verdict for c in checks],
+    decision = decide(stage, state.since, utcnow(), checks,
                       last_stage=release.next_stage(stage.name) is None)
     from rollout.release.bot import TickOutcome
 

@@ -6,9 +6,11 @@ the Alertmanager adapter, the report). Stand-ins, because no cluster runs here: 
 Genesis pods (rollout.local.synthetic) instead of the app, and rollout.local.deployer instead of
 `pulumi up` (it validates the same stage files and shifts the synthetic traffic weight).
 
-Time is compressed: every stage's check interval and hold are shortened; the thresholds,
-the consecutive-failure limit and the stage order are the stage files' own.
-The canary turns bad once `fault_stage` is live; the bot must roll back on its own.
+Time is compressed: every stage's check interval, hold and progress deadline are shortened;
+the thresholds, the consecutive-failure limit and the stage order are the stage files' own.
+The canary turns bad once `fault_stage` is live (`fault="bad"`: errors, latency, failing
+self-tests), or its pods stop being ready (`fault="never-ready"`: the kube-state-metrics
+stand-in reports them unready and the canary exports nothing); the bot must roll back on its own.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from rich.text import Text
 from rollout.analysis.signals import selector
 from rollout.config import ConfigError, load_release, load_stack_config
 from rollout.local.deployer import LocalDeployer
-from rollout.local.synthetic import Workload, target_labels
-from rollout.model import Release, StackConfig, Stage
+from rollout.local.synthetic import KubeStateMetrics, Workload, target_labels
+from rollout.model import Release, StackConfig, Stage, split_for
 from rollout.monitoring.alert_rules import RULES_FILE, render_rule_file
 from rollout.monitoring.alertmanager_config import render_alertmanager_config
 from rollout.release.bot import ReleaseBot, TickOutcome
@@ -46,6 +48,7 @@ from rollout.review.localstack import (
 )
 
 REQUEST_RATE = 200.0  # synthetic requests per second for the whole service
+FAULTS = ("bad", "never-ready")
 
 
 class DemoError(RuntimeError):
@@ -86,6 +89,7 @@ def compress(stage: Stage, check_seconds: float, hold_seconds: float) -> Stage:
             "check_interval": timedelta(seconds=check_seconds),
             "hold": timedelta(seconds=hold_seconds),
             "window": timedelta(seconds=check_seconds * 3),
+            "progress_deadline": timedelta(seconds=check_seconds * 3),
         }
     )
     return stage.model_copy(update={"analysis": analysis})
@@ -111,6 +115,7 @@ def run_demo(
     out_dir: Path,
     *,
     fault_stage: str = "majority",
+    fault: str = "bad",
     check_seconds: float = 2.0,
     hold_seconds: float = 12.0,
     timeout_seconds: float = 240.0,
@@ -131,12 +136,15 @@ def run_demo(
         project=release.project.model_copy(update={"monitoring": monitoring}),
         stages=[compress(s, check_seconds, hold_seconds) for s in release.stages],
     )
+    fault_kind = fault
     try:
         fault = demo_release.stage(fault_stage)
     except KeyError as err:
         raise DemoError(str(err.args[0])) from err
     if fault.weight == 0:
         raise DemoError(f"fault stage '{fault_stage}' sends no traffic to the canary")
+    if fault_kind not in FAULTS:
+        raise DemoError(f"unknown fault {fault_kind!r}; faults: {', '.join(FAULTS)}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state_file = out_dir / "stack-state.json"
@@ -158,6 +166,7 @@ def run_demo(
                 )
                 for seed, track in enumerate(("stable", "canary"), start=1)
             }
+            kube_state = stack.enter_context(KubeStateMetrics())
 
             def stack_config(stage_name: str) -> StackConfig:
                 return StackConfig(project=demo_release.project, stage=demo_release.stage(stage_name))
@@ -165,6 +174,7 @@ def run_demo(
             rules_path.parent.mkdir(parents=True, exist_ok=True)
             rules_path.write_text(render_rule_file(stack_config(demo_release.rollback_target.name)))
             targets = [ScrapeTarget(w.address, target_labels(service, track)) for track, w in workloads.items()]
+            targets.append(ScrapeTarget(kube_state.address, {}))
             prometheus = stack.enter_context(
                 start_prometheus(rule_files=[rules_path], targets=targets, alertmanager_url=alertmanager.url)
             )
@@ -174,9 +184,11 @@ def run_demo(
         say(f"synthetic {service.name}: stable {workloads['stable'].address}, canary {workloads['canary'].address}")
 
         def on_apply(config: StackConfig) -> None:
-            # what `pulumi up` does in the cluster: route weights and the stage's PrometheusRule
-            for workload in workloads.values():
+            # what `pulumi up` does in the cluster: replicas, route weights, the stage's PrometheusRule
+            split = split_for(config.project.routing.router, service.replicas, config.stage.weight)
+            for track, workload in workloads.items():
                 workload.set_weight(config.stage.weight)
+                kube_state.set_replicas(service.namespace, f"{service.name}-{track}", split.replicas(track))
             rules_path.write_text(render_rule_file(stack_config(config.stage.name)))
             httpx.post(f"{prometheus.url}/-/reload", timeout=5.0).raise_for_status()
 
@@ -210,9 +222,13 @@ def run_demo(
                 state = deployer.current()
                 if state.stage == fault_stage and summary.fault_onset is None:
                     if _now() - state.since >= timedelta(seconds=check_seconds * 2):
-                        workloads["canary"].set_profile("bad")
+                        if fault_kind == "never-ready":  # pods crash-looping: unready, silent
+                            kube_state.set_ready(service.namespace, f"{service.name}-canary", False)
+                            workloads["canary"].set_profile("silent")
+                        else:
+                            workloads["canary"].set_profile("bad")
                         summary.fault_onset = _now()
-                        say(f"FAULT injected into the canary at stage {fault_stage}", "bold red")
+                        say(f"FAULT ({fault_kind}) injected into the canary at stage {fault_stage}", "bold red")
                 outcome = bot.tick()
                 summary.ticks += 1
                 _show(say, outcome, summary)

@@ -12,6 +12,11 @@ for a separate process `POST /control` with JSON {"profile": "bad", "canary_weig
 fixed-rate accumulator, so a run is repeatable for a given seed and step sequence.
 
     python -m rollout.local.synthetic --track canary --port 9101 --weight 10 --profile healthy
+
+`KubeStateMetrics` stands in for kube-state-metrics (which kube-prometheus-stack ships): the
+desired and available replicas of each `<app>-<track>` Deployment, so the availability gate
+and its alert see what they would in a cluster; `set_ready(..., False)` models a canary whose
+pods never become ready.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -263,6 +274,54 @@ class Workload:
     def __enter__(self) -> Self:
         self.start()
         return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class KubeStateMetrics:
+    """`kube_deployment_spec_replicas` and `kube_deployment_status_replicas_available` per
+    Deployment `<app>-<track>`, labelled namespace and deployment like kube-state-metrics."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port
+        self.registry = CollectorRegistry()
+        labels = ["namespace", "deployment"]
+        self.desired = Gauge("kube_deployment_spec_replicas", "Desired replicas", labels, registry=self.registry)
+        self.available = Gauge(
+            "kube_deployment_status_replicas_available", "Available replicas", labels, registry=self.registry
+        )
+        self._ready: dict[tuple[str, str], bool] = {}
+        self._server: Any = None
+
+    def set_replicas(self, namespace: str, deployment: str, replicas: int) -> None:
+        """What the Deployment asks for; available follows unless its pods never get ready."""
+        ready = self._ready.get((namespace, deployment), True)
+        self.desired.labels(namespace, deployment).set(replicas)
+        self.available.labels(namespace, deployment).set(replicas if ready else 0)
+
+    def set_ready(self, namespace: str, deployment: str, ready: bool) -> None:
+        self._ready[(namespace, deployment)] = ready
+        desired = self.desired.labels(namespace, deployment)._value.get()
+        self.available.labels(namespace, deployment).set(desired if ready else 0)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> KubeStateMetrics:
+        self._server, _ = start_http_server(self.port, self.host, registry=self.registry)
+        self.port = self._server.server_address[1]
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -11,6 +11,9 @@ One rule file per stage (`rule_groups`), two groups:
   * the seed dashboard's alerts, while the subsystem's flag is on: SPICE task rate (warning),
     Pipelex success and fallback rate (warning below/above target, critical past the critical
     threshold), on the canary track while it has traffic, else (weight 0) on stable.
+  * canary unavailable, per service: its Deployment has fewer ready than desired replicas for
+    `analysis.progressDeadline` (kube-state-metrics), the bot's immediate rollback condition;
+  * the router-measured error rate, when a stage sets that optional gate (critical);
   * missing data, per service: no canary request series while the canary has traffic
     (critical: the bot and every canary alert are blind), no stable series while stable has
     traffic (warning); `for` is at least a rate window plus two scrapes (`missing_data_for`).
@@ -227,6 +230,31 @@ def _missing_data_alert(
     ]
 
 
+def _canary_unavailable_alert(
+    services: Sequence[ServiceConfig], stage: Stage, monitoring: MonitoringConfig
+) -> list[dict[str, Any]]:
+    """Per service (the recording rule covers every <app>-<track> Deployment it sees)."""
+    record = signal("deployment_available").record
+    deadline = format_duration(stage.analysis.progress_deadline)
+    return [
+        _alert(
+            "GenesisCanaryUnavailable",
+            f"{record}{selector(svc.name, CANARY, svc.namespace)} < 1",
+            "critical",
+            stage,
+            monitoring,
+            summary=f"Canary of {svc.namespace}/{svc.name} not fully available for {deadline}",
+            description=(
+                f"Only {{{{ $value | humanizePercentage }}}} of the canary Deployment's desired replicas "
+                f"of {svc.namespace}/{svc.name} have been ready for {deadline} (the progress "
+                "deadline) while the route sends it traffic: the release bot rolls it back."
+            ),
+            for_=stage.analysis.progress_deadline,
+        )
+        for svc in services
+    ]
+
+
 def alert_rules(
     stage: Stage, monitoring: MonitoringConfig, services: Sequence[ServiceConfig]
 ) -> list[dict[str, Any]]:
@@ -257,7 +285,12 @@ def alert_rules(
         rules += _gate_alerts(
             "GenesisFallbackRate", "fallback_rate", gates.fallback_rate, stage, monitoring, subsystem_track, True
         )
+    if gates.router_error_rate is not None:
+        rules += _gate_alerts(
+            "GenesisRouterErrorRate", "router_error_rate", gates.router_error_rate, stage, monitoring, None, False
+        )
     if canary_live:
+        rules += _canary_unavailable_alert(services, stage, monitoring)
         rules += _missing_data_alert("GenesisCanaryDataMissing", CANARY, "critical", services, stage, monitoring)
     if stage.weight < 100:
         rules += _missing_data_alert("GenesisStableDataMissing", STABLE, "warning", services, stage, monitoring)

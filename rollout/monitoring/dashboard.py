@@ -37,7 +37,14 @@ with warnings.catch_warnings():
     from grafana_foundation_sdk.models import text as text_model
 
 from rollout.analysis.signals import Signal, signal
-from rollout.model import Direction, Gate, StackConfig, Stage, format_duration
+from rollout.model import (
+    Direction,
+    Gate,
+    MinRatioGate,
+    StackConfig,
+    Stage,
+    format_duration,
+)
 from rollout.monitoring.names import ANNOTATION_TAGS, PRODUCT_TAG
 
 UID = "genesis-release"
@@ -265,6 +272,19 @@ def canary_requests_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int,
     )
 
 
+def availability_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int, int]) -> timeseries.Panel:
+    """Ready / desired replicas of each track's Deployment (kube-state-metrics): a canary below 1
+    for the whole progress deadline is rolled back at once."""
+    sig = signal("deployment_available")
+    deadline = format_duration(stage.analysis.progress_deadline)
+    full = MinRatioGate(target=1.0, critical=1.0)
+    return _gate_timeseries(
+        panel_id, "Deployment availability (ready / desired)", [series_query(sig)], sig.unit, full, pos,
+        f"Recording rule {sig.record} per app and track, from kube-state-metrics. A canary below 1 "
+        f"for the whole progress deadline ({deadline}) fails the check and rolls back at once.",
+    )
+
+
 def active_alerts_panel(panel_id: int, pos: tuple[int, int, int, int]) -> table.Panel:
     expr = 'sum by (alertname, severity, app, track) (ALERTS{alertstate="firing", app=~"$app"})'
     return (
@@ -290,7 +310,8 @@ def stage_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int, int]) -> 
     )
     content = (
         f"Checks every {format_duration(analysis.check_interval)}, hold {format_duration(analysis.hold)}, "
-        f"rollback after {analysis.consecutive_failures} consecutive failures.\n\n"
+        f"rollback after {analysis.consecutive_failures} consecutive failures; a canary not fully "
+        f"available for the progress deadline {format_duration(analysis.progress_deadline)} rolls back at once.\n\n"
         "| gate | direction | target | critical |\n|---|---|---|---|\n" + rows + "\n"
     )
     return (
@@ -400,6 +421,9 @@ def build_dashboard(stage: Stage, stage_order: list[str] | None = None) -> dict[
         dash.Row("Traffic").id(102).grid_pos(_grid((0, 34, 24, 1))),
         request_rate_panel(10, (0, 35, 16, 8)),
         stage_panel(11, stage, (16, 35, 8, 8)),
+        availability_panel(12, stage, (0, 43, 12, 8)),
+        # the optional router gate's thresholds, else the app error-rate gate's (both a 5xx share)
+        gate_panel(13, "router_error_rate", gates.router_error_rate or gates.error_rate, (12, 43, 12, 8)),
     ]
     builder = (
         dash.Dashboard(TITLE)

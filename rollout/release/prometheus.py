@@ -18,7 +18,7 @@ from typing import Any, Self
 import httpx
 
 from rollout.analysis.gates import GateMeasurement, Measurements
-from rollout.analysis.signals import recorded_query
+from rollout.analysis.signals import availability_query, recorded_query
 from rollout.model import ServiceConfig, Stage
 
 
@@ -192,11 +192,14 @@ def measure(
     at: datetime | None = None,
     *,
     namespace: str | None = None,
+    since: datetime | None = None,
 ) -> Measurements:
     """Query every gate's recording rule for canary and stable, plus the canary request count.
 
     `service` is a ServiceConfig (its namespace is used unless `namespace` is given) or an app
-    name. 2 queries per gate + 1 for the request count; `Measurements.queries` says how many.
+    name; `since` is when the stage started (for the progress deadline). 2 queries per gate,
+    2 for the canary's availability and 1 for the request count; `Measurements.queries` says
+    how many.
     """
     if isinstance(service, ServiceConfig):
         app, namespace = service.name, namespace or service.namespace
@@ -213,17 +216,31 @@ def measure(
             query=canary_query,
             stable_query=stable_query,
         )
+    availability = None
+    if stage.weight > 0:
+        deadline = stage.analysis.progress_deadline
+        canary_query = availability_query(app, namespace, deadline)
+        stable_query = recorded_query("deployment_available", app, "stable", namespace)
+        availability = GateMeasurement(
+            canary=prom.value(canary_query, at),
+            stable=prom.value(stable_query, at),
+            query=canary_query,
+            stable_query=stable_query,
+        )
     window = stage.analysis.rate_window.total_seconds()
     requests_query = requests_in_window_query(app, "canary", namespace, window)
     requests = prom.value(requests_query, at)
     if requests is not None and math.isnan(requests):
         requests = None
-    when = (at or datetime.now(UTC)).isoformat()
+    moment = at or datetime.now(UTC)
+    when = moment.isoformat()
     return Measurements(
         gates=gates,
         canary_requests=requests,
         requests_query=requests_query,
         at=when,
         queries=prom.queries - before,
+        availability=availability,
+        stage_age=None if since is None else moment - since,
     )
 

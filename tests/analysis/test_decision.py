@@ -150,3 +150,23 @@ def test_restarted_bot_reaches_the_same_decision_from_re_evaluated_checks() -> N
     assert run(START + timedelta(minutes=24)) == "wait"  # 15, 20 failed: 2 of 3
     assert run(START + timedelta(minutes=25)) == "rollback"  # 15, 20, 25
     assert run(START + timedelta(minutes=27)) == "rollback"  # restarted later: same instants
+
+
+def test_an_immediate_fail_rolls_back_at_once_and_an_ordinary_one_does_not():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Judged:
+        verdict: str
+        immediate: bool = False
+        reason: str = "canary unavailable: never fully available in the last 10m"
+
+    stage = make_stage(weight=10)
+    now = START + timedelta(hours=1)
+    quick = decide(stage, START, now, [Judged("pass"), Judged("fail", immediate=True)])
+    assert quick.action == "rollback" and "failed at once: canary unavailable" in quick.reason
+    assert decide(stage, START, now, [Judged("pass"), Judged("fail")]).action == "wait"
+    # only the newest check counts: an old immediate fail followed by a pass does not roll back
+    assert decide(stage, START, now, [Judged("fail", immediate=True), Judged("pass")]).action == "wait"
+    # bare verdict strings still work (replay, tests) and are never immediate
+    assert decide(stage, START, now, ["pass", "fail"]).action == "wait"

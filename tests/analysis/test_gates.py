@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import timedelta
 
 import pytest
 from support.stages import FLAGS_ON
 
 from rollout.analysis.gates import (
+    AVAILABILITY,
     EXIT_ERROR,
     GateMeasurement,
     Measurements,
@@ -49,6 +51,7 @@ def measurements(
     overrides: dict[str, float | None] | None = None,
     requests: float | None = 1000,
     stable: float | None = 0.5,
+    available: float | None = 1.0,
 ) -> Measurements:
     values = {**HEALTHY, **(overrides or {})}
     return Measurements(
@@ -58,6 +61,7 @@ def measurements(
         },
         canary_requests=requests,
         requests_query="requests * 300",
+        availability=GateMeasurement(canary=available, stable=1.0, query="max_over_time(available[10m])"),
     )
 
 
@@ -138,7 +142,7 @@ def test_no_series_at_all_holds() -> None:
     empty = Measurements(gates={}, canary_requests=None)
     result = evaluate(STAGE, empty)
     assert result.verdict == "hold"
-    assert len(result.gates) == len(HEALTHY)
+    assert len(result.gates) == len(HEALTHY) + 1  # and the canary's availability
     assert all(g.status == "hold" and g.value is None for g in result.gates)
 
 
@@ -174,8 +178,8 @@ def test_missing_stable_baseline_does_not_change_the_verdict() -> None:
     with_baseline = evaluate(STAGE, measurements(stable=0.5))
     without = evaluate(STAGE, measurements(stable=None))
     assert with_baseline.verdict == without.verdict == "pass"
-    assert all(g.baseline is None and "stable no data" in g.message for g in without.gates)
-    assert all(g.baseline == 0.5 and "stable 0.5" in g.message for g in with_baseline.gates)
+    assert all(g.baseline is None and "stable no data" in g.message for g in without.gates if g.name != AVAILABILITY)
+    assert all(g.baseline == 0.5 and "stable 0.5" in g.message for g in with_baseline.gates if g.name != AVAILABILITY)
 
 
 def test_stage_thresholds_come_from_the_stage() -> None:
@@ -200,7 +204,8 @@ def test_to_dict_is_json_and_matches_the_cli_shape() -> None:
     result = evaluate(STAGE, measurements({"p95_latency_seconds": math.inf, "error_rate": math.nan}))
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["stage"] == "canary" and data["verdict"] == "fail"
-    assert [g["name"] for g in data["gates"]] == list(HEALTHY)
+    assert [g["name"] for g in data["gates"]] == [*HEALTHY, AVAILABILITY]
+    assert data["immediate"] is False
     for gate in data["gates"]:
         assert {"name", "value", "threshold", "ok", "status", "message", "query", "baseline"} <= set(gate)
     latency = next(g for g in data["gates"] if g["name"] == "p95_latency_seconds")
@@ -215,3 +220,61 @@ def test_exit_codes_and_worst_verdict() -> None:
     assert worst_verdict(["hold", "fail", "pass"]) == "fail"
     assert worst_verdict(["pass"]) == "pass"
     assert worst_verdict([]) == "hold"
+
+
+# --------------------------------------------------------------------------- canary availability
+
+
+def test_a_fully_available_canary_passes_the_availability_gate() -> None:
+    result = evaluate(STAGE, measurements())
+    gate = next(g for g in result.gates if g.name == AVAILABILITY)
+    assert (gate.status, gate.value, gate.target, gate.direction) == ("pass", 1.0, 1.0, "min")
+    assert "fully available within the last 10m" in gate.message
+    assert result.immediate is False
+
+
+@pytest.mark.parametrize("requests", [None, 0, 1000])
+def test_a_canary_never_available_for_the_deadline_fails_at_once_whatever_the_traffic(requests) -> None:
+    """A canary whose pods never become ready exports nothing: its own metrics only hold, so
+    kube-state-metrics' evidence decides, and the deadline already is the persistence."""
+    silent = {name: None for name in HEALTHY}
+    result = evaluate(STAGE, measurements(silent, requests=requests, available=0.0))
+    assert result.verdict == "fail" and result.immediate is True
+    assert result.reason.startswith("canary unavailable: the canary Deployment was never fully available in the last 10m")
+    assert "0% of its desired replicas ready" in result.reason
+
+
+def test_partly_available_within_the_deadline_is_not_enough() -> None:
+    result = evaluate(STAGE, measurements(available=0.75))
+    assert result.verdict == "fail" and result.immediate and "75% of its desired replicas" in result.reason
+
+
+def test_no_kube_state_metrics_series_holds_and_never_passes() -> None:
+    result = evaluate(STAGE, measurements(available=None))
+    gate = next(g for g in result.gates if g.name == AVAILABILITY)
+    assert gate.status == "hold" and result.verdict == "hold" and not result.immediate
+    assert "no kube-state-metrics series" in gate.message
+
+
+def test_the_progress_deadline_comes_from_the_stage() -> None:
+    stage = Stage.model_validate({
+        "stage": {"name": "canary", "weight": 10}, "analysis": {"progressDeadline": "20m"}, "flags": FLAGS_ON,
+    })
+    assert "in the last 20m" in evaluate(stage, measurements(available=0.0)).reason
+
+
+def test_the_rollback_target_has_no_availability_gate() -> None:
+    stage = Stage.model_validate({"stage": {"name": "stable", "weight": 0}, "flags": FLAGS_ON})
+    assert AVAILABILITY not in {g.name for g in evaluate(stage, measurements(available=0.0)).gates}
+
+
+def test_within_the_first_deadline_of_a_stage_an_unavailable_canary_only_holds() -> None:
+    """Pods may still be starting: the deadline window must lie inside the stage before it fails."""
+    early = measurements(available=0.0)
+    early = Measurements(**{**early.__dict__, "stage_age": timedelta(minutes=4)})
+    result = evaluate(STAGE, early)
+    gate = next(g for g in result.gates if g.name == AVAILABILITY)
+    assert (gate.status, result.immediate) == ("hold", False)
+    assert "the progress deadline ends in 6m" in gate.message
+    late = Measurements(**{**early.__dict__, "stage_age": timedelta(minutes=10)})
+    assert evaluate(STAGE, late).immediate is True

@@ -161,7 +161,9 @@ def test_alert_fires_on_the_nth_consecutive_bad_check_of_the_model(tmp_path: Pat
     )
     alerts = group(document, ALERT_GROUP)
     assert alerts["interval"] == "1m"
-    assert {r["for"] for r in alerts["rules"] if "absent(" not in r["expr"]} == {"3m"}
+    # every gate alert; missing data and unavailability carry their own delays
+    gate_alerts = [r for r in alerts["rules"] if "absent(" not in r["expr"] and r["alert"] != "GenesisCanaryUnavailable"]
+    assert {r["for"] for r in gate_alerts} == {"3m"}
 
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -257,6 +259,7 @@ def test_stage_weight_and_flags_decide_which_alerts_are_rendered() -> None:
         "GenesisFallbackRateHigh",
         "GenesisFallbackRateCritical",
         "GenesisCanaryDataMissing",
+        "GenesisCanaryUnavailable",
     }
     # stable (0%): no canary traffic, so no canary alerts; stable data is expected
     assert names["stable"] == triggers | {"GenesisStableDataMissing"}
@@ -340,3 +343,29 @@ def test_every_alert_and_release_bot_alert_has_a_runbook() -> None:
         assert text.startswith(f"# {name}\n"), name
         for heading in ("## What it means", "## Check", "## What the release bot does", "## What to do"):
             assert heading in text, f"{name}.md lacks '{heading}'"
+
+
+@pytest.mark.parametrize(("share_5xx", "fires"), [(0.05, True), (0.002, False)])
+def test_the_optional_router_gate_renders_an_alert_that_fires_past_its_critical(tmp_path: Path, share_5xx: float, fires: bool) -> None:
+    """Only a stage that sets gates.routerErrorRate gets the alert; Istio series from the calling proxy."""
+    from rollout.model import MaxRatioGate
+
+    config = canary_config()
+    assert "GenesisRouterErrorRateCritical" not in alert_names(rule_groups(config.stage, config.project.monitoring, config.project.services))
+    gates = config.stage.gates.model_copy(update={"router_error_rate": MaxRatioGate(target=0.001, critical=0.01)})
+    document = rule_groups(with_stage(config, gates=gates).stage, config.project.monitoring, config.project.services)
+    assert "GenesisRouterErrorRateCritical" in alert_names(document)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(document, sort_keys=False))
+    errors = round(600 * share_5xx)
+    series = 'reporter="source", destination_workload="genesis-canary", destination_workload_namespace="genesis"'
+    test = {
+        "interval": "1m",
+        "input_series": [
+            {"series": f'istio_requests_total{{{series}, response_code="200"}}', "values": f"0+{600 - errors}x40"},
+            {"series": f'istio_requests_total{{{series}, response_code="503"}}', "values": f"0+{errors}x40"},
+        ],
+        "promql_expr_test": [_firing_test("GenesisRouterErrorRateCritical", "30m", fires)],
+    }
+    unit = write_promtool_test(tmp_path / "router.test.yaml", rules, [test], "5m", GROUP_ORDER)
+    run_ok("promtool", "test", "rules", unit)

@@ -17,7 +17,7 @@ import pytest
 from support.live import LiveStack, compressed_config, live_stack
 
 from rollout.analysis.decision import decide
-from rollout.analysis.gates import evaluate
+from rollout.analysis.gates import AVAILABILITY, evaluate
 from rollout.analysis.signals import SIGNALS, selector
 from rollout.release.prometheus import Prometheus, PrometheusError, measure
 from rollout.review.localstack import start_prometheus, wait_for
@@ -27,14 +27,16 @@ PROFILES = {
     "genesis-bad": "bad",
     "genesis-silent": "silent",
     "genesis-flip": "healthy",  # turned bad at runtime through its control endpoint
+    "genesis-dead": "silent",  # its pods never become ready (kube-state-metrics says so)
 }
-QUERIES_PER_CHECK = 2 * 6 + 1  # canary + stable per gate, plus the canary request count
+NEVER_READY = ["genesis-dead"]
+QUERIES_PER_CHECK = 2 * 6 + 2 + 1  # canary + stable per gate and for availability, the canary request count
 
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[LiveStack]:
     config = compressed_config(list(PROFILES))
-    with live_stack(config, PROFILES) as stack:
+    with live_stack(config, PROFILES, never_ready=NEVER_READY) as stack:
         stack.started_at = datetime.now(UTC)  # type: ignore[attr-defined]
         stack.wait_for_full_window()
         yield stack
@@ -75,9 +77,26 @@ def test_silent_canary_holds_never_passes(live: LiveStack) -> None:
     result = check(live, "genesis-silent")
     assert result.verdict == "hold"
     assert result.canary_requests is None
-    assert all(g.value is None and g.status == "hold" for g in result.gates)
-    assert all(g.baseline is not None for g in result.gates)  # stable still reports
+    own = [g for g in result.gates if g.name != AVAILABILITY]
+    assert all(g.value is None and g.status == "hold" for g in own)
+    assert all(g.baseline is not None for g in own)  # stable still reports
     assert "too little canary traffic" in result.reason
+    # its pods are ready (kube-state-metrics): it only says nothing
+    assert next(g for g in result.gates if g.name == AVAILABILITY).status == "pass"
+
+
+def test_a_canary_whose_pods_never_get_ready_fails_at_once_past_the_deadline(live: LiveStack) -> None:
+    """kube-state-metrics (the stand-in) says 0 of 1 canary pods ready; the canary exports nothing,
+    so only the availability gate can see it. The compressed deadline is 5 s."""
+    stage = live.config.stage
+    since = datetime.now(UTC) - stage.analysis.progress_deadline
+    result = evaluate(stage, measure(live.prom, stage, live.service("genesis-dead"), since=since))
+    assert result.verdict == "fail" and result.immediate, result.reason
+    assert result.reason.startswith("canary unavailable: the canary Deployment was never fully available")
+    gate = next(g for g in result.gates if g.name == AVAILABILITY)
+    assert gate.value == 0 and gate.baseline == 1  # stable's Deployment is fine
+    young = evaluate(stage, measure(live.prom, stage, live.service("genesis-dead"), since=datetime.now(UTC)))
+    assert young.verdict == "hold" and not young.immediate  # within the first deadline it may still start
 
 
 def test_retrospective_check_at_a_past_instant(live: LiveStack) -> None:

@@ -8,13 +8,13 @@ and a missing binary fails loudly (rollout.review.localstack.require_binary name
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from rollout.config import load_stack_config
-from rollout.local.synthetic import Workload, target_labels
-from rollout.model import ServiceConfig, StackConfig
+from rollout.local.synthetic import KubeStateMetrics, Workload, target_labels
+from rollout.model import ServiceConfig, StackConfig, split_for
 from rollout.monitoring.alert_rules import render_rule_file
 from rollout.release.prometheus import Prometheus, requests_in_window_query
 from rollout.review.localstack import Running, ScrapeTarget, start_prometheus, wait_for
@@ -33,6 +33,7 @@ def compressed_config(
     min_canary_requests: int = 20,
     group_wait: str = "1s",
     group_interval: str = "1s",
+    progress_deadline: str = "5s",
 ) -> StackConfig:
     """The repo's real stage config with fast timing and one service per app name."""
     data = load_stack_config(ROOT, stage).model_dump(mode="json", by_alias=True)
@@ -42,6 +43,7 @@ def compressed_config(
         consecutiveFailures=consecutive_failures,
         minCanaryRequests=min_canary_requests,
         hold="30s",
+        progressDeadline=progress_deadline,
     )
     template = data["project"]["services"][0]
     data["project"]["services"] = [{**template, "name": app, "namespace": NAMESPACE} for app in apps]
@@ -57,6 +59,7 @@ class LiveStack:
     prometheus: Running
     prom: Prometheus
     workloads: dict[tuple[str, str], Workload] = field(default_factory=dict)
+    kube_state: KubeStateMetrics | None = None
 
     def service(self, app: str) -> ServiceConfig:
         return next(s for s in self.config.project.services if s.name == app)
@@ -85,12 +88,22 @@ def live_stack(
     *,
     request_rate: float = 300.0,
     alertmanager_url: str | None = None,
+    never_ready: Sequence[str] = (),
 ) -> Iterator[LiveStack]:
     """One stable and one canary pod per service (canary profile per app), scraped every 1 s by
-    a real Prometheus loaded with the stage's rendered rule file."""
+    a real Prometheus loaded with the stage's rendered rule file, and the kube-state-metrics
+    stand-in with each track's Deployment fully available (a canary never-ready where its
+    profile is `silent` and `never_ready` names the app)."""
     with ExitStack() as stack:
-        targets = []
+        kube_state = stack.enter_context(KubeStateMetrics())
+        targets = [ScrapeTarget(kube_state.address, {})]
         workloads: dict[tuple[str, str], Workload] = {}
+        for service in config.project.services:
+            split = split_for(config.project.routing.router, service.replicas, config.stage.weight)
+            for track in ("stable", "canary"):
+                deployment = f"{service.name}-{track}"
+                kube_state.set_ready(service.namespace, deployment, service.name not in never_ready or track == "stable")
+                kube_state.set_replicas(service.namespace, deployment, split.replicas(track))
         for seed, service in enumerate(config.project.services):
             for track in ("stable", "canary"):
                 workload = Workload(
@@ -113,4 +126,4 @@ def live_stack(
             )
         )
         prom = stack.enter_context(Prometheus(running.url, timeout=3.0, retries=1, backoff=0.1))
-        yield LiveStack(config, running, prom, workloads)
+        yield LiveStack(config, running, prom, workloads, kube_state)
