@@ -30,6 +30,8 @@ import pulumiverse_grafana as grafana
 from rollout.model import MonitoringConfig, ServiceConfig, StackConfig, format_duration
 from rollout.monitoring.alert_rules import rule_groups
 from rollout.monitoring.alertmanager_config import (
+    CRD_API_VERSION,
+    alertmanager_config_spec,
     render_alertmanager_config,
     secret_names,
 )
@@ -158,6 +160,7 @@ class MonitoringStack(pulumi.ComponentResource):
     chart: k8s.helm.v4.Chart | None
     service_monitors: dict[str, k8s.apiextensions.CustomResource]
     prometheus_rule: k8s.apiextensions.CustomResource
+    alertmanager_configs: dict[str, k8s.apiextensions.CustomResource]
     dashboard_config_maps: dict[str, k8s.core.v1.ConfigMap]
     grafana_provider: grafana.Provider | None
     grafana_folder: grafana.oss.Folder | None
@@ -218,6 +221,21 @@ class MonitoringStack(pulumi.ComponentResource):
             spec=rule_groups(config.stage, monitoring, config.project.services),
             opts=objects,
         )
+
+        # existing mode: the cluster's Alertmanager is not ours to configure; contribute our routes
+        # and receivers as AlertmanagerConfigs, one per namespace our alerts carry (the operator
+        # scopes each to alerts of its own namespace)
+        self.alertmanager_configs = {}
+        if monitoring.mode == "existing":
+            for namespace in dict.fromkeys(s.namespace for s in config.project.services):
+                self.alertmanager_configs[namespace] = k8s.apiextensions.CustomResource(
+                    f"{name}-{namespace}-alertmanagerconfig",
+                    api_version=CRD_API_VERSION,
+                    kind="AlertmanagerConfig",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(name="genesis-rollout", namespace=namespace, labels=labels),
+                    spec=alertmanager_config_spec(monitoring),
+                    opts=child,
+                )
 
         dashboards = dashboards_for(config)
         self.dashboard_config_maps = {}

@@ -467,32 +467,55 @@ class GrafanaConfig(Model):
     admin_secret: str = Field("grafana-admin", pattern=DNS_LABEL)
     url: str | None = None  # external Grafana: dashboards go through the Grafana provider
     folder: str = "Genesis Rollout"
+    # where people open the dashboard: links in notifications (time range and stage filled in)
+    public_url: str | None = Field(None, pattern=r"^https?://")
 
 
 class EmailReceiver(Model):
     to: str = "team@genesis.com"
     sender: str = "alertmanager@genesis.com"
-    smarthost: str = "smtp.genesis.com:587"
+    smarthost: str = Field("smtp.genesis.com:587", pattern=r"^[^:\s]+:\d+$")
     username: str = "alertmanager@genesis.com"
     password: SecretRef = SecretRef(name="alertmanager-smtp", key="password")
+    require_tls: bool = True
 
 
-class SlackReceiver(Model):
-    channel: str = "#deployments"
-    webhook: SecretRef = SecretRef(name="alertmanager-slack", key="webhook-url")
+class SlackChannel(Model):
+    """One Slack channel: Slack app webhooks post to the channel they were made for, so each
+    channel has its own webhook URL (a key of a Kubernetes Secret)."""
+
+    channel: str = Field(pattern=r"^#[a-z0-9_-]+$")
+    webhook: SecretRef
+
+
+class SlackReceivers(Model):
+    # the plan's two channels: updates and status here, critical issues and rollbacks there
+    deployments: SlackChannel = SlackChannel(
+        channel="#deployments", webhook=SecretRef(name="alertmanager-slack", key="deployments-webhook-url")
+    )
+    incidents: SlackChannel = SlackChannel(
+        channel="#incidents", webhook=SecretRef(name="alertmanager-slack", key="incidents-webhook-url")
+    )
 
 
 class PagerDutyReceiver(Model):
     routing_key: SecretRef = SecretRef(name="alertmanager-pagerduty", key="routing-key")
+    url: str | None = Field(None, pattern=r"^https?://")  # Events API v2 endpoint; Alertmanager's default when unset
 
 
 class AlertingConfig(Model):
+    """Who hears what (the Day-0 plan's communication plan): critical alerts and rollbacks page
+    PagerDuty and reach Slack #incidents; warnings and stage changes go to Slack #deployments;
+    stage changes and the daily status go to the team's e-mail."""
+
     email: EmailReceiver = EmailReceiver()
-    slack: SlackReceiver = SlackReceiver()
+    slack: SlackReceivers = SlackReceivers()
     pagerduty: PagerDutyReceiver = PagerDutyReceiver()
     group_wait: Duration = timedelta(seconds=30)
     group_interval: Duration = timedelta(minutes=5)
     repeat_interval: Duration = timedelta(hours=4)
+    # install mode: where every alert that is not ours goes ("null": the chart's default, nowhere)
+    default_receiver: str = "null"
 
 
 class MonitoringConfig(Model):

@@ -1,46 +1,146 @@
-"""alertmanager.yaml generated from MonitoringConfig.alerting.
+"""Alertmanager routing generated from MonitoringConfig.alerting, as a good neighbour in a
+cluster's Alertmanager.
 
-Routing (every alert is grouped by alertname, app and track):
-- severity=critical          -> pagerduty          (and on, see below)
-- source=release-bot         -> slack-deployments  (the bot's own alerts, e.g. a rollback)
-- other warning and critical -> slack-deployments
-- everything                 -> team-email
-so a critical alert pages, shows in #deployments and reaches the team's mailbox; a warning
-goes to Slack and email; anything else (info) to email only. A critical alert inhibits the
-warnings of the same namespace, app and track.
+Who hears what (the Day-0 plan's communication plan). Every alert of ours carries the label
+`rollout="genesis-rollout"` (the alert rules add it, the bot posts it), and our routes match only
+those:
+- severity=critical     -> pagerduty + slack-incidents  (rollback triggers, rollbacks, the bot gone silent)
+- event=stage-change    -> stage-changes                (Slack #deployments + team e-mail, no "resolved")
+- anything else of ours -> slack-deployments            (warnings)
+The daily status e-mail is sent by `rollout report --daily` itself, not through Alertmanager.
+A critical alert of ours inhibits our warnings of the same namespace, app and track.
 
-Secrets are never written into the file: every integration reads its secret from a file
-(Alertmanager 0.25 supports slack `api_url_file`, pagerduty `routing_key_file`, email
-`auth_password_file`). kube-prometheus-stack mounts the Kubernetes Secrets listed in
-`alertmanager.alertmanagerSpec.secrets` at /etc/alertmanager/secrets/<secret-name>/<key>;
-`secret_names()` is that list.
+Everything that is not ours is left where the cluster sends it. install mode writes the whole
+alertmanager.yaml, so it keeps kube-prometheus-stack 79.5's own defaults (its `null` receiver,
+the Watchdog route, its four inhibit rules, templates): Helm deep-merges maps but replaces
+lists, so values that named only our routes would drop them. `alerting.defaultReceiver` may send
+the other alerts to one of our receivers instead of `null`. existing mode cannot touch the
+cluster's file: it contributes an AlertmanagerConfig (monitoring.coreos.com/v1alpha1) per service
+namespace with the same routes and receivers (`alertmanager_config_specs`); the operator scopes
+it to alerts with that namespace.
+
+Secrets are never written out. alertmanager.yaml reads them from files (Alertmanager 0.25:
+slack `api_url_file`, pagerduty `routing_key_file`, email `auth_password_file`), which
+kube-prometheus-stack mounts from the Secrets in `alertmanager.alertmanagerSpec.secrets` at
+/etc/alertmanager/secrets/<secret-name>/<key> (`secret_names()` is that list); the
+AlertmanagerConfig references them as SecretKeySelectors.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from rollout.model import MonitoringConfig, SecretRef, StackConfig, format_duration
-from rollout.monitoring.names import SOURCE as RELEASE_BOT_SOURCE
+from rollout.monitoring.names import (
+    EVENT_LABEL,
+    ROLLOUT_LABEL,
+    ROLLOUT_VALUE,
+    STAGE_CHANGE,
+)
 
 SECRETS_DIR = "/etc/alertmanager/secrets"
 CONFIG_FILE = "alertmanager.yaml"
 GROUP_BY = ["alertname", "app", "track"]
 INHIBIT_EQUAL = ["namespace", "app", "track"]
+CRD_API_VERSION = "monitoring.coreos.com/v1alpha1"
 
-EMAIL, SLACK, PAGERDUTY = "team-email", "slack-deployments", "pagerduty"
+PAGERDUTY, SLACK_INCIDENTS, SLACK_DEPLOYMENTS, STAGE_CHANGES = (
+    "pagerduty", "slack-incidents", "slack-deployments", "stage-changes",
+)
+NULL = "null"  # the chart's receiver that sends nowhere
+OURS = f'{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"'
+
+# kube-prometheus-stack 79.5.0, charts/kube-prometheus-stack/values.yaml `alertmanager.config`
+# (prometheus-community/helm-charts a064fc60), kept whole: lists in Helm values replace the chart's.
+CHART_DEFAULTS: dict[str, Any] = {
+    "global": {"resolve_timeout": "5m"},
+    "inhibit_rules": [
+        {"source_matchers": ["severity = critical"], "target_matchers": ["severity =~ warning|info"],
+         "equal": ["namespace", "alertname"]},
+        {"source_matchers": ["severity = warning"], "target_matchers": ["severity = info"],
+         "equal": ["namespace", "alertname"]},
+        {"source_matchers": ["alertname = InfoInhibitor"], "target_matchers": ["severity = info"],
+         "equal": ["namespace"]},
+        {"target_matchers": ["alertname = InfoInhibitor"]},
+    ],
+    "route": {
+        "group_by": ["namespace"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "12h",
+        "receiver": NULL,
+        "routes": [{"receiver": NULL, "matchers": ['alertname = "Watchdog"']}],
+    },
+    "receivers": [{"name": NULL}],
+    "templates": ["/etc/alertmanager/config/*.tmpl"],
+}
 
 # Slack shows annotations; Alertmanager's default Slack text is empty.
 _SLACK_TEXT = (
     "{{ range .Alerts }}*{{ .Annotations.summary }}*\n{{ .Annotations.description }}\n"
-    "Runbook: {{ .Annotations.runbook_url }}\n{{ end }}"
+    "{{ if .Annotations.dashboard_url }}Dashboard: {{ .Annotations.dashboard_url }}\n{{ end }}"
+    "{{ if .Annotations.rollback_command }}Roll back: `{{ .Annotations.rollback_command }}`\n{{ end }}"
+    "{{ if .Annotations.runbook_url }}Runbook: {{ .Annotations.runbook_url }}\n{{ end }}{{ end }}"
 )
 _SLACK_TITLE = (
     "[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} {{ .CommonLabels.app }} {{ .CommonLabels.track }}"
 )
+
+
+# --------------------------------------------------------------------------- what, once
+
+
+@dataclass(frozen=True)
+class Integration:
+    kind: str  # slack | pagerduty | email
+    secret: SecretRef
+    send_resolved: bool
+    fields: dict[str, Any] = field(default_factory=dict)  # non-secret settings, snake_case
+
+
+@dataclass(frozen=True)
+class Receiver:
+    name: str
+    integrations: tuple[Integration, ...]
+
+
+@dataclass(frozen=True)
+class Route:
+    receiver: str
+    matchers: tuple[tuple[str, str, str], ...]  # (label, op, value)
+    cont: bool = False
+
+
+def receivers(monitoring: MonitoringConfig) -> list[Receiver]:
+    alerting = monitoring.alerting
+    email, slack, pagerduty = alerting.email, alerting.slack, alerting.pagerduty
+
+    def to_slack(channel, resolved: bool) -> Integration:  # noqa: ANN001
+        fields = {"channel": channel.channel, "title": _SLACK_TITLE, "text": _SLACK_TEXT}
+        return Integration("slack", channel.webhook, resolved, fields)
+
+    paging = {"severity": "critical", **({"url": pagerduty.url} if pagerduty.url else {})}
+    mail = {"to": email.to, "from": email.sender, "smarthost": email.smarthost,
+            "auth_username": email.username, "require_tls": email.require_tls}
+    return [
+        Receiver(PAGERDUTY, (Integration("pagerduty", pagerduty.routing_key, True, paging),)),
+        Receiver(SLACK_INCIDENTS, (to_slack(slack.incidents, True),)),
+        Receiver(SLACK_DEPLOYMENTS, (to_slack(slack.deployments, True),)),
+        # a stage change is news, not a condition: no "resolved" message afterwards
+        Receiver(STAGE_CHANGES, (to_slack(slack.deployments, False), Integration("email", email.password, False, mail))),
+    ]
+
+
+ROUTES = (
+    Route(PAGERDUTY, (("severity", "=", "critical"),), cont=True),
+    Route(SLACK_INCIDENTS, (("severity", "=", "critical"),)),
+    Route(STAGE_CHANGES, ((EVENT_LABEL, "=", STAGE_CHANGE),)),
+)
+OUR_DEFAULT = SLACK_DEPLOYMENTS  # warnings and anything else of ours
 
 
 def secret_path(ref: SecretRef, secrets_dir: str = SECRETS_DIR) -> str:
@@ -50,73 +150,57 @@ def secret_path(ref: SecretRef, secrets_dir: str = SECRETS_DIR) -> str:
 
 def secret_names(monitoring: MonitoringConfig) -> list[str]:
     """Kubernetes Secrets to mount (alertmanagerSpec.secrets), without duplicates."""
+    return list(dict.fromkeys(i.secret.name for r in receivers(monitoring) for i in r.integrations))
+
+
+def receiver_names(monitoring: MonitoringConfig) -> list[str]:
+    return [r.name for r in receivers(monitoring)]
+
+
+# --------------------------------------------------------------------------- alertmanager.yaml
+
+
+_FILE_KEY = {"slack": ("slack_configs", "api_url_file"), "pagerduty": ("pagerduty_configs", "routing_key_file"),
+             "email": ("email_configs", "auth_password_file")}
+
+
+def _file_receiver(receiver: Receiver, secrets_dir: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": receiver.name}
+    for integration in receiver.integrations:
+        configs, secret_key = _FILE_KEY[integration.kind]
+        out.setdefault(configs, []).append(
+            {secret_key: secret_path(integration.secret, secrets_dir), **integration.fields,
+             "send_resolved": integration.send_resolved}
+        )
+    return out
+
+
+def _matcher(label: str, op: str, value: str) -> str:
+    return f'{label}{op}"{value}"'
+
+
+def our_route(monitoring: MonitoringConfig) -> dict[str, Any]:
+    """Our subtree of the routing tree: only alerts labelled rollout="genesis-rollout"."""
     alerting = monitoring.alerting
-    refs = [alerting.email.password, alerting.slack.webhook, alerting.pagerduty.routing_key]
-    return list(dict.fromkeys(ref.name for ref in refs))
-
-
-def _receivers(monitoring: MonitoringConfig, secrets_dir: str) -> list[dict[str, Any]]:
-    alerting = monitoring.alerting
-    email = alerting.email
-    return [
-        {
-            "name": EMAIL,
-            "email_configs": [
-                {
-                    "to": email.to,
-                    "from": email.sender,
-                    "smarthost": email.smarthost,
-                    "auth_username": email.username,
-                    "auth_password_file": secret_path(email.password, secrets_dir),
-                    "send_resolved": True,
-                }
-            ],
-        },
-        {
-            "name": SLACK,
-            "slack_configs": [
-                {
-                    "api_url_file": secret_path(alerting.slack.webhook, secrets_dir),
-                    "channel": alerting.slack.channel,
-                    "title": _SLACK_TITLE,
-                    "text": _SLACK_TEXT,
-                    "send_resolved": True,
-                }
-            ],
-        },
-        {
-            "name": PAGERDUTY,
-            "pagerduty_configs": [
-                {
-                    "routing_key_file": secret_path(alerting.pagerduty.routing_key, secrets_dir),
-                    "severity": "critical",
-                    "send_resolved": True,
-                }
-            ],
-        },
-    ]
-
-
-def _route(monitoring: MonitoringConfig) -> dict[str, Any]:
-    alerting = monitoring.alerting
-    bot = f'source="{RELEASE_BOT_SOURCE}"'
     return {
-        "receiver": EMAIL,
+        "receiver": OUR_DEFAULT,
+        "matchers": [OURS],
         "group_by": list(GROUP_BY),
         "group_wait": format_duration(alerting.group_wait),
         "group_interval": format_duration(alerting.group_interval),
         "repeat_interval": format_duration(alerting.repeat_interval),
         "routes": [
-            {"receiver": PAGERDUTY, "matchers": ['severity="critical"'], "continue": True},
-            {"receiver": SLACK, "matchers": [bot], "continue": True},
-            # two routes to one receiver never both match (source= vs source!=): no duplicates
-            {
-                "receiver": SLACK,
-                "matchers": [f'source!="{RELEASE_BOT_SOURCE}"', 'severity=~"critical|warning"'],
-                "continue": True,
-            },
-            {"receiver": EMAIL},
+            {"receiver": r.receiver, "matchers": [_matcher(*m) for m in r.matchers], **({"continue": True} if r.cont else {})}
+            for r in ROUTES
         ],
+    }
+
+
+def our_inhibition() -> dict[str, Any]:
+    return {
+        "source_matchers": [OURS, 'severity="critical"'],
+        "target_matchers": [OURS, 'severity="warning"'],
+        "equal": list(INHIBIT_EQUAL),
     }
 
 
@@ -125,31 +209,27 @@ def render_alertmanager_config(
     secrets_dir: str = SECRETS_DIR,
     webhook_override: str | None = None,
 ) -> dict[str, Any]:
-    """The alertmanager.yaml document.
+    """The whole alertmanager.yaml for install mode: the chart's defaults plus our subtree.
 
-    webhook_override: for local demos and live tests, every receiver keeps its name and place in
-    the routing tree but delivers to this webhook URL instead of email/Slack/PagerDuty.
+    webhook_override: for local demos and live tests, every receiver of ours keeps its name and
+    place in the routing tree but delivers to this webhook URL instead.
     """
-    receivers = _receivers(monitoring, secrets_dir)
+    ours = [_file_receiver(r, secrets_dir) for r in receivers(monitoring)]
     if webhook_override is not None:
         if not webhook_override.startswith(("http://", "https://")):
-            raise ValueError(
-                f"webhook_override must be an http:// or https:// URL (got {webhook_override!r})"
-            )
-        receivers = [
-            {"name": r["name"], "webhook_configs": [{"url": webhook_override, "send_resolved": True}]}
-            for r in receivers
-        ]
+            raise ValueError(f"webhook_override must be an http:// or https:// URL (got {webhook_override!r})")
+        ours = [{"name": r["name"], "webhook_configs": [{"url": webhook_override, "send_resolved": True}]} for r in ours]
+    default = monitoring.alerting.default_receiver
+    known = [NULL, *receiver_names(monitoring)]
+    if default not in known:
+        raise ValueError(f"alerting.defaultReceiver {default!r} is not a receiver; choose one of {known}")
+    chart = CHART_DEFAULTS
     return {
-        "route": _route(monitoring),
-        "inhibit_rules": [
-            {
-                "source_matchers": ['severity="critical"'],
-                "target_matchers": ['severity="warning"'],
-                "equal": list(INHIBIT_EQUAL),
-            }
-        ],
-        "receivers": receivers,
+        "global": dict(chart["global"]),
+        "route": {**chart["route"], "receiver": default, "routes": [*chart["route"]["routes"], our_route(monitoring)]},
+        "inhibit_rules": [*chart["inhibit_rules"], our_inhibition()],
+        "receivers": [*chart["receivers"], *ours],
+        "templates": list(chart["templates"]),
     }
 
 
@@ -174,3 +254,56 @@ def write_alertmanager_config(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_alertmanager_yaml(config.project.monitoring, secrets_dir, webhook_override))
     return path
+
+
+# --------------------------------------------------------------------------- AlertmanagerConfig
+
+
+_CRD_SECRET = {"slack": ("slackConfigs", "apiURL"), "pagerduty": ("pagerdutyConfigs", "routingKey"),
+               "email": ("emailConfigs", "authPassword")}
+_CRD_FIELD = {"auth_username": "authUsername", "require_tls": "requireTLS"}
+
+
+def _crd_receiver(receiver: Receiver) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": receiver.name}
+    for integration in receiver.integrations:
+        configs, secret_key = _CRD_SECRET[integration.kind]
+        fields = {_CRD_FIELD.get(k, k): v for k, v in integration.fields.items()}
+        out.setdefault(configs, []).append(
+            {secret_key: {"name": integration.secret.name, "key": integration.secret.key}, **fields,
+             "sendResolved": integration.send_resolved}
+        )
+    return out
+
+
+def _crd_matchers(matchers: tuple[tuple[str, str, str], ...]) -> list[dict[str, str]]:
+    return [{"name": label, "matchType": op, "value": value} for label, op, value in matchers]
+
+
+def alertmanager_config_spec(monitoring: MonitoringConfig) -> dict[str, Any]:
+    """The spec of an AlertmanagerConfig with our routes and receivers (existing mode). The
+    Prometheus Operator adds `namespace="<its namespace>"` to the route and the inhibit rule
+    (alertmanagerConfigMatcherStrategy OnNamespace, the default), so it sees only alerts of
+    that namespace: one per service namespace."""
+    alerting = monitoring.alerting
+    ours = ((ROLLOUT_LABEL, "=", ROLLOUT_VALUE),)
+    return {
+        "route": {
+            "receiver": OUR_DEFAULT,
+            "matchers": _crd_matchers(ours),
+            "groupBy": list(GROUP_BY),
+            "groupWait": format_duration(alerting.group_wait),
+            "groupInterval": format_duration(alerting.group_interval),
+            "repeatInterval": format_duration(alerting.repeat_interval),
+            "routes": [
+                {"receiver": r.receiver, "matchers": _crd_matchers(r.matchers), **({"continue": True} if r.cont else {})}
+                for r in ROUTES
+            ],
+        },
+        "receivers": [_crd_receiver(r) for r in receivers(monitoring)],
+        "inhibitRules": [{
+            "sourceMatch": _crd_matchers((*ours, ("severity", "=", "critical"))),
+            "targetMatch": _crd_matchers((*ours, ("severity", "=", "warning"))),
+            "equal": list(INHIBIT_EQUAL),
+        }],
+    }

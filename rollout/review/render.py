@@ -118,9 +118,13 @@ def write_alert_rules(context: RenderContext) -> list[Path]:
 
 
 def write_alertmanager(context: RenderContext) -> list[Path]:
+    """install mode: the whole alertmanager.yaml the chart runs (existing mode contributes an
+    AlertmanagerConfig object instead, written with the manifests)."""
     from rollout.monitoring.alertmanager_config import write_alertmanager_config
 
     fresh_dir(context.out_dir / "alertmanager")
+    if context.config.project.monitoring.mode != "install":
+        return []
     return [write_alertmanager_config(context.config, context.out_dir)]
 
 

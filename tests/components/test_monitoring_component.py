@@ -28,7 +28,10 @@ from components.program import kubernetes_provider
 from rollout.config import parse_stack_config, project_name
 from rollout.model import StackConfig, format_duration
 from rollout.monitoring.alert_rules import rule_groups
-from rollout.monitoring.alertmanager_config import render_alertmanager_config
+from rollout.monitoring.alertmanager_config import (
+    alertmanager_config_spec,
+    render_alertmanager_config,
+)
 from rollout.monitoring.dashboard import build_dashboard, dashboard_json
 from rollout.review.mock_runtime import (
     RenderedStack,
@@ -142,7 +145,8 @@ def test_alertmanager_config_and_mounted_secrets(installed):
     alertmanager = stack.of_type(CHART_TYPE)[0].inputs["values"]["alertmanager"]
     assert alertmanager["config"] == plain(render_alertmanager_config(monitoring))
     alerting = monitoring.alerting
-    refs = [alerting.email.password, alerting.slack.webhook, alerting.pagerduty.routing_key]
+    refs = [alerting.email.password, alerting.slack.deployments.webhook, alerting.slack.incidents.webhook,
+            alerting.pagerduty.routing_key]
     assert sorted(alertmanager["alertmanagerSpec"]["secrets"]) == sorted({r.name for r in refs})
     # every secret the config reads is a file inside a mounted Secret
     text = json.dumps(alertmanager["config"])
@@ -156,9 +160,18 @@ def test_existing_mode_installs_nothing_but_contributes_our_objects(existing):
     assert len(stack.of_type(SERVICE_MONITOR)) == len(config.project.services)
     assert len(stack.of_type(PROMETHEUS_RULE)) == 1
     assert len(stack.of_type(CONFIG_MAP)) == 1
+    # our routing reaches the cluster's Alertmanager too: one AlertmanagerConfig per namespace
+    configs = stack.of_type("kubernetes:monitoring.coreos.com/v1alpha1:AlertmanagerConfig")
+    assert sorted(c.inputs["metadata"]["namespace"] for c in configs) == sorted({s.namespace for s in config.project.services})
+    assert all(c.inputs["spec"] == plain(alertmanager_config_spec(config.project.monitoring)) for c in configs)
     release = config.project.monitoring.release_name
     for resource in stack.of_type(SERVICE_MONITOR) + stack.of_type(PROMETHEUS_RULE):
         assert resource.inputs["metadata"]["labels"]["release"] == release
+
+
+def test_install_mode_has_no_alertmanager_config_object(installed):
+    stack, _ = installed
+    assert stack.of_type("kubernetes:monitoring.coreos.com/v1alpha1:AlertmanagerConfig") == []
 
 
 # --------------------------------------------------------------------------- our objects
@@ -246,6 +259,20 @@ def test_monitor_and_rule_objects_validate_against_prometheus_operator_schemas(i
     assert [(r["kind"], r["name"]) for r in results] == [(o["kind"], o["metadata"]["name"]) for o in objects]
     invalid = [r for r in results if not r["valid"]]
     assert invalid == []
+
+
+def test_the_alertmanager_config_validates_against_the_crd_schema(existing):
+    stack, _ = existing
+    objects = [as_object(r) for r in stack.of_type("kubernetes:monitoring.coreos.com/v1alpha1:AlertmanagerConfig")]
+    results = validate_k8s_objects(objects)
+    assert [r["kind"] for r in results] == ["AlertmanagerConfig"] and all(r["valid"] for r in results), results
+    spec = objects[0]["spec"]
+    # secrets only as SecretKeySelectors of Secrets in the CR's own namespace
+    selectors = [c[key] for r in spec["receivers"] for configs, key in (("slackConfigs", "apiURL"), ("pagerdutyConfigs", "routingKey"), ("emailConfigs", "authPassword")) for c in r.get(configs, [])]
+    assert len(selectors) == 5 and all(set(s) == {"name", "key"} for s in selectors)
+    broken = {**objects[0], "spec": {**spec, "route": {**spec["route"], "matchers": [{"name": "rollout", "matchType": "==", "value": "x"}]}}}
+    [result] = validate_k8s_objects([broken])
+    assert not result["valid"] and any("matchType" in e for e in result["errors"])
 
 
 def test_validator_rejects_a_broken_service_monitor(installed):

@@ -19,9 +19,9 @@ from support.live import LiveStack, compressed_config, live_stack
 
 from rollout.monitoring.alert_rules import render_rule_file
 from rollout.monitoring.alertmanager_config import (
-    EMAIL,
     PAGERDUTY,
-    SLACK,
+    SLACK_DEPLOYMENTS,
+    SLACK_INCIDENTS,
     render_alertmanager_yaml,
 )
 from rollout.review.localstack import WebhookReceiver, start_alertmanager, wait_for
@@ -41,11 +41,11 @@ def alerting() -> Iterator[tuple[LiveStack, WebhookReceiver, str]]:
 def test_the_rule_file_is_compressed_as_intended() -> None:
     config = compressed_config([APP], check_interval="2s", consecutive_failures=3)
     groups = yaml.safe_load(render_rule_file(config))["groups"]
-    # the gate alerts fire on the 3rd bad 2 s check; *DataMissing and CanaryUnavailable alerts
-    # set their own delay
+    # the gate alerts fire on the 3rd bad 2 s check; *DataMissing, CanaryUnavailable and the bot's
+    # dead man's switch set their own delay
     alerts = [
         r for g in groups for r in g["rules"]
-        if "alert" in r and not r["alert"].endswith(("DataMissing", "CanaryUnavailable"))
+        if "alert" in r and not r["alert"].endswith(("DataMissing", "CanaryUnavailable", "BotSilent"))
     ]
     assert len(alerts) >= 5 and all(r["for"] == "4s" for r in alerts)
 
@@ -64,7 +64,7 @@ def _is(alertname: str, receiver: str, track: str = "canary"):
     return match
 
 
-def test_critical_canary_alert_pages_and_reaches_slack_and_email(
+def test_critical_canary_alert_pages_and_reaches_incidents_only(
     alerting: tuple[LiveStack, WebhookReceiver, str],
 ) -> None:
     _, webhook, _ = alerting
@@ -73,9 +73,10 @@ def test_critical_canary_alert_pages_and_reaches_slack_and_email(
     assert paged["labels"]["namespace"] == "genesis"
     assert paged["annotations"]["runbook_url"].endswith("/GenesisErrorRateCritical.md")
     assert "canary" in paged["annotations"]["summary"]
-    # the same alert continues down the tree to the deployment channel and the team mailbox
-    webhook.wait_for_alert(_is("GenesisErrorRateCritical", SLACK), timeout=10)
-    webhook.wait_for_alert(_is("GenesisErrorRateCritical", EMAIL), timeout=10)
+    # the same alert continues to Slack #incidents, and nowhere else
+    webhook.wait_for_alert(_is("GenesisErrorRateCritical", SLACK_INCIDENTS), timeout=10)
+    receivers = {a["receiver"] for a in webhook.alerts() if a["labels"]["alertname"] == "GenesisErrorRateCritical"}
+    assert receivers == {PAGERDUTY, SLACK_INCIDENTS} and SLACK_DEPLOYMENTS not in receivers
 
 
 def test_only_critical_alerts_page_and_warnings_of_the_same_track_are_inhibited(
