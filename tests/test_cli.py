@@ -169,3 +169,44 @@ def test_watch_stops_after_the_ticks_it_was_given(live: LiveStack, tmp_path: Pat
     assert "checks: hold hold " in result.stdout  # 10 and 5 minutes ago: before any data
     assert "decision: wait" in result.stdout
     assert fake.runs_of("up") == []
+
+
+def test_tick_pushes_the_bots_metrics_to_a_real_pushgateway(live: LiveStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rollout tick` with PUSHGATEWAY_URL: the newest tick's stage, decision and last-check time
+    land in a real Pushgateway (Debian prometheus-pushgateway), grouped by job and stack; a real
+    Prometheus scraping it sees the dead man's switch metric fresh. Pulumi CLI: the stand-in."""
+    import time as clock
+    from datetime import datetime, timedelta, timezone
+
+    import httpx
+    from support.fake_pulumi import FakePulumi, update
+
+    from rollout.review.localstack import (
+        ScrapeTarget,
+        start_prometheus,
+        start_pushgateway,
+    )
+
+    fake = FakePulumi(tmp_path, monkeypatch)
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    fake.seed(outputs={"stage": "stable", "weight": 0},
+              history=[update(1, "rollout: apply -> stable: baseline", since, since)])
+    with start_pushgateway() as gateway:
+        monkeypatch.setenv("PUSHGATEWAY_URL", gateway.url)
+        before = clock.time()
+        result = rollout("tick", "-C", str(REPO), "--pulumi-root", str(fake.root), "--prometheus", live.prometheus.url,
+                         "--report-dir", str(tmp_path / "reports"))
+        assert result.exit_code == 0, result.stderr
+        text = httpx.get(f"{gateway.url}/metrics", timeout=5).text
+        assert 'rollout_stage_info{instance="",job="genesis-rollout-bot",rollout="genesis-rollout",stack="prod",stage="stable"} 1' in text
+        assert 'rollout_decision{action="wait",instance="",job="genesis-rollout-bot",rollout="genesis-rollout",stack="prod"} 1' in text
+        line = next(line for line in text.splitlines() if line.startswith("rollout_last_successful_check_timestamp_seconds{"))
+        assert before <= float(line.rsplit(" ", 1)[1]) <= clock.time()
+        host = gateway.url.removeprefix("http://")
+        with start_prometheus(targets=[ScrapeTarget(host, {})]) as prometheus:
+            from rollout.release.prometheus import Prometheus
+
+            with Prometheus(prometheus.url) as prom:
+                age = wait_for(lambda: prom.value('time() - max(rollout_last_successful_check_timestamp_seconds{rollout="genesis-rollout"})'),
+                               30, "Prometheus scraping the Pushgateway")
+        assert 0 <= age < 60

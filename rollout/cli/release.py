@@ -91,6 +91,14 @@ def _bot_command(action_name: str, project_dir, stack, pulumi_root, prometheus, 
     return outcome
 
 
+def _measured_tick(bot, metrics):
+    """One tick; its outcome and timing go into the bot's own metrics."""
+    started = time.monotonic()
+    outcome = _run_bot_action(bot.tick)
+    metrics.record(outcome, time.monotonic() - started, time.time())
+    return outcome
+
+
 @app.command()
 def tick(
     project_dir: Optional[Path] = ProjectDir,
@@ -101,10 +109,22 @@ def tick(
     grafana: Optional[str] = GrafanaUrl,
     report_dir: Path = ReportDir,
     as_json: bool = typer.Option(False, "--json"),
+    pushgateway: Optional[str] = typer.Option(
+        None, "--pushgateway", envvar="PUSHGATEWAY_URL", help="Push the bot's metrics to this Pushgateway."
+    ),
 ) -> None:
     """One stateless decide-and-act step (for cron or CI): promote, roll back or wait."""
-    _bot_command("tick", project_dir, stack, pulumi_root, prometheus, alertmanager, grafana,
-                 report_dir, as_json)
+    from rollout.release.metrics import BotMetrics
+
+    bot = _bot(_project(project_dir), stack, pulumi_root, prometheus, alertmanager, grafana, report_dir)
+    metrics = BotMetrics(stack)
+    outcome = _measured_tick(bot, metrics)
+    print_outcome(outcome, as_json)
+    if pushgateway:
+        try:
+            metrics.push(pushgateway)
+        except OSError as error:  # the dead man's switch will page if this keeps failing
+            err.print(f"warning: could not push the bot's metrics to the Pushgateway: {error}", highlight=False, markup=False)
 
 
 @app.command()
@@ -117,12 +137,18 @@ def watch(
     grafana: Optional[str] = GrafanaUrl,
     report_dir: Path = ReportDir,
     max_ticks: int = typer.Option(0, help="Stop after this many ticks (0: until complete or rolled back)."),
+    metrics_port: int = typer.Option(0, "--metrics-port", help="Serve the bot's metrics on this port (0: off)."),
 ) -> None:
     """Tick at the stage's check interval until the release completes or rolls back."""
+    from rollout.release.metrics import BotMetrics
+
     bot = _bot(_project(project_dir), stack, pulumi_root, prometheus, alertmanager, grafana, report_dir)
+    metrics = BotMetrics(stack)
+    if metrics_port:
+        metrics.serve(metrics_port)
     ticks = 0
     while True:
-        outcome = _run_bot_action(bot.tick)
+        outcome = _measured_tick(bot, metrics)
         print_outcome(outcome, as_json=False)
         ticks += 1
         if outcome.decision.action in ("rollback", "complete") or (max_ticks and ticks >= max_ticks):
@@ -200,15 +226,36 @@ def report(
     pulumi_root: Optional[Path] = PulumiRoot,
     prometheus: Optional[str] = PrometheusUrl,
     report_dir: Path = ReportDir,
+    daily: bool = typer.Option(False, "--daily", help="The daily status of the last 24 h, e-mailed and posted to Slack."),
+    send: bool = typer.Option(True, "--send/--no-send", help="With --daily: deliver it (SMTP_PASSWORD[_FILE], SLACK_WEBHOOK_URL[_FILE])."),
 ) -> None:
-    """Write the current stage's report (Markdown + PNG plot) from the stack and Prometheus."""
+    """Write the current stage's report (Markdown + PNG plot) from the stack and Prometheus;
+    with --daily the daily status (the plan's 09:00 UTC e-mail), delivered by e-mail and Slack."""
     from rollout.release.hooks import write_stage_report
 
     root = _project(project_dir)
     release = _release(root)
     deployer = _deployer(root, stack, pulumi_root)
     prom = _prometheus(prometheus)
-    path = _run_bot_action(lambda: write_stage_report(release, deployer, prom, report_dir))
-    out.print(f"report: {path}", highlight=False)
+    if not daily:
+        path = _run_bot_action(lambda: write_stage_report(release, deployer, prom, report_dir))
+        out.print(f"report: {path}", highlight=False)
+        return
+    from rollout.release import daily as daily_status
+    from rollout.release.bot import ReleaseBot, utcnow
+    from rollout.release.notify import NotifyError
+
+    bot = ReleaseBot(release, deployer, prom)
+    status = _run_bot_action(lambda: daily_status.compose(
+        release, deployer.current(), deployer.history(), bot.check, prom, utcnow()
+    ))
+    markdown, png = daily_status.write(status, report_dir)
+    out.print(f"daily status: {markdown} ({png.name})", highlight=False)
+    if send:
+        try:
+            for line in daily_status.deliver(status, markdown, png, release.project.monitoring.alerting.email):
+                out.print(line, highlight=False)
+        except NotifyError as error:
+            raise fail(f"the daily status was written but not delivered: {error}")
 
 

@@ -33,15 +33,18 @@ from rollout.local.synthetic import KubeStateMetrics, Workload, target_labels
 from rollout.model import Release, StackConfig, Stage, split_for
 from rollout.monitoring.alert_rules import RULES_FILE, render_rule_file
 from rollout.monitoring.alertmanager_config import render_alertmanager_config
+from rollout.monitoring.names import STAGE_CHANGE_ALERT
 from rollout.release.bot import ReleaseBot, TickOutcome
 from rollout.release.deployer import DeployerError
 from rollout.release.hooks import StageReportWriter
+from rollout.release.metrics import BotMetrics
 from rollout.release.notify import ROLLBACK_ALERT, AlertmanagerClient, ReleaseNotifier
 from rollout.release.prometheus import Prometheus, PrometheusError
 from rollout.review.localstack import (
     LocalStackError,
     ScrapeTarget,
     WebhookReceiver,
+    free_port,
     start_alertmanager,
     start_prometheus,
     wait_for,
@@ -64,6 +67,7 @@ class DemoSummary:
     rollback_decided: datetime | None = None
     alert_received: bool = False
     alert_receivers: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # stage-change notices seen at the webhook
     rule_alerts: list[str] = field(default_factory=list)  # Prometheus alerts seen at the webhook
     reports: list[Path] = field(default_factory=list)
     stages_seen: list[str] = field(default_factory=list)
@@ -167,6 +171,10 @@ def run_demo(
                 for seed, track in enumerate(("stable", "canary"), start=1)
             }
             kube_state = stack.enter_context(KubeStateMetrics())
+            # the bot's own metrics, scraped like a watch pod's: the dead man's switch stays quiet
+            bot_metrics = BotMetrics("demo")
+            metrics_server = bot_metrics.serve(free_port(), "127.0.0.1")
+            stack.callback(metrics_server.shutdown)
 
             def stack_config(stage_name: str) -> StackConfig:
                 return StackConfig(project=demo_release.project, stage=demo_release.stage(stage_name))
@@ -175,6 +183,7 @@ def run_demo(
             rules_path.write_text(render_rule_file(stack_config(demo_release.rollback_target.name)))
             targets = [ScrapeTarget(w.address, target_labels(service, track)) for track, w in workloads.items()]
             targets.append(ScrapeTarget(kube_state.address, {}))
+            targets.append(ScrapeTarget(f"127.0.0.1:{metrics_server.server_address[1]}", {}))
             prometheus = stack.enter_context(
                 start_prometheus(rule_files=[rules_path], targets=targets, alertmanager_url=alertmanager.url)
             )
@@ -205,6 +214,8 @@ def run_demo(
             runbook_base_url=release.project.monitoring.runbook_base_url,
             alertmanager=AlertmanagerClient(alertmanager.url),
             report_writer=reporter,
+            weights={s.name: s.weight for s in demo_release.stages},
+            dashboard_base_url=release.project.monitoring.grafana.public_url,
         )
         bot = ReleaseBot(demo_release, deployer, prom, hooks=[notifier])
 
@@ -229,7 +240,9 @@ def run_demo(
                             workloads["canary"].set_profile("bad")
                         summary.fault_onset = _now()
                         say(f"FAULT ({fault_kind}) injected into the canary at stage {fault_stage}", "bold red")
+                started_tick = time.monotonic()
                 outcome = bot.tick()
+                bot_metrics.record(outcome, time.monotonic() - started_tick, time.time())
                 summary.ticks += 1
                 _show(say, outcome, summary)
                 if outcome.decision.action == "rollback":
@@ -259,8 +272,12 @@ def run_demo(
                 summary.alert_receivers = receivers
                 say(f"on-call reached: {ROLLBACK_ALERT} delivered to {', '.join(receivers)}", "bold")
             summary.rule_alerts = sorted(
-                {a["labels"].get("alertname", "?") for a in webhook.alerts()} - {ROLLBACK_ALERT}
+                {a["labels"].get("alertname", "?") for a in webhook.alerts()} - {ROLLBACK_ALERT, STAGE_CHANGE_ALERT}
             )
+        summary.notices = sorted({
+            f"{a['labels'].get('action')} to {a['labels'].get('stage')} via {a['receiver']}"
+            for a in webhook.alerts() if a["labels"].get("alertname") == STAGE_CHANGE_ALERT
+        })
         summary.reports = sorted(out_dir.glob("*.md"))
         summary.queries = prom.queries
     summary.seconds = time.monotonic() - started
@@ -291,6 +308,8 @@ def _print_summary(say: Callable[..., None], summary: DemoSummary) -> None:
     say(f"  rollback alert at the webhook: {'yes' if summary.alert_received else 'NO'}")
     if summary.rule_alerts:
         say(f"  Prometheus alerts routed to the webhook: {', '.join(summary.rule_alerts)}")
+    for notice in summary.notices:
+        say(f"  stage-change notice: {notice}")
     for path in summary.reports:
         say(f"  report: {path}")
     say(f"  {summary.ticks} ticks, {summary.queries} Prometheus queries, {summary.seconds:.0f}s in all")

@@ -49,8 +49,22 @@ class LocalDeployer:
 
     def _read(self) -> dict:
         if not self.state_file.exists():
-            return {"outputs": {}, "history": []}
-        return json.loads(self.state_file.read_text())
+            return {"outputs": {}, "history": [], "tags": {}}
+        return {"tags": {}, **json.loads(self.state_file.read_text())}
+
+    def _write(self, state: dict) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    def set_tag(self, key: str, value: str) -> None:
+        state = self._read()
+        state["tags"][key] = value
+        self._write(state)
+
+    def remove_tag(self, key: str) -> None:
+        state = self._read()
+        state["tags"].pop(key, None)
+        self._write(state)
 
     def history(self) -> list[dict]:
         """Updates, newest first, as `pulumi stack history` lists them."""
@@ -75,6 +89,7 @@ class LocalDeployer:
             since=datetime.fromisoformat(since["end"]),
             update_version=since["version"],
             message=since["message"],
+            tags=dict(state["tags"]),
         )
 
     def apply(self, stage_name: str, message: str, *, source: str | None = None) -> ApplyResult:
@@ -94,8 +109,7 @@ class LocalDeployer:
         state["history"].append(
             {"version": version, "message": text, "start": started.isoformat(), "end": finished.isoformat()}
         )
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps(state, indent=2))
+        self._write(state)
         return ApplyResult(
             stage=stage_name,
             weight=config.stage.weight,

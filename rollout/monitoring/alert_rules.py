@@ -14,6 +14,8 @@ One rule file per stage (`rule_groups`), two groups:
   * canary unavailable, per service: its Deployment has fewer ready than desired replicas for
     `analysis.progressDeadline` (kube-state-metrics), the bot's immediate rollback condition;
   * the router-measured error rate, when a stage sets that optional gate (critical);
+  * the release bot silent: while the canary has traffic, no successful check for three check
+    intervals (or its metric never seen for as long): a canary nobody watches (critical);
   * missing data, per service: no canary request series while the canary has traffic
     (critical: the bot and every canary alert are blind), no stable series while stable has
     traffic (warning); `for` is at least a rate window plus two scrapes (`missing_data_for`).
@@ -40,12 +42,19 @@ from rollout.model import (
     Stage,
     format_duration,
 )
-from rollout.monitoring.names import ROLLBACK_ALERT
+from rollout.monitoring.names import (
+    BOT_SILENT_ALERT,
+    LAST_CHECK_METRIC,
+    ROLLBACK_ALERT,
+    ROLLOUT_LABEL,
+    ROLLOUT_VALUE,
+)
 
 RULES_FILE = "genesis-rollout.rules.yaml"
 RECORDING_GROUP = "genesis-rollout.recording"
 ALERT_GROUP = "genesis-rollout.alerts"
 RECORDING_INTERVAL_CAP = timedelta(minutes=1)
+BOT_SILENT_INTERVALS = 3  # check intervals without a successful check before the bot counts as gone
 CANARY, STABLE = "canary", "stable"
 SPICE_FLAG, PIPELEX_FLAG = "spice-task-generation", "pipelex-workflows"
 
@@ -125,7 +134,8 @@ def _alert(
         "alert": name,
         "expr": expr,
         "for": format_duration(stage.analysis.alert_for if for_ is None else for_),
-        "labels": {"severity": severity},
+        # the label the routing tree matches: only our alerts reach our receivers
+        "labels": {"severity": severity, ROLLOUT_LABEL: ROLLOUT_VALUE},
         "annotations": {
             "summary": summary,
             "description": description,
@@ -230,6 +240,29 @@ def _missing_data_alert(
     ]
 
 
+def _bot_silent_alert(stage: Stage, monitoring: MonitoringConfig) -> list[dict[str, Any]]:
+    """The dead man's switch: a stale last-check time (a Pushgateway keeps serving the last
+    push), or no such series at all for as long (absent_over_time)."""
+    silence = stage.analysis.check_interval * BOT_SILENT_INTERVALS
+    metric = f'{LAST_CHECK_METRIC}{{{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"}}'
+    window = format_duration(silence)
+    return [
+        _alert(
+            BOT_SILENT_ALERT,
+            f"time() - max({metric}) > {int(silence.total_seconds())} or absent_over_time({metric}[{window}])",
+            "critical", stage, monitoring,
+            summary=f"The release bot has not checked the canary for {window}",
+            description=(
+                f"The stage sends traffic to the canary, but the release bot has had no successful check for "
+                f"{BOT_SILENT_INTERVALS} check intervals ({window}): nothing would roll back a failing canary. "
+                "Is the scheduled tick running, can it reach Prometheus and the stack? "
+                "Last check {{ $value | humanizeDuration }} ago (1s when its metric is gone)."
+            ),
+            for_=timedelta(0),
+        )
+    ]
+
+
 def _canary_unavailable_alert(
     services: Sequence[ServiceConfig], stage: Stage, monitoring: MonitoringConfig
 ) -> list[dict[str, Any]]:
@@ -290,6 +323,7 @@ def alert_rules(
             "GenesisRouterErrorRate", "router_error_rate", gates.router_error_rate, stage, monitoring, None, False
         )
     if canary_live:
+        rules += _bot_silent_alert(stage, monitoring)
         rules += _canary_unavailable_alert(services, stage, monitoring)
         rules += _missing_data_alert("GenesisCanaryDataMissing", CANARY, "critical", services, stage, monitoring)
     if stage.weight < 100:

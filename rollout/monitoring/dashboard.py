@@ -45,9 +45,18 @@ from rollout.model import (
     Stage,
     format_duration,
 )
-from rollout.monitoring.names import ANNOTATION_TAGS, PRODUCT_TAG
+from rollout.monitoring.names import (
+    ANNOTATION_TAGS,
+    DASHBOARD_UID,
+    DECISION_METRIC,
+    GATE_VERDICT_METRIC,
+    LAST_CHECK_METRIC,
+    PRODUCT_TAG,
+    ROLLOUT_LABEL,
+    ROLLOUT_VALUE,
+)
 
-UID = "genesis-release"
+UID = DASHBOARD_UID
 TITLE = "Genesis release"
 TAGS = ["genesis-rollout"]
 # Filters for the annotations the release bot posts (rollout.monitoring.names.annotation_tags)
@@ -285,6 +294,57 @@ def availability_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int, in
     )
 
 
+def bot_panels(stage: Stage, first_id: int, y: int) -> list[Any]:
+    """What the release bot last did: how long since it last checked (the dead man's switch
+    pages at three check intervals), its latest decision and each gate's latest verdict."""
+    ours = f'{{{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"}}'
+    interval = stage.analysis.check_interval.total_seconds()
+    since = (
+        stat.Panel()
+        .id(first_id)
+        .title("Since the bot's last successful check")
+        .description(
+            f"{LAST_CHECK_METRIC}: the bot publishes it after every tick that ran its checks. "
+            f"GenesisReleaseBotSilent pages at {format_duration(stage.analysis.check_interval * 3)}."
+        )
+        .datasource(DATASOURCE)
+        .targets([instant_query(f"time() - max({LAST_CHECK_METRIC}{ours})", legend="last check")])
+        .unit("s")
+        .decimals(0)
+        .thresholds(dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps([
+            model.Threshold(value=None, color=HEALTHY_COLOR),
+            model.Threshold(value=2 * interval, color=TARGET_COLOR),
+            model.Threshold(value=3 * interval, color=CRITICAL_COLOR),
+        ]))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .grid_pos(_grid((0, y, 6, 8)))
+    )
+
+    def over_time(panel_id: int, title: str, description: str, expr: str, legend: str, x: int, w: int) -> timeseries.Panel:
+        return (
+            timeseries.Panel()
+            .id(panel_id)
+            .title(title)
+            .description(description)
+            .datasource(DATASOURCE)
+            .targets([prometheus.Dataquery().ref_id("A").expr(expr).legend_format(legend).range()])
+            .min(0)
+            .line_interpolation(common.LineInterpolation.STEP_AFTER)
+            .grid_pos(_grid((x, y, w, 8)))
+        )
+
+    decisions = over_time(
+        first_id + 1, "Bot decisions", f"{DECISION_METRIC}: 1 for the action the newest tick decided.",
+        f"max by (action) ({DECISION_METRIC}{ours})", "{{action}}", 6, 9,
+    )
+    verdicts = over_time(
+        first_id + 2, "Bot gate verdicts (0 pass, 1 hold, 2 fail)",
+        f"{GATE_VERDICT_METRIC}: each gate's verdict in the bot's newest check.",
+        f"max by (gate) ({GATE_VERDICT_METRIC}{ours})", "{{gate}}", 15, 9,
+    ).max(2)
+    return [since, decisions, verdicts]
+
+
 def active_alerts_panel(panel_id: int, pos: tuple[int, int, int, int]) -> table.Panel:
     expr = 'sum by (alertname, severity, app, track) (ALERTS{alertstate="firing", app=~"$app"})'
     return (
@@ -424,6 +484,8 @@ def build_dashboard(stage: Stage, stage_order: list[str] | None = None) -> dict[
         availability_panel(12, stage, (0, 43, 12, 8)),
         # the optional router gate's thresholds, else the app error-rate gate's (both a 5xx share)
         gate_panel(13, "router_error_rate", gates.router_error_rate or gates.error_rate, (12, 43, 12, 8)),
+        dash.Row("Release bot").id(103).grid_pos(_grid((0, 51, 24, 1))),
+        *bot_panels(stage, 14, 52),
     ]
     builder = (
         dash.Dashboard(TITLE)

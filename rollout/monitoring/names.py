@@ -7,6 +7,7 @@ The alert rules, the Alertmanager routing tree and the dashboard match on these,
 
 from __future__ import annotations
 
+DASHBOARD_UID = "genesis-release"  # the release dashboard, linked from notifications
 ROLLBACK_ALERT = "GenesisRolloutRolledBack"
 SOURCE = "release-bot"  # the `source` label on every alert the bot posts itself
 PRODUCT_TAG = "genesis-rollout"
@@ -15,3 +16,19 @@ ANNOTATION_TAGS = (PRODUCT_TAG, "deployment")  # every stage change; + the actio
 
 def annotation_tags(action: str, target_stage: str) -> list[str]:
     return [*ANNOTATION_TAGS, action, target_stage]
+
+# Every alert of ours carries ROLLOUT_LABEL=ROLLOUT_VALUE: the routing tree matches only these,
+# so the cluster's other alerts never reach our receivers (rollout.monitoring.alertmanager_config).
+ROLLOUT_LABEL = "rollout"
+ROLLOUT_VALUE = "genesis-rollout"
+# Notifications that are news rather than conditions carry EVENT_LABEL (routed to the stage-change
+# receivers: Slack #deployments and the team's e-mail).
+EVENT_LABEL = "event"
+STAGE_CHANGE = "stage-change"
+STAGE_CHANGE_ALERT = "GenesisStageChanged"
+ROLLBACK_FAILED_ALERT = "GenesisRollbackFailed"
+BOT_SILENT_ALERT = "GenesisReleaseBotSilent"
+# the bot's own metrics the rules and the dashboard read (rollout.release.metrics sets them)
+LAST_CHECK_METRIC = "rollout_last_successful_check_timestamp_seconds"
+DECISION_METRIC = "rollout_decision"
+GATE_VERDICT_METRIC = "rollout_gate_verdict"

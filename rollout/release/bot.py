@@ -24,6 +24,7 @@ from rollout.release.deployer import ApplyResult, DeployedState, Deployer
 from rollout.release.prometheus import Prometheus, measure
 
 log = logging.getLogger("rollout.release.bot")
+COMPLETED_TAG = "rollout:completed"  # the stack update whose completion was announced
 
 
 def utcnow() -> datetime:
@@ -159,13 +160,15 @@ class ReleaseBot:
         elif decision.action == "rollback":
             self._change(outcome, "rollback", self.release.rollback_target.name, decision.reason)
         elif decision.action == "complete":
-            # no hook here: every later tick says 'complete' again, and a stateless bot cannot
-            # tell the first from the rest; finishing the release is a human's next step
             outcome.effects.append(
                 "release complete: make the canary image the new stable in Pulumi.yaml, set "
                 f"releaseFlags to [], then apply '{self.release.rollback_target.name}' to start the "
                 "next release clean (docs/stack.md)"
             )
+            # every later tick says 'complete' again: a stack tag remembers that people were told
+            if state.tags.get(COMPLETED_TAG) != str(state.update_version):
+                self._notify(outcome, "complete", stage.name, decision.reason, now)
+                self.deployer.set_tag(COMPLETED_TAG, str(state.update_version))
         return outcome
 
     def _finish_pending(self, state: DeployedState) -> TickOutcome:

@@ -82,6 +82,7 @@ class DeployedState:
     update_version: int | None = None  # the stack history version of that update
     message: str = ""
     pending: UpdateMessage | None = None  # a stage change stopped between its phases
+    tags: Mapping[str, str] = field(default_factory=dict)  # stack tags: the bot's notes on the stack
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,12 @@ class Deployer(Protocol):
         ...
 
     def preview(self, stage_name: str) -> str: ...
+
+    def set_tag(self, key: str, value: str) -> None:
+        """Keep a note with the stack (operator state, what was already notified)."""
+        ...
+
+    def remove_tag(self, key: str) -> None: ...
 
 
 # --------------------------------------------------------------------------- update messages
@@ -276,7 +283,20 @@ class PulumiDeployer:
             update_version=entry.version,
             message=entry.message,
             pending=pending,
+            tags=self.tags(),
         )
+
+    def tags(self) -> dict[str, str]:
+        stack = self._select()
+        return dict(self._call(stack.list_tags, "read the stack tags"))
+
+    def set_tag(self, key: str, value: str) -> None:
+        stack = self._select()
+        self._call(lambda: stack.set_tag(key, value), f"set the stack tag {key!r}")
+
+    def remove_tag(self, key: str) -> None:
+        stack = self._select()
+        self._call(lambda: stack.remove_tag(key), f"remove the stack tag {key!r}")
 
     def apply(self, stage_name: str, message: str, *, source: str | None = None) -> ApplyResult:
         """`pulumi up --config-file Pulumi.<stage>.yaml --message 'rollout: ...'` in phases, each

@@ -107,6 +107,8 @@ def default_hooks(
                 grafana=grafana,
                 dashboard_uid=os.environ.get("GRAFANA_DASHBOARD_UID") or None,
                 report_writer=StageReportWriter(report_dir, release, service, prometheus) if i == 0 else None,
+                weights={s.name: s.weight for s in release.stages},
+                dashboard_base_url=release.project.monitoring.grafana.public_url or grafana_url,
             )
         )
     return hooks

@@ -1,5 +1,8 @@
-"""Tell people about stage changes: an Alertmanager alert on rollback (so on-call is paged
-through the configured routes), a Grafana annotation on every promotion and rollback.
+"""Tell people about stage changes through Alertmanager's routes: on every promotion, rollback
+and completion a `GenesisStageChanged` notice (event=stage-change: Slack #deployments and the
+team's e-mail) saying what changed, the weight, the gate values that justified it, a dashboard
+link and the rollback command; on a rollback also the critical `GenesisRolloutRolledBack`
+(PagerDuty and Slack #incidents). A Grafana annotation marks every change on the dashboard.
 
 Thin adapters over the two HTTP APIs (httpx, short timeouts, no retries: a lost notification
 is reported by the bot, it never blocks or repeats a stage change):
@@ -20,7 +23,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import httpx
 
-from rollout.monitoring.names import ROLLBACK_ALERT, SOURCE, annotation_tags
+from rollout.monitoring.names import (
+    DASHBOARD_UID,
+    EVENT_LABEL,
+    ROLLBACK_ALERT,
+    ROLLOUT_LABEL,
+    ROLLOUT_VALUE,
+    SOURCE,
+    STAGE_CHANGE,
+    STAGE_CHANGE_ALERT,
+    annotation_tags,
+)
+from rollout.release.report import gate_line, gate_rows
 
 log = logging.getLogger("rollout.release.notify")
 
@@ -183,6 +197,7 @@ def rollback_alert(
             "alertname": ROLLBACK_ALERT,
             "severity": "critical",
             "source": SOURCE,
+            ROLLOUT_LABEL: ROLLOUT_VALUE,
             "app": app,
             "namespace": namespace,
             "stage": source_stage,
@@ -196,6 +211,73 @@ def rollback_alert(
         starts_at=at,
         ends_at=at + active_for,
         generator_url=generator_url,
+    )
+
+
+def dashboard_link(base_url: str, app: str, stage: str, start: datetime, end: datetime) -> str:
+    """The release dashboard over a time range, with the stage and app variables filled in."""
+    ms = lambda value: int(value.timestamp() * 1000)  # noqa: E731
+    return (
+        f"{base_url.rstrip('/')}/d/{DASHBOARD_UID}/genesis-release?orgId=1&from={ms(start)}&to={ms(end)}"
+        f"&var-stage={stage}&var-app={app}&var-track=$__all"
+    )
+
+
+def stage_change_alert(
+    change: Any,
+    *,
+    app: str,
+    namespace: str,
+    weights: Mapping[str, int],
+    dashboard_base_url: str | None,
+    active_for: timedelta = timedelta(hours=1),
+) -> Alert:
+    """The stage-change notice: what changed, the weights, the gate values that justified it,
+    a dashboard link over the stage that just ended and the rollback command."""
+    source_weight, target_weight = weights.get(change.source), weights.get(change.target)
+    verb = {"promote": "promoted", "rollback": "rolled back", "complete": "completed the release at"}.get(
+        change.action, change.action
+    )
+    moved = f"{change.source} ({source_weight}%)" + (
+        f" -> {change.target} ({target_weight}%)" if change.target != change.source else ""
+    )
+    decisive = list(change.checks or [])[-1:]
+    gates = [gate_line(row) for row in gate_rows(decisive[0])] if decisive else []
+    lines = [
+        f"{app}: {verb} {moved} at {_iso(change.at)}.",
+        f"Canary weight: {source_weight}% -> {target_weight}%.",
+        f"Why: {change.reason}",
+    ]
+    if gates:
+        lines += ["Gate values:", *(f"- {g}" for g in gates)]
+    annotations = {
+        "summary": f"{app}: {change.action} {moved}",
+        "description": "\n".join(lines),
+    }
+    if dashboard_base_url:
+        end = change.at + timedelta(minutes=5)
+        annotations["dashboard_url"] = dashboard_link(dashboard_base_url, app, change.target, change.started_at, end)
+    if change.action == "rollback":
+        annotations["next_steps"] = "rolled back already: fix the canary, then start again with `rollout promote`"
+    else:
+        annotations["rollback_command"] = (
+            f'rollout rollback --reason "..."  (by hand: rollout plan {change.target} stable, then its commands)'
+        )
+    return Alert(
+        labels={
+            "alertname": STAGE_CHANGE_ALERT,
+            "severity": "info",
+            "source": SOURCE,
+            ROLLOUT_LABEL: ROLLOUT_VALUE,
+            EVENT_LABEL: STAGE_CHANGE,
+            "app": app,
+            "namespace": namespace,
+            "action": change.action,
+            "stage": change.target,
+        },
+        annotations=annotations,
+        starts_at=change.at,
+        ends_at=change.at + active_for,
     )
 
 
@@ -230,8 +312,9 @@ class GrafanaClient(_Api):
 
 @dataclass
 class ReleaseNotifier:
-    """A release-bot hook (`stage_changed(change)`): alert on rollback, annotate every change,
-    then write the report (when a `report_writer` is given) with what was sent in its timeline.
+    """A release-bot hook (`stage_changed(change)`): the stage-change notice (and the rollback
+    page) to Alertmanager, an annotation to Grafana, then the report (when a `report_writer` is
+    given) with what was sent in its timeline.
 
     `change` is the bot's StageChange (action, source, target, reason, started_at, at, checks,
     applied). A failed delivery does not stop the others; it is raised at the end as NotifyError.
@@ -246,33 +329,41 @@ class ReleaseNotifier:
     # report_writer(change, events) -> path of the written report; events are (time, text)
     report_writer: Callable[[Any, list[tuple[datetime, str]]], Path] | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    weights: Mapping[str, int] = field(default_factory=dict)  # stage -> canary weight
+    dashboard_base_url: str | None = None  # Grafana as people open it, for links
 
     @property
     def runbook_url(self) -> str:
         return f"{self.runbook_base_url.rstrip('/')}/{ROLLBACK_ALERT}.md"
 
+    def alerts_for(self, change: Any) -> list[Alert]:
+        notice = stage_change_alert(
+            change, app=self.app, namespace=self.namespace, weights=self.weights,
+            dashboard_base_url=self.dashboard_base_url,
+        )
+        if change.action != "rollback":
+            return [notice]
+        page = rollback_alert(
+            app=self.app, namespace=self.namespace, source_stage=change.source, target_stage=change.target,
+            reason=change.reason, at=change.at, runbook_url=self.runbook_url,
+        )
+        return [page, notice]
+
     def stage_changed(self, change: Any) -> str | None:
         done: list[str] = []
         failed: list[str] = []
         events: list[tuple[datetime, str]] = []
-        if change.action == "rollback" and self.alertmanager is not None:
-            alert = rollback_alert(
-                app=self.app,
-                namespace=self.namespace,
-                source_stage=change.source,
-                target_stage=change.target,
-                reason=change.reason,
-                at=change.at,
-                runbook_url=self.runbook_url,
-            )
+        if self.alertmanager is not None:
+            alerts = self.alerts_for(change)
+            names = ", ".join(a.labels["alertname"] for a in alerts)
             try:
-                self.alertmanager.post_alerts([alert])
+                self.alertmanager.post_alerts(alerts)
             except NotifyError as err:
                 failed.append(str(err))
-                events.append((self.clock(), f"alert {ROLLBACK_ALERT} NOT sent: {err}"))
+                events.append((self.clock(), f"{names} NOT sent: {err}"))
             else:
-                done.append(f"alert {ROLLBACK_ALERT} sent to {self.alertmanager.base_url}")
-                events.append((self.clock(), f"alert {ROLLBACK_ALERT} (critical) sent to Alertmanager"))
+                done.append(f"{names} sent to {self.alertmanager.base_url}")
+                events.append((self.clock(), f"{names} sent to Alertmanager"))
         if self.grafana is not None:
             text = f"{change.action} {change.source} -> {change.target}: {change.reason}"
             try:

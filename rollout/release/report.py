@@ -186,7 +186,7 @@ def series_from_prometheus(
 # --------------------------------------------------------------------------- Markdown
 
 
-def _unit(name: str) -> str:
+def unit_of(name: str) -> str:
     signal = BY_KEY.get(name.split("/")[-1])
     return signal.unit if signal else ""
 
@@ -205,6 +205,15 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:.4g}"
 
 
+def gate_line(row: GateRow) -> str:
+    """One gate as a line of plain text: `error_rate 0.02% (target 0.1%, stable 0.01%): PASS`."""
+    unit = unit_of(row.name)
+    return (
+        f"{row.name} {format_value(row.value, unit)} (target {format_value(row.target, unit)}, "
+        f"stable {format_value(row.baseline, unit)}): {row.status.upper()}"
+    )
+
+
 def gate_table(rows: Sequence[GateRow]) -> list[str]:
     """The gate values as Markdown table lines (reports and pull-request comments)."""
     lines = [
@@ -212,7 +221,7 @@ def gate_table(rows: Sequence[GateRow]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for g in rows:
-        unit = _unit(g.name)
+        unit = unit_of(g.name)
         lines.append(
             f"| {g.name} | {format_value(g.value, unit)} | {format_value(g.baseline, unit)} | "
             f"{format_value(g.target, unit)} | "

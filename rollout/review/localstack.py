@@ -34,7 +34,11 @@ HOST = "127.0.0.1"
 T = TypeVar("T")
 
 # binary -> Debian package that ships it
-BINARIES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager"}
+BINARIES = {
+    "prometheus": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "prometheus-pushgateway": "prometheus-pushgateway",
+}
 
 
 class LocalStackError(RuntimeError):
@@ -257,6 +261,25 @@ def start_alertmanager(config: str | Mapping[str, Any], *, timeout: float = 30.0
         ]
 
     return _start("alertmanager", argv, tmp, timeout)
+
+
+# --------------------------------------------------------------------------- Pushgateway
+
+
+def start_pushgateway(*, timeout: float = 30.0) -> Running:
+    """Start the real `prometheus-pushgateway` on 127.0.0.1 (persistence in the temp dir)."""
+    binary = require_binary("prometheus-pushgateway")
+    tmp = tempfile.TemporaryDirectory(prefix="rollout-pushgateway-")
+
+    def argv(workdir: Path, port: int) -> list[str]:
+        return [
+            binary,
+            f"--web.listen-address={HOST}:{port}",
+            f"--persistence.file={workdir / 'pushgateway.data'}",
+            "--log.level=warn",
+        ]
+
+    return _start("pushgateway", argv, tmp, timeout)
 
 
 # --------------------------------------------------------------------------- webhook receiver

@@ -43,7 +43,10 @@ def test_demo_rolls_back_the_faulty_canary_and_reaches_on_call(tmp_path: Path) -
     assert summary.stages_seen == ["canary", "gradual", "stable"]
     assert summary.detection_seconds is not None and 0 < summary.detection_seconds < 60
     # the bot's page went through the rendered routing tree to every receiver of a critical alert
-    assert summary.alert_receivers == ["pagerduty", "slack-deployments", "team-email"]
+    assert summary.alert_receivers == ["pagerduty", "slack-incidents"]  # the page: PagerDuty and #incidents
+    assert "rollback to stable via stage-changes" in summary.notices  # and told in #deployments and by e-mail
+    assert "promote to canary via stage-changes" in summary.notices
+    assert "GenesisReleaseBotSilent" not in summary.rule_alerts  # the demo's bot publishes its metrics
     incident = [p for p in summary.reports if "-rollback-gradual-to-stable" in p.name]
     assert len(incident) == 1
     text = incident[0].read_text()

@@ -28,6 +28,11 @@ from rollout.monitoring.dashboard import (
     dashboard_json,
     write_dashboards,
 )
+from rollout.monitoring.names import (
+    DECISION_METRIC,
+    GATE_VERDICT_METRIC,
+    LAST_CHECK_METRIC,
+)
 
 COMMITTED = ROOT / "dashboards" / f"{UID}.json"
 # concrete values for the Grafana variables, so promtool sees plain PromQL
@@ -134,6 +139,9 @@ def test_promtool_check_catches_a_broken_expression(tmp_path):
     assert result.returncode != 0
 
 
+BOT_METRICS = {LAST_CHECK_METRIC, DECISION_METRIC, GATE_VERDICT_METRIC}  # the bot's own, not per app and track
+
+
 def test_panels_query_the_shared_recording_rules_by_app_and_track(dashboard):
     records = {s.record for s in signals.SIGNALS}
     used = set()
@@ -141,7 +149,7 @@ def test_panels_query_the_shared_recording_rules_by_app_and_track(dashboard):
         for target in panel.get("targets", []):
             names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?=\{)", target["expr"]))
             assert names, f"panel {panel['title']!r} selects no metric"
-            assert names <= records | {"ALERTS"}, names
+            assert names <= records | {"ALERTS"} | BOT_METRICS, names
             if names & records and "track=\"canary\"" not in target["expr"]:
                 assert 'app=~"$app", track=~"$track"' in target["expr"], target["expr"]
             used |= names & records
@@ -154,7 +162,7 @@ def test_panels_query_the_shared_recording_rules_by_app_and_track(dashboard):
 def test_panel_ids_are_fixed_and_unique(dashboard):
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
-    assert sorted(p["id"] for p in panels(dashboard)) == list(range(1, 14))
+    assert sorted(p["id"] for p in panels(dashboard)) == list(range(1, 17))
     assert len(panels(dashboard)) >= 10
 
 
@@ -248,3 +256,14 @@ def test_stage_panel_lists_every_gate(dashboard, release):
     for name, _ in release.stage(COMMITTED_STAGE).gates.items():
         assert f"| {name} |" in content
     assert "progress deadline 10m" in content
+
+
+def test_the_bot_row_reads_the_metrics_the_bot_publishes(dashboard):
+    """The names the panels query are the bot's own (rollout.release.metrics registers them)."""
+    from rollout.release.metrics import BotMetrics
+
+    published = {m.name for m in BotMetrics("prod").registry.collect()}
+    row = [p for p in panels(dashboard) if p["id"] in (14, 15, 16)]
+    queried = {name for p in row for target in p["targets"] for name in BOT_METRICS if name in target["expr"]}
+    assert queried == BOT_METRICS and BOT_METRICS <= published
+    assert all('rollout="genesis-rollout"' in target["expr"] for p in row for target in p["targets"])

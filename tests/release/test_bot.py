@@ -177,7 +177,7 @@ class RecordingHook:
         return f"recorded {change.action}"
 
 
-def test_a_complete_release_applies_nothing_and_says_what_comes_next(live: LiveStack, fake: FakePulumi) -> None:
+def test_a_complete_release_applies_nothing_is_announced_once_and_says_what_comes_next(live: LiveStack, fake: FakePulumi) -> None:
     wait_until_healthy(live)
     now = datetime.now(timezone.utc)
     seed_stage(fake, "full", 100, now - timedelta(seconds=31))
@@ -190,8 +190,12 @@ def test_a_complete_release_applies_nothing_and_says_what_comes_next(live: LiveS
     outcome = bot.tick()
 
     assert outcome.decision.action == "complete", outcome.decision.reason
-    assert fake.runs_of("up") == [] and hook.changes == []  # every later tick says the same: no repeats
+    assert fake.runs_of("up") == []
+    assert [(c.action, c.source, c.target) for c in hook.changes] == [("complete", "full", "full")]
+    assert fake.state()["tags"] == {"rollout:completed": "1"}  # the update whose completion was told
     assert any("releaseFlags" in effect for effect in outcome.effects)
+    again = bot.tick()  # every later tick says 'complete' again: nobody hears it twice
+    assert again.decision.action == "complete" and len(hook.changes) == 1
 
 
 def test_hooks_hear_of_a_rollback_and_a_failing_hook_never_blocks_it(live: LiveStack, fake: FakePulumi) -> None:

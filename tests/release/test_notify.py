@@ -184,7 +184,7 @@ def test_rollback_alert_reaches_alertmanager_and_the_oncall_route(alertmanager: 
     got = held[0]
     assert got["labels"] == {
         "alertname": ROLLBACK_ALERT, "severity": "critical", "source": "release-bot",
-        "app": "genesis", "namespace": "genesis", "stage": "gradual",
+        "app": "genesis", "namespace": "genesis", "stage": "gradual", "rollout": "genesis-rollout",
     }
     assert got["annotations"]["summary"] == "genesis: rollout rolled back from gradual to stable"
     assert "error rate 2.3% > 1%" in got["annotations"]["description"]
@@ -283,24 +283,35 @@ def test_notifier_pages_on_rollback_annotates_and_feeds_the_report(
     )
     effect = notifier.stage_changed(change())
     assert effect is not None
-    assert "alert GenesisRolloutRolledBack sent" in effect and "report written to" in effect
-    held = AlertmanagerClient(alertmanager).alerts({"app": "genesis-hook"})
-    assert [a["labels"]["stage"] for a in held] == ["gradual"]
-    assert held[0]["annotations"]["runbook_url"] == "https://runbooks.example/GenesisRolloutRolledBack.md"
+    assert "GenesisRolloutRolledBack, GenesisStageChanged sent" in effect and "report written to" in effect
+    held = {a["labels"]["alertname"]: a for a in AlertmanagerClient(alertmanager).alerts({"app": "genesis-hook"})}
+    assert held[ROLLBACK_ALERT]["labels"]["stage"] == "gradual"  # the page names the stage it left
+    assert held["GenesisStageChanged"]["labels"]["stage"] == "stable"  # the notice, the stage it went to
+    assert held[ROLLBACK_ALERT]["annotations"]["runbook_url"] == "https://runbooks.example/GenesisRolloutRolledBack.md"
     assert grafana.requests[0]["body"]["tags"] == ["genesis-rollout", "deployment", "rollback", "stable"]
     [(_, events)] = written
     assert [text for _, text in events] == [
-        "alert GenesisRolloutRolledBack (critical) sent to Alertmanager", "Grafana annotation added",
+        "GenesisRolloutRolledBack, GenesisStageChanged sent to Alertmanager", "Grafana annotation added",
     ]
 
 
-def test_promotion_annotates_but_does_not_page(alertmanager: str, grafana: Recorder) -> None:
+def test_promotion_is_told_and_annotated_but_does_not_page(alertmanager: str, grafana: Recorder) -> None:
     notifier = ReleaseNotifier(
         app="genesis-promo", namespace="genesis", runbook_base_url="https://r.example",
         alertmanager=AlertmanagerClient(alertmanager), grafana=GrafanaClient(grafana.url, Secret(TOKEN)),
+        weights={"canary": 10, "gradual": 50}, dashboard_base_url="https://grafana.example",
     )
-    assert notifier.stage_changed(change("promote", "canary", "gradual")) == "Grafana annotation added"
-    assert AlertmanagerClient(alertmanager).alerts({"app": "genesis-promo"}) == []
+    effect = notifier.stage_changed(change("promote", "canary", "gradual"))
+    assert effect == f"GenesisStageChanged sent to {alertmanager}; Grafana annotation added"
+    (notice,) = AlertmanagerClient(alertmanager).alerts({"app": "genesis-promo"})
+    assert notice["labels"]["alertname"] == "GenesisStageChanged" and notice["labels"]["severity"] == "info"
+    assert notice["labels"]["event"] == "stage-change" and notice["labels"]["action"] == "promote"
+    annotations = notice["annotations"]
+    assert annotations["summary"] == "genesis-promo: promote canary (10%) -> gradual (50%)"
+    assert "Canary weight: 10% -> 50%." in annotations["description"]
+    assert annotations["dashboard_url"].startswith("https://grafana.example/d/genesis-release/genesis-release?orgId=1&from=")
+    assert "&var-stage=gradual&var-app=genesis-promo" in annotations["dashboard_url"]
+    assert annotations["rollback_command"].startswith('rollout rollback --reason "..."')
     assert grafana.requests[0]["body"]["text"].startswith("promote canary -> gradual: ")
 
 
@@ -310,9 +321,9 @@ def test_a_failed_annotation_still_pages_and_reports_the_failure(alertmanager: s
         alertmanager=AlertmanagerClient(alertmanager),
         grafana=GrafanaClient(f"http://127.0.0.1:{free_port()}", Secret(TOKEN), timeout=2),
     )
-    with pytest.raises(NotifyError, match="Grafana: POST .* failed.*done: alert GenesisRolloutRolledBack sent"):
+    with pytest.raises(NotifyError, match="Grafana: POST .* failed.*done: GenesisRolloutRolledBack, GenesisStageChanged sent"):
         notifier.stage_changed(change())
-    assert len(AlertmanagerClient(alertmanager).alerts({"app": "genesis-partial"})) == 1
+    assert len(AlertmanagerClient(alertmanager).alerts({"app": "genesis-partial"})) == 2
 
 
 def test_grafana_url_without_token_is_refused() -> None:

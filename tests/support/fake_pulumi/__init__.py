@@ -70,6 +70,7 @@ class FakePulumi:
         history: list[dict[str, Any]] | None = None,
         lock: str | None = None,
         fail_next_up: bool = False,
+        tags: dict[str, str] | None = None,
     ) -> None:
         state = {
             "stacks": {
@@ -78,6 +79,7 @@ class FakePulumi:
                     "history": history or [],
                     "lock": lock,
                     "failNextUp": fail_next_up,
+                    "tags": tags or {},
                 }
             }
         }

@@ -1,0 +1,81 @@
+"""The release bot's own metrics, so people can see what it judged and decided, and notice when
+it stops: the dashboard's bot row and the dead man's switch (`GenesisReleaseBotSilent`).
+
+`rollout watch --metrics-port` serves them; `rollout tick` pushes them to a Pushgateway when
+PUSHGATEWAY_URL is set (each tick is a new process, so every metric is a gauge of the latest
+tick, grouped by job and stack). Every series carries rollout="genesis-rollout" and the stack.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    push_to_gateway,
+    start_http_server,
+)
+
+from rollout.monitoring.names import (
+    DECISION_METRIC,
+    GATE_VERDICT_METRIC,
+    LAST_CHECK_METRIC,
+    ROLLOUT_LABEL,
+    ROLLOUT_VALUE,
+)
+
+JOB = "genesis-rollout-bot"
+ACTIONS = ("promote", "rollback", "complete", "wait")
+VERDICT_VALUE = {"pass": 0, "hold": 1, "fail": 2}
+
+
+class BotMetrics:
+    """One registry per bot process; `record()` after every tick."""
+
+    def __init__(self, stack: str) -> None:
+        self.stack = stack
+        self.registry = CollectorRegistry()
+        base = [ROLLOUT_LABEL, "stack"]
+
+        def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, [*base, *extra], registry=self.registry)
+
+        self.stage = gauge("rollout_stage_info", "1 for the stage the stack is at", ("stage",))
+        self.weight = gauge("rollout_canary_weight_percent", "Canary weight of the current stage")
+        self.gate = gauge(GATE_VERDICT_METRIC, "Newest check per gate: 0 pass, 1 hold, 2 fail", ("gate",))
+        self.verdict = gauge("rollout_check_verdict", "Newest check: 0 pass, 1 hold, 2 fail")
+        self.decision = gauge(DECISION_METRIC, "1 for the action the newest tick decided", ("action",))
+        self.duration = gauge("rollout_check_duration_seconds", "Seconds the newest tick spent measuring")
+        self.last_check = gauge(
+            LAST_CHECK_METRIC,
+            "End of the last tick that read the stack and ran every check it needed (none at weight 0)",
+        )
+        self._labels = {ROLLOUT_LABEL: ROLLOUT_VALUE, "stack": stack}
+
+    def record(self, outcome: Any, seconds: float, finished: float) -> None:
+        """A tick's outcome (rollout.release.bot.TickOutcome), how long its checks took, and when
+        it finished (unix seconds): only a tick that got this far counts as a successful check."""
+        labels = self._labels
+        self.stage.clear()
+        self.stage.labels(**labels, stage=outcome.state.stage).set(1)
+        self.weight.labels(**labels).set(outcome.state.weight)
+        for action in ACTIONS:
+            self.decision.labels(**labels, action=action).set(int(outcome.decision.action == action))
+        self.gate.clear()
+        if outcome.checks:
+            newest = outcome.checks[-1]
+            self.verdict.labels(**labels).set(VERDICT_VALUE[newest.verdict])
+            for gate in newest.gates:
+                self.gate.labels(**labels, gate=gate.name).set(VERDICT_VALUE[gate.status])
+        self.duration.labels(**labels).set(seconds)
+        self.last_check.labels(**labels).set(finished)
+
+    def push(self, url: str) -> None:
+        """Replace this stack's group on the Pushgateway with the newest tick's metrics."""
+        push_to_gateway(url, job=JOB, registry=self.registry, grouping_key={"stack": self.stack}, timeout=10)
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> Any:
+        """Serve /metrics (rollout watch); returns the server, to shut down."""
+        server, _ = start_http_server(port, host, registry=self.registry)
+        return server

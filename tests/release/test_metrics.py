@@ -1,0 +1,57 @@
+"""The bot's own metrics (rollout.release.metrics) from a tick's outcome. Pure: no server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from support.fake_pulumi import REPO
+
+from rollout.analysis.decision import Decision
+from rollout.analysis.gates import GateMeasurement, Measurements, evaluate
+from rollout.config import load_release
+from rollout.release.bot import TickOutcome
+from rollout.release.deployer import DeployedState
+from rollout.release.metrics import BotMetrics
+
+
+def sample(metrics: BotMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, {"rollout": "genesis-rollout", "stack": "prod", **labels})
+
+
+def outcome(error_rate: float, action: str) -> TickOutcome:
+    stage = load_release(REPO).stage("gradual")
+    values = {"error_rate": error_rate, "p95_latency_seconds": 0.1, "test_pass_rate": 1.0,
+              "pipelex_success_rate": 0.99, "spice_tasks_per_minute": 5.0, "fallback_rate": 0.0}
+    check = evaluate(stage, Measurements(
+        gates={k: GateMeasurement(v, v, k) for k, v in values.items()}, canary_requests=1000,
+        availability=GateMeasurement(1.0, 1.0, "a"),
+    ))
+    state = DeployedState(stage="gradual", weight=50, since=datetime.now(UTC) - timedelta(hours=1))
+    return TickOutcome(state=state, decision=Decision(action, "r", "gradual", timedelta(0)), checks=[check])  # type: ignore[arg-type]
+
+
+def test_a_tick_sets_stage_weight_decision_verdicts_duration_and_last_check() -> None:
+    metrics = BotMetrics("prod")
+    metrics.record(outcome(0.05, "rollback"), seconds=0.42, finished=1_700_000_000.0)
+    assert sample(metrics, "rollout_stage_info", stage="gradual") == 1
+    assert sample(metrics, "rollout_canary_weight_percent") == 50
+    assert sample(metrics, "rollout_decision", action="rollback") == 1
+    assert sample(metrics, "rollout_decision", action="wait") == 0
+    assert sample(metrics, "rollout_check_verdict") == 2
+    assert sample(metrics, "rollout_gate_verdict", gate="error_rate") == 2
+    assert sample(metrics, "rollout_gate_verdict", gate="p95_latency_seconds") == 0
+    assert sample(metrics, "rollout_check_duration_seconds") == 0.42
+    assert sample(metrics, "rollout_last_successful_check_timestamp_seconds") == 1_700_000_000.0
+
+
+def test_the_next_tick_replaces_the_last_ones_stage_and_verdicts() -> None:
+    metrics = BotMetrics("prod")
+    metrics.record(outcome(0.05, "rollback"), 0.4, 1.0)
+    later = outcome(0.0, "wait")
+    later.state = DeployedState(stage="stable", weight=0, since=datetime.now(UTC))
+    later.checks = []
+    metrics.record(later, 0.1, 2.0)
+    assert sample(metrics, "rollout_stage_info", stage="gradual") is None  # one stage at a time
+    assert sample(metrics, "rollout_stage_info", stage="stable") == 1
+    assert sample(metrics, "rollout_gate_verdict", gate="error_rate") is None
+    assert sample(metrics, "rollout_decision", action="rollback") == 0
