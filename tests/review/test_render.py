@@ -152,3 +152,19 @@ def test_render_writes_rules_routing_dashboards_and_chart_values_beside_the_mani
     # the same rules reach the cluster as the PrometheusRule's spec
     rule_object = yaml.safe_load((tmp_path / "manifests/monitoring/prometheusrule-genesis-rollout.yaml").read_text())
     assert rule_object["spec"]["groups"] == yaml.safe_load(rules.read_text())["groups"]
+
+
+def test_existing_mode_renders_the_alertmanager_config_object_and_no_alertmanager_file(tmp_path):
+    project = copy_project(tmp_path)
+    path = project / "Pulumi.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["config"]["genesis-rollout:monitoring"]["value"]["mode"] = "existing"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "out"
+    result = render(project, "canary", out)
+    manifest = out / "manifests" / "genesis" / "alertmanagerconfig-genesis-rollout.yaml"
+    assert manifest in result.files
+    document = yaml.safe_load(manifest.read_text())
+    assert document["apiVersion"] == "monitoring.coreos.com/v1alpha1" and document["spec"]["route"]["matchers"]
+    assert not list((out / "alertmanager").glob("*.yaml")) and not list((out / "helm").glob("*"))
+    assert crd_errors([document]) == []
