@@ -7,6 +7,7 @@ same, so the bot, `rollout render` and the tests see exactly what `pulumi up` wo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -25,7 +26,7 @@ from rollout.model import (
 # The checkout this package runs from: Pulumi.yaml, the stage files, __main__.py, alerts/.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILE = "Pulumi.yaml"
-PROJECT_KEYS = ("stageOrder", "releaseFlags", "services", "routing", "monitoring", "cluster")
+PROJECT_KEYS = ("stageOrder", "releaseFlags", "services", "routing", "monitoring", "cluster", "releasePolicy")
 STAGE_KEYS = ("stage", "analysis", "gates", "flags")
 
 
@@ -43,13 +44,33 @@ def stage_file(project_dir: Path, stage: str) -> Path:
     return Path(project_dir) / f"Pulumi.{stage}.yaml"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML would keep the last silently;
+    the Pulumi CLI refuses it too)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (first on line {seen[key]})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = Path(path).read_text()
     except OSError as err:
         raise ConfigError(Path(path).name, [f"cannot read file: {err.strerror}"]) from err
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -107,6 +128,20 @@ def merge_config(defaults: Mapping[str, Any], stack: Mapping[str, Any]) -> dict[
     return {**defaults, **stack}
 
 
+# key paths that name secrets, and values that look like one: a refusal never repeats them
+_SECRET_PATH = re.compile(r"(?i)(password|secret|token|webhook|routing.?key|api.?key|auth|credential|kubeconfig)")
+_SECRET_VALUE = re.compile(r"(?i)(://[^/\s:@]+:[^/\s@]+@|hooks\.slack\.com|xox[abp]-|bearer\s|-----BEGIN)")
+
+
+def _shown(path: str, value: Any) -> str:
+    """How a refused value is quoted in an error: not at all when it could be a secret."""
+    if isinstance(value, (dict, list)) or value is None:
+        return ""
+    if _SECRET_PATH.search(path) or (isinstance(value, str) and (_SECRET_VALUE.search(value) or len(value) > 64)):
+        return " (value not shown: it may be a secret)"
+    return f" (got {value!r})"
+
+
 def _problems(err: ValidationError, namespace: str, key_of_root: str | None = None) -> list[str]:
     problems = []
     for item in err.errors():
@@ -114,8 +149,7 @@ def _problems(err: ValidationError, namespace: str, key_of_root: str | None = No
         key = str(loc.pop(0)) if loc and key_of_root is None else key_of_root
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
         message = item["msg"].removeprefix("Value error, ")
-        got = item.get("input")
-        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        shown = _shown(f"{key}{path}", item.get("input"))
         if key:
             problems.append(f"{namespace}:{key}{path}: {message}{shown}")
         else:  # a rule across keys: its message starts with the key path it is about

@@ -1,7 +1,8 @@
 """The one stage/gate model: the program, the alert rules, the dashboard and the bot all read it.
 
 Config keys are camelCase in YAML (Pulumi convention) and snake_case in Python.
-Every model forbids unknown keys so a typo in a stage file is an error, not a silent default.
+Every model forbids unknown keys so a typo in a stage file is an error, not a silent default,
+and is strict about types: `weight: true` or `weight: "10"` is refused, not read as 1 or 10.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
@@ -66,7 +67,7 @@ Duration = Annotated[
 
 class Model(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True
     )
 
 
@@ -157,6 +158,20 @@ class Gates(Model):
     # counts when a crashing canary reports nothing about its own errors
     router_error_rate: MaxRatioGate | None = None
 
+    # the plan's automatic rollback triggers: a stage file may tighten them, never switch them off
+    ROLLBACK_TRIGGERS: ClassVar[tuple[str, ...]] = ("error_rate", "p95_latency_seconds", "test_pass_rate")
+
+    @model_validator(mode="after")
+    def _triggers_roll_back(self) -> Gates:
+        for name in self.ROLLBACK_TRIGGERS:
+            gate = getattr(self, name)
+            if not gate.rollback or gate.critical is None:
+                raise ValueError(
+                    f"{to_camel(name)}: is one of the plan's rollback triggers (error rate, P95 latency, "
+                    "test pass rate): it needs a critical threshold and rollback: true"
+                )
+        return self
+
     def items(self) -> list[tuple[str, Gate]]:
         """(gate name, gate) in declaration order, unset optional gates left out; names are the
         Python field names."""
@@ -182,6 +197,8 @@ class Analysis(Model):
     # a canary Deployment not fully available for this long fails the check and rolls back at
     # once (kube-state-metrics; Flagger's progressDeadlineSeconds, Argo's progressDeadlineAbort)
     progress_deadline: Duration = timedelta(minutes=10)
+    # "required": the bot promotes *into* this stage only after `rollout approve <stage>`
+    approval: Literal["none", "required"] = "none"
 
     @field_validator("check_interval", "hold", "progress_deadline")
     @classmethod
@@ -558,6 +575,65 @@ class ClusterConfig(Model):
         return self
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+
+def _utc_datetime(value: object) -> object:
+    """ISO 8601 text (config arrives as JSON text from the CLI) to an aware UTC datetime."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"must be an ISO 8601 time like 2026-12-20T00:00:00Z (got {value!r})") from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"needs a time zone, e.g. a trailing Z for UTC (got {value.isoformat()})")
+        return value.astimezone(timezone.utc)
+    return value
+
+
+UtcDatetime = Annotated[datetime, BeforeValidator(_utc_datetime)]
+
+
+class PromotionHours(Model):
+    """When the bot may promote, in UTC (rollbacks are always allowed)."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(default=list(WEEKDAYS), min_length=1)
+    start: str = Field("00:00", pattern=_CLOCK.pattern)
+    end: str = Field("24:00", pattern=_CLOCK.pattern)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PromotionHours:
+        if self.start >= self.end:
+            raise ValueError(f"start {self.start} must be before end {self.end}")
+        return self
+
+    def allows(self, at: datetime) -> bool:
+        moment = at.astimezone(timezone.utc)
+        clock = moment.strftime("%H:%M")
+        return WEEKDAYS[moment.weekday()] in self.days and self.start <= clock < self.end
+
+
+class Freeze(Model):
+    """No promotion from start to end (UTC); rollbacks are always allowed."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+    reason: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freeze:
+        if self.start >= self.end:
+            raise ValueError(f"start {self.start.isoformat()} must be before end {self.end.isoformat()}")
+        return self
+
+
+class ReleasePolicy(Model):
+    promotion_hours: PromotionHours = PromotionHours()
+    freezes: list[Freeze] = []
+
+
 class ProjectSettings(Model):
     """Shared by every stage: project-level defaults in Pulumi.yaml."""
 
@@ -567,6 +643,7 @@ class ProjectSettings(Model):
     routing: RoutingConfig = RoutingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     cluster: ClusterConfig
+    release_policy: ReleasePolicy = ReleasePolicy()
 
     @model_validator(mode="after")
     def _unique_service_names(self) -> ProjectSettings:

@@ -6,7 +6,10 @@ Verdicts (the CLI's exit code in brackets):
   canary Deployment has not been fully available for `analysis.progressDeadline`;
 - hold (2): no critical breach, but a target was missed or data is missing/too thin.
 Missing data (no series, NaN such as 0/0 with no traffic, fewer than
-analysis.min_canary_requests requests in the window) is never a pass: it holds.
+analysis.min_canary_requests requests in the window) is never a pass: it holds. Neither is an
+impossible value (a ratio outside [0, 1], an infinite or negative latency, rate or request
+count): it holds and names the query and the value, whatever a broken exporter or a hostile
+Prometheus answers.
 With too little traffic even a critical breach only holds: a handful of requests is not
 evidence enough to roll back on, and the blast radius is small while traffic is that low.
 
@@ -141,6 +144,25 @@ def _missing(value: float | None) -> bool:
     return value is None or math.isnan(value)
 
 
+RATIO_SLACK = 1e-9  # float rounding of a ratio of sums
+
+
+def impossible(value: float, is_ratio: bool, worst_is_infinite: bool = False) -> str | None:
+    """Why a measured value cannot be true, or None: ratios lie in [0, 1], everything else
+    (latencies, rates, counts) is finite and not negative. `worst_is_infinite`: a latency
+    quantile is +Inf when it lies above the histogram's last finite bucket (histogram_quantile),
+    a real and very bad value that can only fail a maximum, never pass it."""
+    if value == math.inf and worst_is_infinite:
+        return None
+    if not math.isfinite(value):
+        return f"{value} is not a finite number"
+    if value < 0:
+        return f"{value:g} is negative"
+    if is_ratio and value > 1 + RATIO_SLACK:
+        return f"{value:g} is a ratio above 1"
+    return None
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "no data"
@@ -163,6 +185,11 @@ def evaluate_gate(name: str, gate: Gate, measured: GateMeasurement | None) -> Ga
         status: Verdict = "hold"
         threshold = gate.target
         message = f"{why}: missing data is never a pass{context}"
+    elif problem := impossible(  # type: ignore[arg-type]
+        value, gate.is_ratio, worst_is_infinite=gate.direction is Direction.MAX and not gate.is_ratio
+    ):
+        status, threshold = "hold", gate.target
+        message = f"impossible value: {problem}; not trusted, never a pass (query {query}){context}"
     elif gate.breaches_critical(value):  # type: ignore[arg-type]
         threshold = gate.critical  # type: ignore[assignment]
         message = f"{_fmt(value)} {worse} critical {gate.critical:g}{context}"
@@ -206,6 +233,10 @@ def evaluate_availability(
         message = (
             "no kube-state-metrics series for the canary Deployment: missing data is never a pass"
         )
+    elif problem := impossible(value, is_ratio=True):  # type: ignore[arg-type]
+        status = "hold"
+        query = "" if measured is None else measured.query
+        message = f"impossible value: {problem}; not trusted, never a pass (query {query})"
     elif value < 1 and early:  # type: ignore[operator]
         status = "hold"
         left = format_duration(stage.analysis.progress_deadline - stage_age)  # type: ignore[operator]
@@ -243,7 +274,8 @@ def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
         results.append(evaluate_availability(stage, measurements.availability, measurements.stage_age))
     minimum = stage.analysis.min_canary_requests
     requests = measurements.canary_requests
-    too_little = _missing(requests) or requests < minimum  # type: ignore[operator]
+    bad_count = None if _missing(requests) else impossible(requests, is_ratio=False)  # type: ignore[arg-type]
+    too_little = _missing(requests) or bad_count is not None or requests < minimum  # type: ignore[operator]
     failed = [r.name for r in results if r.status == "fail"]
     held = [r.name for r in results if r.status == "hold"]
     unavailable = AVAILABILITY in failed
@@ -251,6 +283,12 @@ def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
     if unavailable:  # kube-state-metrics evidence: trusted whatever the traffic
         verdict: Verdict = "fail"
         reason = "canary unavailable: " + next(r.message for r in results if r.name == AVAILABILITY)
+    elif bad_count:
+        verdict = "hold"
+        reason = (
+            f"impossible canary request count: {bad_count} (query {measurements.requests_query}); "
+            "not trusted, never a pass"
+        )
     elif too_little:
         verdict = "hold"
         reason = (

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from rollout.cli.common import (
     ProjectDir,
@@ -18,6 +19,7 @@ from rollout.cli.common import (
     app,
     fail,
     out,
+    say,
 )
 
 
@@ -25,22 +27,22 @@ def print_check(result, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
         return
-    colour = {"pass": "green", "hold": "yellow", "fail": "red"}[result.verdict]
-    table = Table(title=f"stage {result.stage}: [{colour}]{result.verdict.upper()}[/{colour}]")
+    colours = {"pass": "green", "hold": "yellow", "fail": "red"}
+    title = Text.assemble(f"stage {result.stage}: ", (result.verdict.upper(), colours[result.verdict]))
+    table = Table(title=title)
     for column in ("gate", "canary", "stable", "target", "critical", "status"):
         table.add_column(column)
-    for gate in result.gates:
-        shown = {"pass": "green", "hold": "yellow", "fail": "red"}[gate.status]
+    for gate in result.gates:  # Text cells: data is never read as markup
         table.add_row(
-            gate.name,
-            "no data" if gate.value is None else f"{gate.value:.4g}",
-            "no data" if gate.baseline is None else f"{gate.baseline:.4g}",
-            f"{'<=' if gate.direction == 'max' else '>='} {gate.target:g}",
-            "-" if gate.critical is None else f"{gate.critical:g}",
-            f"[{shown}]{gate.status}[/{shown}]",
+            Text(gate.name),
+            Text("no data" if gate.value is None else f"{gate.value:.4g}"),
+            Text("no data" if gate.baseline is None else f"{gate.baseline:.4g}"),
+            Text(f"{'<=' if gate.direction == 'max' else '>='} {gate.target:g}"),
+            Text("-" if gate.critical is None else f"{gate.critical:g}"),
+            Text(gate.status, style=colours[gate.status]),
         )
     out.print(table)
-    out.print(result.reason, highlight=False)
+    say(result.reason)
 
 
 

@@ -1,22 +1,30 @@
 """What every command group shares: the Typer app, consoles, options, and the helpers that turn
-refused config and adapter errors into exit code 3 with a readable message."""
+refused config and adapter errors into exit code 3 with a readable message.
+
+Output hygiene: data (gate names, queries, reasons, error bodies) is never read as console
+markup or emoji codes (`say`, `Text`), and credentials in URLs and tokens are redacted from
+every message (`rollout.release.report.redact`).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 app = typer.Typer(
     help="Progressive delivery for Genesis SPICE + Pipelex: render, plan, check, promote, roll back.",
     no_args_is_help=True,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
-EXIT_ERROR = 3
+out = Console(emoji=False, highlight=False)
+err = Console(stderr=True, emoji=False, highlight=False)
+EXIT_ERROR = 3  # the command could not do its job (bad config, Prometheus or Pulumi unreachable)
+EXIT_NOT_NOTIFIED = 4  # the stage change was applied (or failed) but not everyone could be told
 
 ProjectDir = typer.Option(
     None, "--project-dir", "-C", help="Folder with Pulumi.yaml (default: nearest one above cwd)."
@@ -31,17 +39,28 @@ PulumiRoot = typer.Option(None, "--pulumi-root", help="Folder with bin/pulumi (d
 ReportDir = typer.Option(Path("reports"), "--report-dir", help="Where incident and stage reports go.")
 
 
+def clean(text: str) -> str:
+    from rollout.release.report import redact
+
+    return redact(str(text))
+
+
+def say(*parts: str | tuple[str, str], console: Console = out) -> None:
+    """Print text as it is: `(text, style)` pairs are styled, nothing is parsed as markup."""
+    console.print(Text.assemble(*((clean(p[0]), p[1]) if isinstance(p, tuple) else clean(p) for p in parts)), soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    say(("error: ", "red"), message, console=err)
+    return typer.Exit(code)
+
+
 def find_project_dir(start: Path | None = None) -> Path:
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "Pulumi.yaml").exists():
             return folder
     raise FileNotFoundError(f"no Pulumi.yaml in {here} or above; pass --project-dir")
-
-
-def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    return typer.Exit(code)
 
 
 def _project(project_dir: Optional[Path]) -> Path:
@@ -68,11 +87,15 @@ def _release(project_dir: Path):
 
 
 def _prometheus(url: Optional[str]):
-    from rollout.release.prometheus import Prometheus
+    """The Prometheus-compatible API, with the auth of PROMETHEUS_* (rollout.release.prometheus)."""
+    from rollout.release.prometheus import Prometheus, PrometheusAuth
 
     if not url:
         raise fail("no Prometheus URL: pass --prometheus or set PROMETHEUS_URL")
-    return Prometheus(url)
+    try:
+        return Prometheus(url, auth=PrometheusAuth.from_env(os.environ))
+    except ValueError as error:
+        raise fail(str(error))
 
 
 def _deployer(project_dir: Path, stack: str, pulumi_root: Optional[Path]):
@@ -90,7 +113,7 @@ def _hooks(release, alertmanager: Optional[str], grafana: Optional[str], report_
             release=release, alertmanager_url=alertmanager, grafana_url=grafana,
             report_dir=report_dir, prometheus=prometheus,
         )
-    except NotifyError as error:
+    except NotifyError as error:  # a malformed URL: a config mistake, found before anything runs
         raise fail(str(error))
 
 
@@ -115,7 +138,4 @@ def _run_bot_action(action):
     try:
         return action()
     except (DeployerError, PrometheusError, ValueError, KeyError) as error:
-        raise fail(str(error))
-
-
-# ----------------------------------------------------------------------------- rendering
+        raise fail(str(error.args[0]) if isinstance(error, KeyError) else str(error))

@@ -1,16 +1,26 @@
-"""The release bot's commands: status, tick, watch, promote, rollback, preflight, report."""
+"""The release bot's commands: status, tick, watch, promote, rollback, pause, resume, approve,
+preflight, report.
+
+Exit codes: 0 done (whatever the decision), 3 error (nothing applied, or a rollback that could
+not be applied: it is paged and reported), 4 applied but not everyone could be told (the next
+tick tells them again).
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from rollout.cli.common import (
+    EXIT_NOT_NOTIFIED,
     AlertmanagerUrl,
     GrafanaUrl,
     ProjectDir,
@@ -25,9 +35,11 @@ from rollout.cli.common import (
     _release,
     _run_bot_action,
     app,
+    clean,
     err,
     fail,
     out,
+    say,
 )
 
 
@@ -36,22 +48,26 @@ def print_outcome(outcome, as_json: bool) -> None:
         out.print_json(json.dumps(outcome.to_dict()))
         return
     state, decision = outcome.state, outcome.decision
-    out.print(
-        f"stage [bold]{state.stage}[/bold] ({state.weight}%) since {state.since:%Y-%m-%d %H:%M:%S}Z; "
-        f"checks: {' '.join(c.verdict for c in outcome.checks) or 'none yet'}",
-        highlight=False,
-    )
-    out.print(f"decision: [bold]{decision.action}[/bold] - {decision.reason}", highlight=False)
+    say("stage ", (state.stage, "bold"), f" ({state.weight}%) since {state.since:%Y-%m-%d %H:%M:%S}Z; "
+        f"checks: {' '.join(c.verdict for c in outcome.checks) or 'none yet'}")
+    say("decision: ", (decision.action, "bold"), f" - {decision.reason}")
     if outcome.applied:
-        out.print(f"applied: {outcome.applied.message}", highlight=False)
+        say(f"applied: {outcome.applied.message}")
     for effect in outcome.effects:
-        out.print(f"  {effect}", highlight=False)
+        say(f"  {effect}")
     for warning in outcome.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        say(("warning: ", "yellow"), warning, console=err)
+    if outcome.notified is False:
+        say(("not notified: ", "yellow"), "the change is applied; the next tick tells everyone again", console=err)
 
 
-# ----------------------------------------------------------------------------- commands
+def _exit_for(outcome) -> None:
+    """Applied but not told: its own exit code, so a scheduler shows it."""
+    if outcome.notified is False:
+        raise typer.Exit(EXIT_NOT_NOTIFIED)
 
+
+# ----------------------------------------------------------------------------- state
 
 
 @app.command()
@@ -62,9 +78,11 @@ def status(
     prometheus: Optional[str] = PrometheusUrl,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Stage, weight, time in stage and the last verdicts (read from the stack and Prometheus)."""
+    """Stage, weight, time in stage, the last verdicts, and who paused, approved or froze what."""
     from rollout.analysis.decision import decide
-    from rollout.release.bot import ReleaseBot, utcnow
+    from rollout.analysis.policy import promotion_block
+    from rollout.release.bot import ReleaseBot, TickOutcome, utcnow
+    from rollout.release.controls import read_controls
 
     root = _project(project_dir)
     release = _release(root)
@@ -75,20 +93,29 @@ def status(
     if prometheus and stage.weight:
         bot = ReleaseBot(release, deployer, _prometheus(prometheus))
         checks = _run_bot_action(lambda: bot.recent_checks(stage, state.since, utcnow()))
-    decision = decide(stage, state.since, utcnow(), checks,
-                      last_stage=release.next_stage(stage.name) is None)
-    from rollout.release.bot import TickOutcome
+    now = utcnow()
+    decision = decide(stage, state.since, now, checks, last_stage=release.next_stage(stage.name) is None)
+    target = release.next_stage(stage.name)
+    controls = read_controls(state.tags, target.name if target else None, state.head_version)
+    block = promotion_block(release.project.release_policy, target, now, controls) if target else None
+    operators = {
+        "paused": controls.paused,
+        "approval": None if target is None or target.analysis.approval != "required"
+        else (f"{target.name}: approved {controls.approved}" if controls.approved else f"{target.name}: needed, not given"),
+        "promotion": block or "allowed",
+    }
+    if as_json:
+        data = TickOutcome(state=state, decision=decision, checks=checks).to_dict()
+        out.print_json(json.dumps({**data, "operators": operators}))
+        return
+    print_outcome(TickOutcome(state=state, decision=decision, checks=checks), as_json=False)
+    say(f"paused: {operators['paused'] or 'no'}")
+    if operators["approval"]:
+        say(f"approval: {operators['approval']}")
+    say(f"promotion: {operators['promotion']}")
 
-    print_outcome(TickOutcome(state=state, decision=decision, checks=checks), as_json)
 
-
-def _bot_command(action_name: str, project_dir, stack, pulumi_root, prometheus, alertmanager,
-                 grafana, report_dir, as_json, reason=None):
-    bot = _bot(_project(project_dir), stack, pulumi_root, prometheus, alertmanager, grafana, report_dir)
-    action = getattr(bot, action_name)
-    outcome = _run_bot_action(lambda: action(reason) if reason else action())
-    print_outcome(outcome, as_json)
-    return outcome
+# ----------------------------------------------------------------------------- the bot
 
 
 def _measured_tick(bot, metrics):
@@ -99,51 +126,91 @@ def _measured_tick(bot, metrics):
     return outcome
 
 
-@app.command()
+@dataclass(frozen=True)
+class BotOptions:
+    project_dir: Optional[Path]
+    stack: str
+    pulumi_root: Optional[Path]
+    prometheus: Optional[str]
+    alertmanager: Optional[str]
+    grafana: Optional[str]
+    report_dir: Path
+
+    def bot(self):
+        return _bot(_project(self.project_dir), self.stack, self.pulumi_root, self.prometheus,
+                    self.alertmanager, self.grafana, self.report_dir)
+
+
+_BOT_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+    for name, default, kind in (
+        ("project_dir", ProjectDir, Optional[Path]),
+        ("stack", StackName, str),
+        ("pulumi_root", PulumiRoot, Optional[Path]),
+        ("prometheus", PrometheusUrl, Optional[str]),
+        ("alertmanager", AlertmanagerUrl, Optional[str]),
+        ("grafana", GrafanaUrl, Optional[str]),
+        ("report_dir", ReportDir, Path),
+    )
+]
+
+
+def bot_command(name: str):
+    """Register `body(options: BotOptions, **own)` as a command taking the bot's options (declared
+    once here) and the body's own keyword options."""
+
+    def register(body):
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in list(inspect.signature(body, eval_str=True).parameters.values())[1:]]
+
+        def command(**kwargs):
+            options = BotOptions(**{p.name: kwargs.pop(p.name) for p in _BOT_PARAMETERS})
+            return body(options, **kwargs)
+
+        command.__signature__ = inspect.Signature([*_BOT_PARAMETERS, *own])  # type: ignore[attr-defined]
+        command.__doc__ = body.__doc__
+        command.__name__ = body.__name__
+        app.command(name)(command)
+        return body
+
+    return register
+
+
+@bot_command("tick")
 def tick(
-    project_dir: Optional[Path] = ProjectDir,
-    stack: str = StackName,
-    pulumi_root: Optional[Path] = PulumiRoot,
-    prometheus: Optional[str] = PrometheusUrl,
-    alertmanager: Optional[str] = AlertmanagerUrl,
-    grafana: Optional[str] = GrafanaUrl,
-    report_dir: Path = ReportDir,
+    options: BotOptions,
     as_json: bool = typer.Option(False, "--json"),
     pushgateway: Optional[str] = typer.Option(
         None, "--pushgateway", envvar="PUSHGATEWAY_URL", help="Push the bot's metrics to this Pushgateway."
     ),
 ) -> None:
-    """One stateless decide-and-act step (for cron or CI): promote, roll back or wait."""
+    """One stateless decide-and-act step (for cron or CI): promote, roll back or wait. Exit 0,
+    3 on an error, 4 when a change was applied but not everyone could be told."""
     from rollout.release.metrics import BotMetrics
 
-    bot = _bot(_project(project_dir), stack, pulumi_root, prometheus, alertmanager, grafana, report_dir)
-    metrics = BotMetrics(stack)
+    bot = options.bot()
+    metrics = BotMetrics(options.stack)
     outcome = _measured_tick(bot, metrics)
     print_outcome(outcome, as_json)
     if pushgateway:
         try:
             metrics.push(pushgateway)
         except OSError as error:  # the dead man's switch will page if this keeps failing
-            err.print(f"warning: could not push the bot's metrics to the Pushgateway: {error}", highlight=False, markup=False)
+            say(("warning: ", "yellow"), f"could not push the bot's metrics to the Pushgateway: {error}", console=err)
+    _exit_for(outcome)
 
 
-@app.command()
+@bot_command("watch")
 def watch(
-    project_dir: Optional[Path] = ProjectDir,
-    stack: str = StackName,
-    pulumi_root: Optional[Path] = PulumiRoot,
-    prometheus: Optional[str] = PrometheusUrl,
-    alertmanager: Optional[str] = AlertmanagerUrl,
-    grafana: Optional[str] = GrafanaUrl,
-    report_dir: Path = ReportDir,
+    options: BotOptions,
     max_ticks: int = typer.Option(0, help="Stop after this many ticks (0: until complete or rolled back)."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Serve the bot's metrics on this port (0: off)."),
 ) -> None:
     """Tick at the stage's check interval until the release completes or rolls back."""
     from rollout.release.metrics import BotMetrics
 
-    bot = _bot(_project(project_dir), stack, pulumi_root, prometheus, alertmanager, grafana, report_dir)
-    metrics = BotMetrics(stack)
+    bot = options.bot()
+    metrics = BotMetrics(options.stack)
     if metrics_port:
         metrics.serve(metrics_port)
     ticks = 0
@@ -157,37 +224,96 @@ def watch(
         time.sleep(stage.analysis.check_interval.total_seconds())
 
 
-def _stage_change_command(action: str, default_reason: str, doc: str):
-    """promote and rollback take the same options; only the bot action differs."""
-
-    def command(
-        reason: str = typer.Option(default_reason, "--reason"),
-        project_dir: Optional[Path] = ProjectDir,
-        stack: str = StackName,
-        pulumi_root: Optional[Path] = PulumiRoot,
-        prometheus: Optional[str] = PrometheusUrl,
-        alertmanager: Optional[str] = AlertmanagerUrl,
-        grafana: Optional[str] = GrafanaUrl,
-        report_dir: Path = ReportDir,
-    ) -> None:
-        _bot_command(action, project_dir, stack, pulumi_root, prometheus, alertmanager, grafana,
-                     report_dir, False, reason)
-
-    command.__doc__ = doc
-    return command
+@bot_command("promote")
+def promote(options: BotOptions, reason: str = typer.Option("promoted by hand", "--reason")) -> None:
+    """Apply the next stage now (a human decision: gates, pause and hours are not consulted). Refused
+    if the stack changed since it was read."""
+    outcome = _run_bot_action(lambda: options.bot().promote(reason))
+    print_outcome(outcome, False)
+    _exit_for(outcome)
 
 
-app.command("promote")(
-    _stage_change_command(
-        "promote", "promoted by hand", "Apply the next stage now (a human decision: gates are not consulted)."
-    )
-)
-app.command("rollback")(
-    _stage_change_command(
-        "rollback", "rolled back by hand",
-        "Apply the rollback target (stable: SPICE and Pipelex off, fallback on) now.",
-    )
-)
+@bot_command("rollback")
+def rollback(options: BotOptions, reason: str = typer.Option("rolled back by hand", "--reason")) -> None:
+    """Apply the rollback target (stable: SPICE and Pipelex off, fallback on) now. Refused if the
+    stack changed since it was read."""
+    outcome = _run_bot_action(lambda: options.bot().rollback(reason))
+    print_outcome(outcome, False)
+    _exit_for(outcome)
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+def _tags(project_dir, stack, pulumi_root):
+    root = _project(project_dir)
+    return _release(root), _deployer(root, stack, pulumi_root)
+
+
+@app.command()
+def pause(
+    reason: str = typer.Option(..., "--reason", help="Why, for whoever reads `rollout status`."),
+    project_dir: Optional[Path] = ProjectDir,
+    stack: str = StackName,
+    pulumi_root: Optional[Path] = PulumiRoot,
+) -> None:
+    """Stop automatic promotion (automatic rollback continues). Noted on the stack, with who and why."""
+    from rollout.release.bot import utcnow
+    from rollout.release.controls import PAUSED_TAG, stamp, who
+
+    _, deployer = _tags(project_dir, stack, pulumi_root)
+    value = stamp(who(), utcnow(), reason)
+    _run_bot_action(lambda: deployer.set_tag(PAUSED_TAG, value))
+    say(f"paused {value}: the bot will not promote; it still rolls back")
+
+
+@app.command()
+def resume(
+    project_dir: Optional[Path] = ProjectDir,
+    stack: str = StackName,
+    pulumi_root: Optional[Path] = PulumiRoot,
+) -> None:
+    """Let the bot promote again."""
+    from rollout.release.controls import PAUSED_TAG
+
+    _, deployer = _tags(project_dir, stack, pulumi_root)
+    state = _run_bot_action(deployer.current)
+    if PAUSED_TAG not in state.tags:
+        say("not paused")
+        return
+    _run_bot_action(lambda: deployer.remove_tag(PAUSED_TAG))
+    say(f"resumed (was paused {state.tags[PAUSED_TAG]})")
+
+
+@app.command()
+def approve(
+    stage: str = typer.Argument(..., metavar="STAGE"),
+    project_dir: Optional[Path] = ProjectDir,
+    stack: str = StackName,
+    pulumi_root: Optional[Path] = PulumiRoot,
+) -> None:
+    """Approve promotion into STAGE (stages with analysis.approval: required). The approval holds
+    for the stack as it is now: a later update (a promotion, a rollback) makes it stale."""
+    from rollout.release.bot import utcnow
+    from rollout.release.controls import approval_tag, approval_value, who
+
+    release, deployer = _tags(project_dir, stack, pulumi_root)
+    try:
+        target = release.stage(stage)
+    except KeyError as error:
+        raise fail(str(error.args[0]))
+    if target.analysis.approval != "required":
+        raise fail(f"stage '{stage}' does not need an approval (its analysis.approval is '{target.analysis.approval}')")
+    state = _run_bot_action(deployer.current)
+    upcoming = release.next_stage(state.stage)
+    if upcoming is None or upcoming.name != stage:
+        raise fail(f"the stack is at '{state.stage}': the next stage is {upcoming.name if upcoming else 'none'}, not '{stage}'")
+    value = approval_value(state.head_version, who(), utcnow())
+    _run_bot_action(lambda: deployer.set_tag(approval_tag(stage), value))
+    say(f"approved promotion into '{stage}' ({value})")
+
+
+# ----------------------------------------------------------------------------- checks and reports
 
 
 @app.command()
@@ -210,11 +336,11 @@ def preflight(
         out.print_json(json.dumps([item.to_dict() for item in items]))
     else:
         table = Table(title="preflight")
-        table.add_column("check")
-        table.add_column("result")
-        table.add_column("detail")
+        for column in ("check", "result", "detail"):
+            table.add_column(column)
         for item in items:
-            table.add_row(item.name, "[green]go[/green]" if item.ok else "[red]no-go[/red]", item.detail)
+            result = Text("go", style="green") if item.ok else Text("no-go", style="red")
+            table.add_row(Text(item.name), result, Text(clean(item.detail)))
         out.print(table)
     raise typer.Exit(0 if all(item.ok for item in items) else 1)
 
@@ -239,7 +365,7 @@ def report(
     prom = _prometheus(prometheus)
     if not daily:
         path = _run_bot_action(lambda: write_stage_report(release, deployer, prom, report_dir))
-        out.print(f"report: {path}", highlight=False)
+        say(f"report: {path}")
         return
     from rollout.release import daily as daily_status
     from rollout.release.bot import ReleaseBot, utcnow
@@ -250,12 +376,10 @@ def report(
         release, deployer.current(), deployer.history(), bot.check, prom, utcnow()
     ))
     markdown, png = daily_status.write(status, report_dir)
-    out.print(f"daily status: {markdown} ({png.name})", highlight=False)
+    say(f"daily status: {markdown} ({png.name})")
     if send:
         try:
             for line in daily_status.deliver(status, markdown, png, release.project.monitoring.alerting.email):
-                out.print(line, highlight=False)
+                say(line)
         except NotifyError as error:
             raise fail(f"the daily status was written but not delivered: {error}")
-
-

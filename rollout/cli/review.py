@@ -14,7 +14,8 @@ from rollout.cli.common import (
     _or_config_error,
     _project,
     app,
-    out,
+    fail,
+    say,
 )
 
 
@@ -25,16 +26,20 @@ def render(
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
     """Write a stage's desired state: manifests/, alerts/, alertmanager/, grafana/ (review, GitOps)."""
+    from rollout.review.render import RenderRefused
     from rollout.review.render import render as render_stage
 
-    result = _or_config_error(lambda: render_stage(_project(project_dir), stage, out_dir))
+    try:
+        result = _or_config_error(lambda: render_stage(_project(project_dir), stage, out_dir))
+    except RenderRefused as error:
+        raise fail(str(error))
     folders: dict[str, int] = {}
     for path in result.files:
         parts = path.relative_to(result.out_dir).parts
         top = f"{parts[0]}/" if len(parts) > 1 else parts[0]
         folders[top] = folders.get(top, 0) + 1
     summary = ", ".join(f"{name} {count}" for name, count in sorted(folders.items()))
-    out.print(f"rendered stage {stage} into {out_dir}: {summary}", highlight=False, soft_wrap=True)
+    say(f"rendered stage {stage} into {out_dir}: {summary}")
 
 
 @app.command()

@@ -21,6 +21,7 @@ from rollout.release.deployer import (
     ApplyResult,
     DeployedState,
     DeployerError,
+    StaleStateError,
     action_for,
     parse_update_message,
     update_message,
@@ -83,6 +84,7 @@ class LocalDeployer:
             since = entry
         if since is None:
             raise DeployerError(f"{self.state_file}: no update applied stage {outputs['stage']!r}")
+        head = state["history"][-1]
         return DeployedState(
             stage=outputs["stage"],
             weight=outputs["weight"],
@@ -90,12 +92,21 @@ class LocalDeployer:
             update_version=since["version"],
             message=since["message"],
             tags=dict(state["tags"]),
+            head_version=head["version"],
+            head_message=head["message"],
+            head_finished=datetime.fromisoformat(head["end"]),
         )
 
-    def apply(self, stage_name: str, message: str, *, source: str | None = None) -> ApplyResult:
-        """One update (the stand-in has no phases, so it is never left between two)."""
+    def apply(
+        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None
+    ) -> ApplyResult:
+        """One update (the stand-in has no phases, so it is never left between two);
+        compare-and-apply like PulumiDeployer."""
         config = self.load(self.project_dir, stage_name)  # a bad stage file stops here
         state = self._read()
+        head = state["history"][-1]["version"] if state["history"] else None
+        if expect_head is not None and head != expect_head:
+            raise StaleStateError(f"the stack changed after this decision (update {head}, not {expect_head})")
         previous = state["outputs"]
         action = action_for(previous.get("weight"), config.stage.weight)
         text = message if parse_update_message(message) else update_message(

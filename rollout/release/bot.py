@@ -1,11 +1,23 @@
-"""The release bot: measure, judge, decide, act. One `tick` is one stateless step.
+"""The release bot: measure, judge, decide, act, tell. One `tick` is one stateless step.
 
 Everything the bot knows comes from outside on every tick: the current stage and when it
-started from the deployer (the Pulumi stack's outputs and history), the recent checks from
+started from the deployer (the Pulumi stack's outputs, history and tags), the recent checks from
 Prometheus at the stage's check instants (a past instant answers the same after a restart).
 So a bot restarted mid-stage continues where it stopped, and two bots would agree.
 
-Judging is pure (rollout.analysis.gates, rollout.analysis.decision); I/O sits behind the deployer, the
+Safety rules:
+- compare-and-apply: a decision is applied only if the stack's newest update is still the one
+  it was made from; otherwise the tick decides again on the new state (manual commands refuse);
+- roll back first, then tell: a notification problem never blocks or delays a rollback; hooks
+  are retried with bounded backoff afterwards, and a tick that applied but could not tell says so
+  (`TickOutcome.notified` False: the CLI's exit code 4). A rollback that cannot be applied is
+  told (`rollback_failed`: a critical GenesisRollbackFailed alert and the incident report);
+- post-apply work is idempotent: the stack tag rollout:notified names the newest change whose
+  hooks all ran; a tick after a crash finishes the newest change's notifications;
+- operators: a pause, a required approval, a freeze window or the promotion hours hold back
+  promotion only (rollout.analysis.policy); rollbacks always run.
+
+Judging is pure (rollout.analysis.gates, .decision, .policy); I/O sits behind the deployer, the
 Prometheus adapter and the release hooks (Alertmanager, Grafana, reports).
 """
 
@@ -13,18 +25,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Protocol, Sequence
 
 from rollout.analysis.decision import Decision, check_times, decide
 from rollout.analysis.gates import CheckResult, evaluate, worst_verdict
+from rollout.analysis.policy import promotion_block
 from rollout.model import Release, Stage
-from rollout.release.deployer import ApplyResult, DeployedState, Deployer
+from rollout.release.controls import COMPLETED_TAG, NOTIFIED_TAG, read_controls
+from rollout.release.deployer import (
+    ApplyResult,
+    DeployedState,
+    Deployer,
+    DeployerError,
+    StaleStateError,
+    parse_update_message,
+)
 from rollout.release.prometheus import Prometheus, measure
 
 log = logging.getLogger("rollout.release.bot")
-COMPLETED_TAG = "rollout:completed"  # the stack update whose completion was announced
+REPLAY_WINDOW = timedelta(hours=1)  # a change older than this is not told again after a crash
 
 
 def utcnow() -> datetime:
@@ -33,23 +55,29 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class StageChange:
-    """What a hook is told after the bot changed the stage."""
+    """What a hook is told about a stage change (made, finished after a crash, or failed)."""
 
     action: str  # promote | rollback | complete
     source: str
     target: str
     reason: str
-    started_at: datetime  # when the source stage began
+    started_at: datetime | None  # when the source stage began (None: not known after a crash)
     at: datetime
     checks: Sequence[CheckResult]
     applied: ApplyResult | None
+    error: str | None = None  # why it could not be applied
+    version: int | None = None  # the stack update that applied it
 
 
 class ReleaseHook(Protocol):
-    """Told about every stage change the bot makes (alerting, annotations, reports)."""
+    """Told about every stage change the bot makes (alerting, annotations, reports). Every
+    side effect must be idempotent: after a crash the same change is told again."""
 
     def stage_changed(self, change: StageChange) -> str | None:
         """Do the side effect; return a line for the outcome (e.g. where a report went)."""
+
+    def rollback_failed(self, change: StageChange) -> str | None:
+        """A rollback could not be applied (`change.error` says why): page and report it."""
 
 
 @dataclass
@@ -60,6 +88,7 @@ class TickOutcome:
     applied: ApplyResult | None = None
     effects: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notified: bool | None = None  # None: nothing to tell; False: applied (or failed) but not told
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +100,7 @@ class TickOutcome:
             "applied": None
             if self.applied is None
             else {"stage": self.applied.stage, "message": self.applied.message},
+            "notified": self.notified,
             "effects": self.effects,
             "warnings": self.warnings,
         }
@@ -124,12 +154,18 @@ class ReleaseBot:
         *,
         hooks: Sequence[ReleaseHook] = (),
         clock: Callable[[], datetime] = utcnow,
+        notify_attempts: int = 3,
+        notify_backoff: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.release = release
         self.deployer = deployer
         self.prometheus = prometheus
         self.hooks = list(hooks)
         self.clock = clock
+        self.notify_attempts = notify_attempts
+        self.notify_backoff = notify_backoff
+        self.sleep = sleep
 
     # ------------------------------------------------------------------ measuring
 
@@ -143,7 +179,17 @@ class ReleaseBot:
     # ------------------------------------------------------------------ acting
 
     def tick(self) -> TickOutcome:
-        """Read the state, judge the recent checks, promote / roll back / wait. Idempotent."""
+        """Read the state, judge the recent checks, promote / roll back / wait. Idempotent. If the
+        stack changes between the decision and its apply, decide once more on the new state."""
+        try:
+            return self._tick()
+        except StaleStateError as err:
+            log.warning("%s", err)
+            outcome = self._tick()
+            outcome.warnings.append(f"decided again: {err}")
+            return outcome
+
+    def _tick(self) -> TickOutcome:
         state = self.deployer.current()
         if state.pending is not None:
             return self._finish_pending(state)
@@ -152,14 +198,21 @@ class ReleaseBot:
         checks = [] if stage.weight == 0 else self.recent_checks(stage, state.since, now)
         is_last = self.release.next_stage(stage.name) is None
         decision = decide(stage, state.since, now, checks, last_stage=is_last)
+        target = self.release.next_stage(stage.name)
+        if decision.action == "promote" and target is not None:
+            controls = read_controls(state.tags, target.name, state.head_version)
+            block = promotion_block(self.release.project.release_policy, target, now, controls)
+            if block:
+                decision = dataclasses.replace(decision, action="wait", reason=f"{decision.reason}, but {block}")
         outcome = TickOutcome(state=state, decision=decision, checks=checks)
         if decision.action == "promote":
-            target = self.release.next_stage(stage.name)
             assert target is not None  # decide() says 'complete' at the last stage
             self._change(outcome, "promote", target.name, decision.reason)
         elif decision.action == "rollback":
             self._change(outcome, "rollback", self.release.rollback_target.name, decision.reason)
-        elif decision.action == "complete":
+        else:
+            self._finish_notifications(outcome)
+        if decision.action == "complete":
             outcome.effects.append(
                 "release complete: make the canary image the new stable in Pulumi.yaml, set "
                 f"releaseFlags to [], then apply '{self.release.rollback_target.name}' to start the "
@@ -167,8 +220,9 @@ class ReleaseBot:
             )
             # every later tick says 'complete' again: a stack tag remembers that people were told
             if state.tags.get(COMPLETED_TAG) != str(state.update_version):
-                self._notify(outcome, "complete", stage.name, decision.reason, now)
-                self.deployer.set_tag(COMPLETED_TAG, str(state.update_version))
+                change = self._stage_change(outcome, "complete", stage.name, decision.reason, now)
+                if self._notify(outcome, change):
+                    self.deployer.set_tag(COMPLETED_TAG, str(state.update_version))
         return outcome
 
     def _finish_pending(self, state: DeployedState) -> TickOutcome:
@@ -196,50 +250,96 @@ class ReleaseBot:
         return self._manual(state, "rollback", self.release.rollback_target.name, reason)
 
     def _manual(self, state: DeployedState, action: str, target: str, reason: str) -> TickOutcome:
+        """A person's command: applied only on the state they looked at (StaleStateError else)."""
         stage = self.release.stage(state.stage)
         decision = Decision(action, reason, stage.name, timedelta(0))  # type: ignore[arg-type]
         outcome = TickOutcome(state=state, decision=decision, checks=[])
         self._change(outcome, action, target, reason)
         return outcome
 
+    # ------------------------------------------------------------------ applying and telling
+
+    def _stage_change(
+        self, outcome: TickOutcome, action: str, target: str, reason: str, at: datetime,
+        source: str | None = None, error: str | None = None,
+    ) -> StageChange:
+        applied = outcome.applied
+        return StageChange(
+            action=action, source=source or outcome.state.stage, target=target, reason=reason,
+            started_at=outcome.state.since, at=at, checks=outcome.checks, applied=applied,
+            error=error, version=None if applied is None else applied.version,
+        )
+
     def _change(
         self, outcome: TickOutcome, action: str, target: str, reason: str, source: str | None = None
     ) -> None:
-        """Apply a stage change; `source` replays an interrupted one from that stage."""
+        """Apply a stage change on the state it was decided from, then tell; `source` replays an
+        interrupted change from that stage."""
         decided_at = self.clock()
         log.info("%s %s -> %s: %s", action, source or outcome.state.stage, target, reason)
-        if source is None:
-            outcome.applied = self.deployer.apply(target, reason)
-        else:
-            outcome.applied = self.deployer.apply(target, reason, source=source)
-        self._notify(outcome, action, target, reason, decided_at, source)
-
-    def _notify(
-        self,
-        outcome: TickOutcome,
-        action: str,
-        target: str,
-        reason: str,
-        decided_at: datetime | None = None,
-        source: str | None = None,
-    ) -> None:
-        change = StageChange(
-            action=action,
-            source=source or outcome.state.stage,
-            target=target,
-            reason=reason,
-            started_at=outcome.state.since,
-            at=decided_at or self.clock(),
-            checks=outcome.checks,
-            applied=outcome.applied,
-        )
-        for hook in self.hooks:
-            # a failed notification must never undo or block the stage change itself
-            try:
-                effect = hook.stage_changed(change)
-            except Exception as err:  # noqa: BLE001 - reported, not swallowed
-                outcome.warnings.append(f"{type(hook).__name__} failed: {err}")
-                log.warning("%s failed: %s", type(hook).__name__, err)
+        try:
+            if source is None:
+                outcome.applied = self.deployer.apply(target, reason, expect_head=outcome.state.head_version)
             else:
+                outcome.applied = self.deployer.apply(target, reason, source=source)
+        except StaleStateError:
+            raise
+        except DeployerError as err:
+            if action == "rollback":  # nobody may miss a rollback that did not happen
+                change = self._stage_change(outcome, action, target, reason, decided_at, source, error=str(err))
+                self._notify(outcome, change, method="rollback_failed")
+            raise
+        change = self._stage_change(outcome, action, target, reason, decided_at, source)
+        if self._notify(outcome, change) and outcome.applied.version is not None:
+            self.deployer.set_tag(NOTIFIED_TAG, str(outcome.applied.version))
+
+    def _finish_notifications(self, outcome: TickOutcome) -> None:
+        """The newest change was applied but its hooks never all ran (a crash right after `up`, or
+        Alertmanager down): tell it now. Hooks are idempotent, so telling twice is harmless."""
+        state = outcome.state
+        parsed = parse_update_message(state.head_message)
+        if parsed is None or not parsed.final or parsed.action not in ("promote", "rollback") or state.head_version is None:
+            return
+        if str(state.head_version) == state.tags.get(NOTIFIED_TAG):
+            return
+        if state.head_finished is None or self.clock() - state.head_finished > REPLAY_WINDOW:
+            return
+        applied = ApplyResult(
+            stage=parsed.target, weight=self.release.stage(parsed.target).weight, action=parsed.action,
+            previous_stage=parsed.source, message=state.head_message, version=state.head_version,
+            finished=state.head_finished,
+        )
+        change = StageChange(
+            action=parsed.action, source=parsed.source or parsed.target, target=parsed.target,
+            reason=parsed.reason, started_at=None, at=state.head_finished, checks=[], applied=applied,
+            version=state.head_version,
+        )
+        outcome.effects.append(f"finishing the notifications of update {state.head_version}: {state.head_message}")
+        if self._notify(outcome, change):
+            self.deployer.set_tag(NOTIFIED_TAG, str(state.head_version))
+
+    def _notify(self, outcome: TickOutcome, change: StageChange, method: str = "stage_changed") -> bool:
+        """Every hook, each retried with bounded backoff; a failure is reported, never raised
+        (it must not undo or block the stage change). True when every hook succeeded."""
+        ok = True
+        for hook in self.hooks:
+            call = getattr(hook, method, None)
+            if call is None:
+                continue
+            for attempt in range(self.notify_attempts):
+                try:
+                    effect = call(change)
+                except Exception as err:  # noqa: BLE001 - reported, not swallowed
+                    last = f"{type(hook).__name__} failed: {err}"
+                    log.warning("%s (attempt %d of %d)", last, attempt + 1, self.notify_attempts)
+                    if attempt + 1 < self.notify_attempts:
+                        self.sleep(self.notify_backoff * 2**attempt)
+                    continue
                 if effect:
                     outcome.effects.append(effect)
+                break
+            else:
+                ok = False
+                outcome.warnings.append(f"{last} (after {self.notify_attempts} attempts)")
+        outcome.notified = ok if self.hooks else outcome.notified
+        return ok

@@ -59,6 +59,10 @@ class StackLockedError(DeployerError):
     """Another update holds the stack lock. Nothing was applied; do not retry blindly."""
 
 
+class StaleStateError(DeployerError):
+    """The stack changed after the decision was made (compare-and-apply): nothing was applied."""
+
+
 @dataclass(frozen=True)
 class UpdateMessage:
     action: str
@@ -83,6 +87,10 @@ class DeployedState:
     message: str = ""
     pending: UpdateMessage | None = None  # a stage change stopped between its phases
     tags: Mapping[str, str] = field(default_factory=dict)  # stack tags: the bot's notes on the stack
+    # the newest successful update of any kind: what a decision is compared against before it applies
+    head_version: int | None = None
+    head_message: str = ""
+    head_finished: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,11 @@ class Deployer(Protocol):
 
     def current(self) -> DeployedState: ...
 
-    def apply(self, stage_name: str, message: str, *, source: str | None = None) -> ApplyResult:
-        """Apply a stage; `source` finishes an interrupted change from that stage."""
+    def apply(
+        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None
+    ) -> ApplyResult:
+        """Apply a stage; `source` finishes an interrupted change from that stage; with
+        `expect_head`, refuse (StaleStateError) if the stack's newest update is another one."""
         ...
 
     def preview(self, stage_name: str) -> str: ...
@@ -276,6 +287,7 @@ class PulumiDeployer:
                 f"stack {self.stack_name!r} reports stage {stage!r} but no successful update in its "
                 f"history applied it; cannot tell how long the stage has run"
             )
+        head = _succeeded(history)[0]
         return DeployedState(
             stage=stage,
             weight=weight,
@@ -284,7 +296,14 @@ class PulumiDeployer:
             message=entry.message,
             pending=pending,
             tags=self.tags(),
+            head_version=head.version,
+            head_message=head.message,
+            head_finished=head.end_time or head.start_time,
         )
+
+    def head_version(self) -> int | None:
+        succeeded = _succeeded(self.history())
+        return succeeded[0].version if succeeded else None
 
     def tags(self) -> dict[str, str]:
         stack = self._select()
@@ -298,14 +317,26 @@ class PulumiDeployer:
         stack = self._select()
         self._call(lambda: stack.remove_tag(key), f"remove the stack tag {key!r}")
 
-    def apply(self, stage_name: str, message: str, *, source: str | None = None) -> ApplyResult:
+    def apply(
+        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None
+    ) -> ApplyResult:
         """`pulumi up --config-file Pulumi.<stage>.yaml --message 'rollout: ...'` in phases, each
         exactly once: the early phases `--target` what moves first, the last one is untargeted.
-        `source` replays an interrupted change from that stage (every phase is idempotent)."""
+        `source` replays an interrupted change from that stage (every phase is idempotent).
+        Compare-and-apply: with `expect_head`, the stack's newest update is read again right
+        before the first `up`, and a different one (someone applied in the meantime) is refused
+        with StaleStateError; Pulumi's own lock covers the update itself."""
         self._validated_stage(stage_name)  # a broken stage file fails here, with file + key + rule
         release = load_release(self.project_dir)
         target = release.stage(stage_name)
         stack = self._select()
+        if expect_head is not None:
+            head = self.head_version()
+            if head != expect_head:
+                raise StaleStateError(
+                    f"the stack changed after this decision was made (its newest update is {head}, "
+                    f"the decision was made at {expect_head}): nothing applied; decide again on the new state"
+                )
         previous = self._outputs_or_none(stack) or {}
         previous_stage = source or (str(previous["stage"].value) if "stage" in previous else None)
         previous_weight = int(previous["weight"].value) if "weight" in previous else None

@@ -19,7 +19,9 @@ from rollout.release.deployer import Deployer
 from rollout.release.notify import (
     AlertmanagerClient,
     GrafanaClient,
+    NotifyError,
     ReleaseNotifier,
+    Secret,
     read_token,
 )
 from rollout.release.prometheus import Prometheus, PrometheusError
@@ -74,6 +76,14 @@ class StageReportWriter:
         return write_report(report, self.out_dir)
 
 
+def _token(name: str) -> tuple[Secret | None, str | None]:
+    """(token, None), (None, None) when not configured, (None, why) when it cannot be read."""
+    try:
+        return read_token(name, required=False), None
+    except NotifyError as err:
+        return None, str(err)
+
+
 def default_hooks(
     *,
     release: Release,
@@ -85,17 +95,15 @@ def default_hooks(
     """One notifier per service (alert on rollback, annotate every change); the first also
     writes the report, so its timeline lists what was sent. Tokens come from the environment
     (GRAFANA_TOKEN[_FILE], ALERTMANAGER_TOKEN[_FILE]), never from arguments or config."""
-    alertmanager = (
-        AlertmanagerClient(alertmanager_url, read_token("ALERTMANAGER_TOKEN", required=False))
-        if alertmanager_url
-        else None
-    )
+    # A credential problem never stops the bot: it becomes a client whose every call fails with
+    # it, after the stage change (the outcome then says "applied, not notified").
+    am_token, am_problem = _token("ALERTMANAGER_TOKEN")
+    alertmanager = AlertmanagerClient(alertmanager_url, am_token, broken=am_problem) if alertmanager_url else None
     grafana_url = grafana_url or release.project.monitoring.grafana.url
-    token = read_token("GRAFANA_TOKEN", required=False) if grafana_url else None
-    if grafana_url and token is None:
-        # a missing annotation credential must not stop the bot from rolling back
+    token, problem = _token("GRAFANA_TOKEN") if grafana_url else (None, None)
+    if grafana_url and token is None and problem is None:
         log.warning("no GRAFANA_TOKEN or GRAFANA_TOKEN_FILE: Grafana annotations are off")
-    grafana = GrafanaClient(grafana_url, token) if grafana_url and token else None
+    grafana = GrafanaClient(grafana_url, token, broken=problem) if grafana_url and (token or problem) else None
     hooks: list[ReleaseHook] = []
     for i, service in enumerate(release.project.services):
         hooks.append(

@@ -27,6 +27,7 @@ from rollout.monitoring.names import (
     DASHBOARD_UID,
     EVENT_LABEL,
     ROLLBACK_ALERT,
+    ROLLBACK_FAILED_ALERT,
     ROLLOUT_LABEL,
     ROLLOUT_VALUE,
     SOURCE,
@@ -110,6 +111,7 @@ class _Api:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        broken: str | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise NotifyError(f"{self.name} URL must start with http:// or https:// (got {base_url!r})")
@@ -117,11 +119,16 @@ class _Api:
         self._token = token
         self._timeout = timeout
         self._transport = transport
+        # a credential that could not be read: every call fails with this, at notification time,
+        # so the problem is reported after the stage change instead of stopping the bot before it
+        self._broken = broken
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self._broken:
+            raise NotifyError(f"{self.name}: {self._broken}")
         headers = {"Accept": "application/json"}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token.reveal()}"
@@ -211,6 +218,31 @@ def rollback_alert(
         starts_at=at,
         ends_at=at + active_for,
         generator_url=generator_url,
+    )
+
+
+def rollback_failed_alert(change: Any, *, app: str, namespace: str, runbook_url: str) -> Alert:
+    """The page for a rollback that could not be applied: the canary still has its traffic."""
+    return Alert(
+        labels={
+            "alertname": ROLLBACK_FAILED_ALERT,
+            "severity": "critical",
+            "source": SOURCE,
+            ROLLOUT_LABEL: ROLLOUT_VALUE,
+            "app": app,
+            "namespace": namespace,
+            "stage": change.source,
+        },
+        annotations={
+            "summary": f"{app}: rollback from {change.source} to {change.target} FAILED, the canary still has traffic",
+            "description": (
+                f"The release bot decided to roll {app} back from stage {change.source} to {change.target} "
+                f"({change.reason}) but could not apply it: {change.error}"
+            ),
+            "runbook_url": runbook_url,
+        },
+        starts_at=change.at,
+        ends_at=change.at + timedelta(hours=1),
     )
 
 
@@ -306,6 +338,12 @@ class GrafanaClient(_Api):
         log.info("added Grafana annotation %s at %s", answer.get("id"), self.base_url)
         return answer.get("id")
 
+    def find(self, tags: Sequence[str]) -> list[dict[str, Any]]:
+        """Annotations carrying every one of `tags` (so a replayed change is not annotated twice)."""
+        params = [("tags", tag) for tag in tags] + [("limit", "5")]
+        answer = self._request("GET", "/api/annotations", params=params).json()
+        return answer if isinstance(answer, list) else []
+
 
 # --------------------------------------------------------------------------- the bot's hook
 
@@ -334,7 +372,31 @@ class ReleaseNotifier:
 
     @property
     def runbook_url(self) -> str:
-        return f"{self.runbook_base_url.rstrip('/')}/{ROLLBACK_ALERT}.md"
+        return self._runbook(ROLLBACK_ALERT)
+
+    def _runbook(self, alert: str) -> str:
+        return f"{self.runbook_base_url.rstrip('/')}/{alert}.md"
+
+    def rollback_failed(self, change: Any) -> str | None:
+        """The rollback was not applied: page (GenesisRollbackFailed) and write the incident report."""
+        events: list[tuple[datetime, str]] = [(self.clock(), f"rollback NOT applied: {change.error}")]
+        done, failed = [], []
+        if self.alertmanager is not None:
+            alert = rollback_failed_alert(change, app=self.app, namespace=self.namespace,
+                                          runbook_url=self._runbook(ROLLBACK_FAILED_ALERT))
+            try:
+                self.alertmanager.post_alerts([alert])
+            except NotifyError as err:
+                failed.append(str(err))
+                events.append((self.clock(), f"{ROLLBACK_FAILED_ALERT} NOT sent: {err}"))
+            else:
+                done.append(f"{ROLLBACK_FAILED_ALERT} sent to {self.alertmanager.base_url}")
+                events.append((self.clock(), f"{ROLLBACK_FAILED_ALERT} (critical) sent to Alertmanager"))
+        if self.report_writer is not None:
+            done.append(f"report written to {self.report_writer(change, events)}")
+        if failed:
+            raise NotifyError("; ".join(failed + ([f"(done: {', '.join(done)})"] if done else [])))
+        return "; ".join(done) or None
 
     def alerts_for(self, change: Any) -> list[Alert]:
         notice = stage_change_alert(
@@ -366,11 +428,13 @@ class ReleaseNotifier:
                 events.append((self.clock(), f"{names} sent to Alertmanager"))
         if self.grafana is not None:
             text = f"{change.action} {change.source} -> {change.target}: {change.reason}"
+            tags = annotation_tags(change.action, change.target)
+            version = getattr(change, "version", None)
+            if version is not None:
+                tags.append(f"update-{version}")  # one annotation per stack update, also when told again
             try:
-                self.grafana.annotate(
-                    text, annotation_tags(change.action, change.target), change.at,
-                    dashboard_uid=self.dashboard_uid,
-                )
+                if version is None or not self.grafana.find(tags):
+                    self.grafana.annotate(text, tags, change.at, dashboard_uid=self.dashboard_uid)
             except NotifyError as err:
                 failed.append(str(err))
             else:

@@ -1,19 +1,32 @@
 """A thin Prometheus HTTP API client for the bot, and `measure`: one check's numbers.
 
-Errors (unreachable, timeout, HTTP error, bad query) become `PrometheusError` naming the URL
-and the query: the bot treats them as 'could not check', never as a pass.
-Transport errors and 5xx answers are retried a bounded number of times with exponential
-backoff; a 4xx (bad query) is not, it will not get better.
+Errors (unreachable, timeout, HTTP error, bad query, an answer that is not what the API
+promises) become `PrometheusError` naming the URL (credentials redacted) and the query: the bot
+treats them as 'could not check', never as a pass. Transport errors and 5xx answers are retried
+a bounded number of times with exponential backoff; a 4xx (bad query) is not, it will not get
+better. A check has one deadline for all its queries (`Prometheus.budget`), checked between the
+bytes of an answer too, so a server that drips one byte every few seconds cannot hold the bot;
+an answer above `max_bytes` is refused before it fills memory. An answer with `warnings`
+(partial data, e.g. a Thanos store down) is an error, not a number.
+
+Backends beyond one Prometheus (Thanos, Mimir, VictoriaMetrics) take the same API with their own
+authentication: `PrometheusAuth` (bearer token or basic auth read from a file, extra headers such
+as `X-Scope-OrgID`, a CA bundle, a client certificate). Credentials in the URL
+(`http://user:pass@host`) become basic auth and are never shown.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -21,9 +34,12 @@ from rollout.analysis.gates import GateMeasurement, Measurements
 from rollout.analysis.signals import availability_query, recorded_query
 from rollout.model import ServiceConfig, Stage
 
+CHECK_SECONDS = 30.0  # one check, every query included
+MAX_BYTES = 10 * 1024 * 1024  # an instant query of one service's gate is a few hundred bytes
+
 
 class PrometheusError(RuntimeError):
-    """A query could not be answered. `str()` names the URL, the query and why."""
+    """A query could not be answered. `str()` names the URL (no credentials), the query and why."""
 
     def __init__(self, url: str, query: str, reason: str):
         self.url = url
@@ -50,8 +66,104 @@ def _timestamp(at: datetime) -> str:
     return f"{at.timestamp():.3f}"
 
 
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """(the URL without user:password, the credentials) so they never reach a message."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), (
+        parts.username or "", parts.password or ""
+    )
+
+
+def _read_secret(path: str, what: str) -> str:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as err:
+        raise ValueError(f"{what}: cannot read {path}: {err.strerror}") from None
+    if not value:
+        raise ValueError(f"{what}: {path} is empty")
+    return value
+
+
+@dataclass(frozen=True)
+class PrometheusAuth:
+    """How to reach a Prometheus-compatible API. Secrets are file paths (mounted Secrets)."""
+
+    bearer_token_file: str | None = None
+    basic_auth_file: str | None = None  # one line: user:password
+    headers: Mapping[str, str] = field(default_factory=dict)
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PrometheusAuth:
+        """PROMETHEUS_BEARER_TOKEN_FILE, PROMETHEUS_BASIC_AUTH_FILE, PROMETHEUS_HEADERS
+        ("Name=value,Name=value"), PROMETHEUS_CA_FILE, PROMETHEUS_CLIENT_CERT_FILE,
+        PROMETHEUS_CLIENT_KEY_FILE."""
+        headers = {}
+        for item in filter(None, (environ.get("PROMETHEUS_HEADERS") or "").split(",")):
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"PROMETHEUS_HEADERS: {item!r} is not Name=value")
+            headers[name.strip()] = value.strip()
+        return cls(
+            bearer_token_file=environ.get("PROMETHEUS_BEARER_TOKEN_FILE") or None,
+            basic_auth_file=environ.get("PROMETHEUS_BASIC_AUTH_FILE") or None,
+            headers=headers,
+            ca_file=environ.get("PROMETHEUS_CA_FILE") or None,
+            client_cert_file=environ.get("PROMETHEUS_CLIENT_CERT_FILE") or None,
+            client_key_file=environ.get("PROMETHEUS_CLIENT_KEY_FILE") or None,
+        )
+
+    def client_options(self, url_credentials: tuple[str, str] | None) -> dict[str, Any]:
+        """httpx.Client keyword arguments; reads the secret files (ValueError names the file)."""
+        options: dict[str, Any] = {"headers": dict(self.headers)}
+        if self.bearer_token_file and (self.basic_auth_file or url_credentials):
+            raise ValueError("a bearer token and basic auth exclude each other")
+        if self.bearer_token_file:
+            token = _read_secret(self.bearer_token_file, "PROMETHEUS_BEARER_TOKEN_FILE")
+            options["headers"]["Authorization"] = f"Bearer {token}"
+        elif self.basic_auth_file:
+            user, sep, password = _read_secret(self.basic_auth_file, "PROMETHEUS_BASIC_AUTH_FILE").partition(":")
+            if not sep:
+                raise ValueError(f"PROMETHEUS_BASIC_AUTH_FILE: {self.basic_auth_file} must hold user:password")
+            options["auth"] = httpx.BasicAuth(user, password)
+        elif url_credentials:
+            options["auth"] = httpx.BasicAuth(*url_credentials)
+        if self.ca_file:
+            options["verify"] = self.ca_file
+        if self.client_cert_file:
+            options["cert"] = (self.client_cert_file, self.client_key_file) if self.client_key_file else self.client_cert_file
+        return options
+
+    def secrets(self) -> list[str]:
+        """Secret values to keep out of every message."""
+        out = []
+        if self.bearer_token_file:
+            out.append(_read_secret(self.bearer_token_file, "PROMETHEUS_BEARER_TOKEN_FILE"))
+        if self.basic_auth_file:
+            out.append(_read_secret(self.basic_auth_file, "PROMETHEUS_BASIC_AUTH_FILE").partition(":")[2])
+        return out
+
+
+def _number(raw: Any, url: str, query: str) -> float:
+    """A sample value as the API sends it: a string holding a float ("NaN", "+Inf" included)."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise PrometheusError(url, query, f"malformed answer: sample value {raw!r} is not a number")
+    try:
+        return float(raw)
+    except ValueError:
+        raise PrometheusError(url, query, f"malformed answer: sample value {raw!r} is not a number") from None
+
+
 class Prometheus:
-    """Instant and range queries against one Prometheus; counts the queries it sends."""
+    """Instant and range queries against one Prometheus-compatible API; counts the queries."""
 
     def __init__(
         self,
@@ -60,13 +172,23 @@ class Prometheus:
         timeout: float = 5.0,
         retries: int = 2,
         backoff: float = 0.2,
+        check_seconds: float = CHECK_SECONDS,
+        max_bytes: int = MAX_BYTES,
+        auth: PrometheusAuth | None = None,
         client: httpx.Client | None = None,
     ):
-        self.url = url.rstrip("/")
+        bare, credentials = split_credentials(url.rstrip("/"))
+        self.url = bare  # what messages show: never the credentials
         self.retries = retries
         self.backoff = backoff
+        self.timeout = timeout
+        self.check_seconds = check_seconds
+        self.max_bytes = max_bytes
         self.queries = 0
-        self._client = client or httpx.Client(timeout=timeout)
+        self._deadline: float | None = None
+        auth = auth or PrometheusAuth()
+        self._secrets = [v for v in (*auth.secrets(), credentials[1] if credentials else "") if v]
+        self._client = client or httpx.Client(timeout=timeout, **auth.client_options(credentials))
 
     def close(self) -> None:
         self._client.close()
@@ -77,7 +199,45 @@ class Prometheus:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def budget(self, seconds: float | None = None) -> Iterator[None]:
+        """One deadline for every query inside (one check); nested budgets keep the outer one."""
+        if self._deadline is not None:
+            yield
+            return
+        self._deadline = time.monotonic() + (self.check_seconds if seconds is None else seconds)
+        try:
+            yield
+        finally:
+            self._deadline = None
+
     # ------------------------------------------------------------------ transport
+
+    def _error(self, query: str, reason: str) -> PrometheusError:
+        for secret in self._secrets:
+            reason = reason.replace(secret, "***")
+        return PrometheusError(self.url, query, reason)
+
+    def _remaining(self, query: str) -> float:
+        if self._deadline is None:
+            return self.timeout
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise self._error(query, f"the check's {self.check_seconds:g}s deadline passed")
+        return min(self.timeout, left)
+
+    def _fetch(self, url: str, params: dict[str, str], query: str) -> tuple[int, bytes]:
+        """One GET, body read under the deadline and the size cap."""
+        timeout = self._remaining(query)
+        chunks, size = [], 0
+        with self._client.stream("GET", url, params=params, timeout=timeout) as response:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise self._error(query, f"answer larger than {self.max_bytes} bytes: refused")
+                chunks.append(chunk)
+                self._remaining(query)  # a server dripping bytes still meets the deadline
+            return response.status_code, b"".join(chunks)
 
     def _get(self, path: str, params: dict[str, str], query: str) -> Any:
         """GET an API path; returns the `data` field. Retries transport errors and 5xx."""
@@ -86,29 +246,34 @@ class Prometheus:
         last = "no attempt made"
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), self._remaining(query)))
             try:
-                response = self._client.get(url, params=params)
+                status, raw = self._fetch(url, params, query)
             except httpx.TimeoutException:
                 last = "timed out"
                 continue
             except httpx.TransportError as err:
                 last = f"unreachable ({type(err).__name__}: {err})"
                 continue
-            if response.status_code >= 500:
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
+            if status >= 500:
+                last = f"HTTP {status}: {raw[:200].decode(errors='replace')}"
                 continue
             try:
-                body = response.json()
+                body = json.loads(raw)
             except ValueError:
-                raise PrometheusError(
-                    self.url, query, f"HTTP {response.status_code}, not a JSON answer"
-                ) from None
-            if response.status_code != 200 or body.get("status") != "success":
-                error = body.get("error") or response.text[:200]
-                raise PrometheusError(self.url, query, f"HTTP {response.status_code}: {error}")
-            return body.get("data")
-        raise PrometheusError(self.url, query, f"{last} (after {self.retries + 1} attempts)")
+                raise self._error(query, f"HTTP {status}, not a JSON answer") from None
+            if not isinstance(body, dict):
+                raise self._error(query, f"HTTP {status}, malformed answer: not a JSON object")
+            if status != 200 or body.get("status") != "success":
+                error = body.get("error") or raw[:200].decode(errors="replace")
+                raise self._error(query, f"HTTP {status}: {error}")
+            if body.get("warnings"):
+                raise self._error(query, f"partial data, not trusted: warnings {body['warnings']!r}")
+            data = body.get("data")
+            if not isinstance(data, dict):
+                raise self._error(query, f"malformed answer: data is {data!r}")
+            return data
+        raise self._error(query, f"{last} (after {self.retries + 1} attempts)")
 
     # ------------------------------------------------------------------ queries
 
@@ -118,12 +283,19 @@ class Prometheus:
         if at is not None:
             params["time"] = _timestamp(at)
         data = self._get("/api/v1/query", params, expr)
-        kind = data.get("resultType")
-        if kind == "scalar":
-            return [Sample({}, float(data["result"][1]))]
-        if kind != "vector":
-            raise PrometheusError(self.url, expr, f"expected an instant vector, got {kind}")
-        return [Sample(item["metric"], float(item["value"][1])) for item in data["result"]]
+        kind, result = data.get("resultType"), data.get("result")
+        if kind == "scalar" and isinstance(result, list) and len(result) == 2:
+            return [Sample({}, _number(result[1], self.url, expr))]
+        if kind != "vector" or not isinstance(result, list):
+            raise self._error(expr, f"expected an instant vector, got {kind!r}")
+        samples = []
+        for item in result:
+            if not isinstance(item, dict) or not isinstance(item.get("metric"), dict) or not (
+                isinstance(item.get("value"), list) and len(item["value"]) == 2
+            ):
+                raise self._error(expr, f"malformed answer: {str(item)[:120]}")
+            samples.append(Sample(item["metric"], _number(item["value"][1], self.url, expr)))
+        return samples
 
     def query_range(
         self, expr: str, start: datetime, end: datetime, step_seconds: float
@@ -135,10 +307,16 @@ class Prometheus:
             "step": f"{step_seconds:g}",
         }
         data = self._get("/api/v1/query_range", params, expr)
-        return [
-            Series(item["metric"], [(float(t), float(v)) for t, v in item["values"]])
-            for item in data["result"]
-        ]
+        if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+            raise self._error(expr, f"expected a range vector, got {data.get('resultType')!r}")
+        out = []
+        for item in data["result"]:
+            if not isinstance(item, dict) or not isinstance(item.get("values"), list):
+                raise self._error(expr, f"malformed answer: {str(item)[:120]}")
+            out.append(Series(item.get("metric") or {}, [
+                (_number(t, self.url, expr), _number(v, self.url, expr)) for t, v in item["values"]
+            ]))
+        return out
 
     def value(self, expr: str, at: datetime | None = None) -> float | None:
         """The one value of a query that names one series; None when there is no series."""
@@ -147,9 +325,7 @@ class Prometheus:
             return None
         if len(samples) > 1:
             shown = ", ".join(str(s.labels) for s in samples[:3])
-            raise PrometheusError(
-                self.url, expr, f"expected one series, got {len(samples)} ({shown}): narrow the selector"
-            )
+            raise self._error(expr, f"expected one series, got {len(samples)} ({shown}): narrow the selector")
         return samples[0].value
 
     # ------------------------------------------------------------------ preflight helpers
@@ -163,7 +339,10 @@ class Prometheus:
     def rules_loaded(self, names: Iterable[str]) -> dict[str, bool]:
         """Which of these recording/alerting rule names Prometheus has loaded."""
         data = self._get("/api/v1/rules", {}, "GET /api/v1/rules")
-        loaded = {rule["name"] for group in data["groups"] for rule in group["rules"]}
+        try:
+            loaded = {rule["name"] for group in data["groups"] for rule in group["rules"]}
+        except (KeyError, TypeError):
+            raise self._error("GET /api/v1/rules", "malformed answer: no groups of rules") from None
         return {name: name in loaded for name in names}
 
     def series_exists(self, series_selector: str, at: datetime | None = None) -> bool:
@@ -172,7 +351,10 @@ class Prometheus:
     def firing_alerts(self) -> list[dict[str, Any]]:
         """Alerts in state 'firing' as Prometheus reports them (labels, annotations, activeAt)."""
         data = self._get("/api/v1/alerts", {}, "GET /api/v1/alerts")
-        return [alert for alert in data["alerts"] if alert.get("state") == "firing"]
+        alerts = data.get("alerts")
+        if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
+            raise self._error("GET /api/v1/alerts", "malformed answer: no list of alerts")
+        return [alert for alert in alerts if alert.get("state") == "firing"]
 
 
 # ---------------------------------------------------------------------- one check
@@ -205,6 +387,13 @@ def measure(
         app, namespace = service.name, namespace or service.namespace
     else:
         app = service
+    with prom.budget():
+        return _measure(prom, stage, app, namespace, at, since)
+
+
+def _measure(
+    prom: Prometheus, stage: Stage, app: str, namespace: str | None, at: datetime | None, since: datetime | None
+) -> Measurements:
     before = prom.queries
     gates = {}
     for name, _ in stage.gates.items():  # noqa: PERF102 (a list of pairs, not a dict)

@@ -89,7 +89,7 @@ class Report:
     source_weight: int
     target_weight: int
     reason: str
-    started_at: datetime
+    started_at: datetime | None  # None: not known (a change told again after a crash)
     decided_at: datetime
     gates: Sequence[GateRow]
     gates_at: str | None  # when the decisive check measured
@@ -98,6 +98,8 @@ class Report:
     thresholds: Thresholds
     update: str | None = None  # the stack update that applied the decision
     notes: Sequence[str] = field(default_factory=tuple)
+    version: int | None = None  # the stack update's version: names the file, so telling again rewrites it
+    error: str | None = None  # the decision could not be applied
 
 
 def _get(item: Any, key: str, default: Any = None) -> Any:
@@ -248,6 +250,8 @@ def _cell(text: str) -> str:
 
 def _title(report: Report) -> str:
     stage = f"{report.source} ({report.source_weight}%)"
+    if report.error:
+        return f"Incident report: {report.app} {report.action} from {report.source} to {report.target} NOT APPLIED"
     if report.action == "rollback":
         return f"Incident report: {report.app} rolled back from {report.source} to {report.target}"
     if report.action == "promote":
@@ -258,7 +262,6 @@ def _title(report: Report) -> str:
 
 
 def render_markdown(report: Report, plot_file: str | None = None) -> str:
-    ran = format_duration(report.decided_at - report.started_at)
     lines = [
         f"# {_title(report)}",
         "",
@@ -266,8 +269,12 @@ def render_markdown(report: Report, plot_file: str | None = None) -> str:
         + (f" -> {report.target} ({report.target_weight}%)" if report.target != report.source else "")
         + f" at {_time(report.decided_at)}",
         f"- **Why:** {_cell(report.reason)}",
-        f"- **Stage {report.source} ran:** {ran}, since {_time(report.started_at)}",
     ]
+    if report.error:
+        lines.append(f"- **NOT APPLIED:** {_cell(report.error)}")
+    if report.started_at is not None:
+        ran = format_duration(report.decided_at - report.started_at)
+        lines.append(f"- **Stage {report.source} ran:** {ran}, since {_time(report.started_at)}")
     if report.update:
         lines.append(f"- **Applied by:** {_cell(report.update)}")
     lines += ["", f"## Gate values{f' at {report.gates_at}' if report.gates_at else ''}", ""]
@@ -342,9 +349,12 @@ def plot_stage(report: Report, path: Path) -> Path:
 
 
 def write_report(report: Report, out_dir: Path) -> Path:
-    """`<time>-<action>-<source>-to-<target>.md` and `.png` in out_dir; returns the .md path."""
+    """`<time>-<action>-<source>-to-<target>.md` and `.png` in out_dir, or `update-<version>-...`
+    for an applied change (telling it again after a crash rewrites the same files); returns the
+    .md path."""
     stamp = report.decided_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    stem = f"{stamp}-{report.action}-{report.source}-to-{report.target}"
+    prefix = f"update-{report.version:05d}" if report.version is not None else stamp
+    stem = f"{prefix}-{report.action}-{report.source}-to-{report.target}" + ("-failed" if report.error else "")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = plot_stage(report, out_dir / f"{stem}.png")
@@ -367,7 +377,8 @@ def report_for_change(
     checks, applied); `events` are the notifications sent (time, text)."""
     source, target = release.stage(change.source), release.stage(change.target)
     checks = list(change.checks or [])
-    timeline = [TimelineEvent(_when(change.started_at), f"stage {source.name} applied (canary weight {source.weight}%)")]  # type: ignore[arg-type]
+    started = _when(change.started_at) or _when(change.at)  # not known when told again after a crash
+    timeline = [TimelineEvent(started, f"stage {source.name} applied (canary weight {source.weight}%)")] if change.started_at else []  # type: ignore[arg-type]
     for check in checks:
         at = _when(_get(check, "at"))
         if at is not None:
@@ -387,7 +398,7 @@ def report_for_change(
         measured = series_from_checks(checks, source.weight)
         end = [] if applied is None else [(done, target.weight)]
         series = Series(
-            times=[_when(change.started_at), *measured.times, *(t for t, _ in end)],  # type: ignore[list-item]
+            times=[started, *measured.times, *(t for t, _ in end)],  # type: ignore[list-item]
             weight=[source.weight, *measured.weight, *(w for _, w in end)],
             error_rate=[None, *measured.error_rate, *(None for _ in end)],
             p95_latency_seconds=[None, *measured.p95_latency_seconds, *(None for _ in end)],
@@ -405,6 +416,8 @@ def report_for_change(
         reason=change.reason,
         started_at=_when(change.started_at),  # type: ignore[arg-type]
         decided_at=_when(change.at),  # type: ignore[arg-type]
+        version=getattr(change, "version", None),
+        error=getattr(change, "error", None),
         gates=gate_rows(decisive) if decisive is not None else [],
         gates_at=_get(decisive, "at") if decisive is not None else None,
         timeline=timeline,

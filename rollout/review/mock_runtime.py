@@ -199,6 +199,12 @@ def _hide_secure(value: Any) -> Any:
     return value
 
 
+def _iso(value: Any) -> str:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a config value")
+
+
 def config_strings(values: Mapping[str, Any], namespace: str) -> tuple[dict[str, str], list[str]]:
     """Bare config values -> the CLI's wire form: {'ns:key': string}, plus the secret keys.
 
@@ -213,7 +219,8 @@ def config_strings(values: Mapping[str, Any], namespace: str) -> tuple[dict[str,
         if _contains_secure(value):
             secret_keys.append(full_key)
             value = _hide_secure(value)
-        strings[full_key] = value if isinstance(value, str) else json.dumps(value)
+        # the CLI hands YAML timestamps over as text too
+        strings[full_key] = value if isinstance(value, str) else json.dumps(value, default=_iso)
     return strings, secret_keys
 
 

@@ -32,6 +32,25 @@ from rollout.review.mock_runtime import (
 
 MANIFESTS_DIR = "manifests"
 OUTPUTS_FILE = "outputs.json"
+MARKER = ".rollout-render"  # marks a folder render owns: its subfolders are replaced on every render
+
+
+class RenderRefused(ValueError):
+    """The output folder holds files render did not write: nothing was touched."""
+
+
+def claim(out_dir: Path) -> None:
+    """Render only into an empty folder or one it wrote before: it replaces whole subfolders
+    (alerts/, manifests/...), which in the repository itself would delete runbooks and tests."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RenderRefused(f"{out_dir} is a file, not a folder")
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
+        raise RenderRefused(
+            f"{out_dir} is not empty and was not written by `rollout render`: it replaces whole "
+            "folders there (alerts/, manifests/, ...), so it refuses; choose an empty or new folder"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MARKER).write_text("written by `rollout render`: its folders are replaced on every render\n")
 
 
 @dataclass(frozen=True)
@@ -170,12 +189,13 @@ def render(
 ) -> RenderResult:
     """Evaluate the program for one stage file and write its artifacts under `out_dir`.
 
-    Raises rollout.config.ConfigError (file, key path, rule) when the stage is refused.
+    Raises rollout.config.ConfigError (file, key path, rule) when the stage is refused, and
+    RenderRefused when `out_dir` holds files render did not write.
     """
     project_dir, out_dir = Path(project_dir), Path(out_dir)
     config = load_stack_config(project_dir, stage)
     stack = run_program(values_for_stage(project_dir, stage), project_dir=project_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim(out_dir)
     context = RenderContext(project_dir, stage, out_dir, config, stack)
     files: list[Path] = []
     for writer in WRITERS if writers is None else writers:

@@ -278,3 +278,44 @@ def test_within_the_first_deadline_of_a_stage_an_unavailable_canary_only_holds()
     assert "the progress deadline ends in 6m" in gate.message
     late = Measurements(**{**early.__dict__, "stage_age": timedelta(minutes=10)})
     assert evaluate(STAGE, late).immediate is True
+
+
+# --------------------------------------------------------------------------- impossible values
+
+
+@pytest.mark.parametrize(
+    ("gate", "value", "why"),
+    [
+        ("test_pass_rate", math.inf, "inf is not a finite number"),  # higher is better: +Inf would pass
+        ("pipelex_success_rate", 7.0, "7 is a ratio above 1"),
+        ("spice_tasks_per_minute", math.inf, "inf is not a finite number"),
+        ("error_rate", -5.0, "-5 is negative"),
+        ("error_rate", math.inf, "inf is not a finite number"),
+        ("p95_latency_seconds", -math.inf, "-inf is not a finite number"),
+        ("p95_latency_seconds", -0.2, "-0.2 is negative"),
+        ("fallback_rate", -math.inf, "-inf is not a finite number"),
+    ],
+)
+def test_an_impossible_value_holds_and_names_the_query_and_value(gate: str, value: float, why: str) -> None:
+    result = evaluate(STAGE, measurements({gate: value}))
+    assert result.verdict == "hold"
+    judged = next(g for g in result.gates if g.name == gate)
+    assert judged.status == "hold" and not judged.ok
+    assert judged.message.startswith(f"impossible value: {why}; not trusted, never a pass (query {gate}{{")
+
+
+@pytest.mark.parametrize("requests", [math.inf, -math.inf, -3.0])
+def test_an_impossible_request_count_never_passes(requests: float) -> None:
+    result = evaluate(STAGE, measurements(requests=requests))
+    assert result.verdict == "hold" and result.reason.startswith("impossible canary request count")
+    assert "requests * 300" in result.reason
+
+
+def test_an_impossible_availability_holds() -> None:
+    result = evaluate(STAGE, measurements(available=2.0))
+    gate = next(g for g in result.gates if g.name == AVAILABILITY)
+    assert gate.status == "hold" and "ratio above 1" in gate.message and not result.immediate
+
+
+def test_a_ratio_a_hair_above_one_from_float_rounding_is_still_a_ratio() -> None:
+    assert evaluate(STAGE, measurements({"test_pass_rate": 1 + 1e-12})).verdict == "pass"

@@ -48,10 +48,11 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePulumi:
 
 
 def seed_stage(fake: FakePulumi, stage: str, weight: int, since: datetime, **extra) -> None:  # noqa: ANN003
+    """A stack at `stage` since `since`, whose promotion was told (rollout:notified names it)."""
     fake.seed(
         outputs={"stage": stage, "weight": weight},
         history=[update(1, f"rollout: promote stable -> {stage}: test", since - timedelta(seconds=20), since)],
-        **extra,
+        **{"tags": {"rollout:notified": "1"}, **extra},
     )
 
 
@@ -192,7 +193,7 @@ def test_a_complete_release_applies_nothing_is_announced_once_and_says_what_come
     assert outcome.decision.action == "complete", outcome.decision.reason
     assert fake.runs_of("up") == []
     assert [(c.action, c.source, c.target) for c in hook.changes] == [("complete", "full", "full")]
-    assert fake.state()["tags"] == {"rollout:completed": "1"}  # the update whose completion was told
+    assert fake.state()["tags"]["rollout:completed"] == "1"  # the update whose completion was told
     assert any("releaseFlags" in effect for effect in outcome.effects)
     again = bot.tick()  # every later tick says 'complete' again: nobody hears it twice
     assert again.decision.action == "complete" and len(hook.changes) == 1
@@ -209,14 +210,16 @@ def test_hooks_hear_of_a_rollback_and_a_failing_hook_never_blocks_it(live: LiveS
     hook = RecordingHook()
     bot = ReleaseBot(
         compressed_release(live.config), PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep), live.prom,
-        hooks=[Broken(), hook], clock=lambda: now,
+        hooks=[Broken(), hook], clock=lambda: now, sleep=fake.sleep,
     )
     outcome = bot.rollback("on-call decision")
 
-    assert len(fake.runs_of("up")) == 1
+    assert len(fake.runs_of("up")) == 1  # rolled back first...
     assert [c.action for c in hook.changes] == ["rollback"] and hook.changes[0].target == "stable"
-    assert outcome.warnings == ["Broken failed: Alertmanager is down"]
-    assert outcome.effects == ["recorded rollback"]
+    assert outcome.warnings == ["Broken failed: Alertmanager is down (after 3 attempts)"]  # ...then told, retried
+    assert fake.sleeps == [2.0, 4.0]  # bounded backoff between the attempts
+    assert outcome.effects == ["recorded rollback"] and outcome.notified is False
+    assert fake.state()["tags"]["rollout:notified"] == "1"  # still the old change: the next tick tells this one
 
 
 def test_several_services_merge_into_one_check_where_the_worst_verdict_wins() -> None:
