@@ -122,11 +122,18 @@ def _bot(project_dir, stack, pulumi_root, prometheus, alertmanager, grafana, rep
 
     release = _release(project_dir)
     prom = _prometheus(prometheus)
+    try:  # how hard to try telling people after a change (3 attempts, 2 s then 4 s apart)
+        attempts = int(os.environ.get("ROLLOUT_NOTIFY_ATTEMPTS") or 3)
+        backoff = float(os.environ.get("ROLLOUT_NOTIFY_BACKOFF") or 2.0)
+    except ValueError as error:
+        raise fail(f"ROLLOUT_NOTIFY_ATTEMPTS / ROLLOUT_NOTIFY_BACKOFF: {error}")
     return ReleaseBot(
         release,
         _deployer(project_dir, stack, pulumi_root),
         prom,
         hooks=_hooks(release, alertmanager, grafana, report_dir, prom),
+        notify_attempts=max(1, attempts),
+        notify_backoff=max(0.0, backoff),
     )
 
 

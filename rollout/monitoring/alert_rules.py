@@ -46,6 +46,7 @@ from rollout.monitoring.names import (
     BOT_SILENT_ALERT,
     LAST_CHECK_METRIC,
     ROLLBACK_ALERT,
+    ROLLBACK_FAILED_ALERT,
     ROLLOUT_LABEL,
     ROLLOUT_VALUE,
 )
@@ -60,7 +61,7 @@ SPICE_FLAG, PIPELEX_FLAG = "spice-task-generation", "pipelex-workflows"
 
 # Alerts the release bot posts to Alertmanager itself (rollout.release.notify, not Prometheus rules),
 # by severity; they carry source=release-bot (rollout.monitoring.names.SOURCE) and each has a runbook too.
-RELEASE_BOT_ALERTS: dict[str, str] = {ROLLBACK_ALERT: "critical"}
+RELEASE_BOT_ALERTS: dict[str, str] = {ROLLBACK_ALERT: "critical", ROLLBACK_FAILED_ALERT: "critical"}
 
 RUNBOOK_DIR = REPO_ROOT / "alerts" / "runbooks"
 

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from rollout.config import load_release, load_stack_config, project_name, stage_file
 from rollout.model import Release, Stage
+from rollout.release.report import redact
 from rollout.release.transition import (
     MissingResources,
     Phase,
@@ -133,8 +134,9 @@ class Deployer(Protocol):
 
 def update_message(action: str, source: str | None, target: str, reason: str, marker: str = "") -> str:
     """The stack-history message for a stage change, e.g. `rollout: promote canary -> gradual: ...`,
-    with the phase marker (`[1/2 scale-up]`) of a phased change."""
-    reason = " ".join(reason.split()) or "no reason given"
+    with the phase marker (`[1/2 scale-up]`) of a phased change. Credentials pasted into a reason
+    never reach the stack's history."""
+    reason = redact(" ".join(reason.split())) or "no reason given"
     arrow = f"{source} -> {target}" if source else f"-> {target}"
     return f"{MESSAGE_PREFIX} {action} {arrow}{' ' + marker if marker else ''}: {reason}"
 

@@ -1,0 +1,86 @@
+"""A hostile or broken Prometheus on 127.0.0.1, for the probes a real one cannot be made to do:
+answers computed per query by a function, bodies streamed in chunks with delays (a server that
+drips one byte every few seconds), huge bodies generated lazily (never held in memory)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+Answer = tuple[int, Iterable[bytes], float]  # status, body chunks, seconds between chunks
+
+
+def vector(value: str, labels: dict[str, str] | None = None, **extra: Any) -> Answer:
+    body = {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": labels or {}, "value": [1700000000, value]}]}, **extra}
+    return 200, [json.dumps(body).encode()], 0.0
+
+
+def raw(body: Any, status: int = 200) -> Answer:
+    return status, [json.dumps(body).encode()], 0.0
+
+
+class HostilePrometheus:
+    """`answer(query) -> Answer` decides every reply; `queries` records what was asked."""
+
+    def __init__(self, answer: Callable[[str], Answer]) -> None:
+        self.queries: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                params = parse_qs(urlsplit(self.path).query)
+                query = params.get("query", [""])[0]
+                server.queries.append(query)
+                status, chunks, pause = answer(query)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                try:
+                    for chunk in chunks:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        if pause:
+                            time.sleep(pause)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up: what the probe wants
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+HEALTHY = {  # recording rule -> canary value; stable gets the same
+    "genesis_requests:rate": "100", "genesis_error_rate": "0", "p50": "0.05", "p95": "0.1", "p99": "0.2",
+    "test_pass_rate": "1", "pipelex_workflows_success": "0.99", "pipelex_fallback": "0.01",
+    "spice_tasks_generated": "5", "kube_deployment_status_replicas_available": "1", "istio": "0",
+}
+
+
+def answering(**canary: str) -> Callable[[str], Answer]:
+    """Healthy answers for every query the bot sends, with some canary values replaced."""
+
+    def answer(query: str) -> Answer:
+        for key, value in HEALTHY.items():
+            if key in query:
+                chosen = canary.get(key, value) if 'track="canary"' in query else value
+                return vector(chosen)
+        return vector("1")
+
+    return answer
