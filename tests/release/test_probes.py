@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from support.fake_pulumi import REPO, FakePulumi, update
@@ -24,7 +23,7 @@ from rollout.release.bot import ReleaseBot, check_release
 from rollout.release.deployer import PulumiDeployer
 from rollout.release.notify import AlertmanagerClient, ReleaseNotifier
 from rollout.release.prometheus import Prometheus, PrometheusError
-from rollout.review.localstack import free_port, start_alertmanager, wait_for
+from rollout.review.localstack import free_port, start_alertmanager
 
 RELEASE = load_release(REPO)
 CANARY = RELEASE.stage("canary")
