@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -80,6 +81,10 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     )
 
 
+def _ssl_reason(err: OSError | ssl.SSLError) -> str:
+    return getattr(err, "reason", None) or err.strerror or str(err)
+
+
 def _read_secret(path: str, what: str) -> str:
     try:
         value = Path(path).read_text().strip()
@@ -136,11 +141,28 @@ class PrometheusAuth:
             options["auth"] = httpx.BasicAuth(user, password)
         elif url_credentials:
             options["auth"] = httpx.BasicAuth(*url_credentials)
-        if self.ca_file:
-            options["verify"] = self.ca_file
-        if self.client_cert_file:
-            options["cert"] = (self.client_cert_file, self.client_key_file) if self.client_key_file else self.client_cert_file
+        if self.ca_file or self.client_cert_file or self.client_key_file:
+            options["verify"] = self.tls_context()
         return options
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Server verification against the CA bundle (or the system's), plus the client
+        certificate when one is set; a file that cannot be loaded is named."""
+        if self.client_key_file and not self.client_cert_file:
+            raise ValueError("PROMETHEUS_CLIENT_KEY_FILE is set without PROMETHEUS_CLIENT_CERT_FILE")
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as err:
+            raise ValueError(f"PROMETHEUS_CA_FILE: cannot load {self.ca_file}: {_ssl_reason(err)}") from None
+        if self.client_cert_file:
+            try:
+                context.load_cert_chain(self.client_cert_file, self.client_key_file)
+            except (OSError, ssl.SSLError) as err:
+                files = ", ".join(filter(None, (self.client_cert_file, self.client_key_file)))
+                raise ValueError(
+                    f"PROMETHEUS_CLIENT_CERT_FILE/PROMETHEUS_CLIENT_KEY_FILE: cannot load {files}: {_ssl_reason(err)}"
+                ) from None
+        return context
 
     def secrets(self) -> list[str]:
         """Secret values to keep out of every message."""
@@ -261,7 +283,8 @@ class Prometheus:
             try:
                 body = json.loads(raw)
             except ValueError:
-                raise self._error(query, f"HTTP {status}, not a JSON answer") from None
+                snippet = " ".join(raw[:200].decode(errors="replace").split())
+                raise self._error(query, f"HTTP {status}, not a JSON answer: {snippet!r}") from None
             if not isinstance(body, dict):
                 raise self._error(query, f"HTTP {status}, malformed answer: not a JSON object")
             if status != 200 or body.get("status") != "success":

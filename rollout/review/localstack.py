@@ -38,6 +38,9 @@ BINARIES = {
     "prometheus": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "prometheus-pushgateway": "prometheus-pushgateway",
+    "victoria-metrics": "victoria-metrics",
+    "vmalert": "victoria-metrics",
+    "vmauth": "victoria-metrics",
 }
 
 
@@ -115,8 +118,17 @@ class Running:
         self.stop()
 
 
-def _start(name: str, argv_for: Callable[[Path, int], list[str]], workdir_tmp: tempfile.TemporaryDirectory[str], timeout: float) -> Running:
-    """Start a binary with a free port, wait for /-/ready, stop it again on any failure."""
+def _start(
+    name: str,
+    argv_for: Callable[[Path, int], list[str]],
+    workdir_tmp: tempfile.TemporaryDirectory[str],
+    timeout: float,
+    *,
+    scheme: str = "http",
+    client_options: Mapping[str, Any] | None = None,
+) -> Running:
+    """Start a binary with a free port, wait for /-/ready, stop it again on any failure.
+    client_options (httpx keyword arguments: verify, auth) reach a server behind TLS or auth."""
     workdir = Path(workdir_tmp.name)
     port = free_port()
     log_path = workdir / f"{name}.log"
@@ -124,7 +136,8 @@ def _start(name: str, argv_for: Callable[[Path, int], list[str]], workdir_tmp: t
         process = subprocess.Popen(
             argv_for(workdir, port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-    running = Running(name, f"http://{HOST}:{port}", process, workdir, log_path, workdir_tmp)
+    running = Running(name, f"{scheme}://{HOST}:{port}", process, workdir, log_path, workdir_tmp)
+    options = dict(client_options or {})
 
     def ready() -> bool:
         if not running.alive():
@@ -132,7 +145,7 @@ def _start(name: str, argv_for: Callable[[Path, int], list[str]], workdir_tmp: t
                 f"{name} exited with code {process.returncode} before it was ready:\n{running.log_tail()}"
             )
         try:
-            return httpx.get(f"{running.url}/-/ready", timeout=1.0).status_code == 200
+            return httpx.get(f"{running.url}/-/ready", timeout=1.0, **options).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -203,12 +216,16 @@ def start_prometheus(
     scrape_interval: str = "1s",
     eval_interval: str = "1s",
     alertmanager_url: str | None = None,
+    web_config: Mapping[str, Any] | None = None,
+    client_options: Mapping[str, Any] | None = None,
     timeout: float = 30.0,
 ) -> Running:
     """Start the real `prometheus` binary on 127.0.0.1.
 
     rules: rule file texts (YAML), written into the temp dir; rule_files: existing files.
     Rule groups with their own `interval` keep it; eval_interval is the default.
+    web_config: a --web.config.file document (tls_server_config, basic_auth_users); with TLS
+    the URL is https, and client_options (httpx verify/auth) are how the ready check gets in.
     """
     binary = require_binary("prometheus")
     tmp = tempfile.TemporaryDirectory(prefix="rollout-prometheus-")
@@ -226,6 +243,12 @@ def start_prometheus(
         )
     )
 
+    web_flags = []
+    if web_config is not None:
+        web_path = workdir / "web.yml"
+        web_path.write_text(yaml.safe_dump(dict(web_config), sort_keys=False))
+        web_flags = [f"--web.config.file={web_path}"]
+
     def argv(workdir: Path, port: int) -> list[str]:
         return [
             binary,
@@ -234,9 +257,11 @@ def start_prometheus(
             f"--web.listen-address={HOST}:{port}",
             "--web.enable-lifecycle",
             "--log.level=warn",
+            *web_flags,
         ]
 
-    return _start("prometheus", argv, tmp, timeout)
+    scheme = "https" if web_config and "tls_server_config" in web_config else "http"
+    return _start("prometheus", argv, tmp, timeout, scheme=scheme, client_options=client_options)
 
 
 # --------------------------------------------------------------------------- Alertmanager
@@ -280,6 +305,83 @@ def start_pushgateway(*, timeout: float = 30.0) -> Running:
         ]
 
     return _start("pushgateway", argv, tmp, timeout)
+
+
+# --------------------------------------------------------------------------- VictoriaMetrics
+
+
+def start_victoria_metrics(
+    *, targets: Sequence[ScrapeTarget] = (), scrape_interval: str = "1s", timeout: float = 30.0
+) -> Running:
+    """Start single-node VictoriaMetrics (Debian `victoria-metrics`) on 127.0.0.1, scraping
+    `targets` itself. Queries see the newest samples (no 30 s latency offset, no result cache),
+    as a bot that checks every few seconds in a test needs."""
+    binary = require_binary("victoria-metrics")
+    tmp = tempfile.TemporaryDirectory(prefix="rollout-victoria-metrics-")
+    config_path = Path(tmp.name) / "scrape.yml"
+    scrape = prometheus_config([], targets, scrape_interval, scrape_interval, None)
+    del scrape["rule_files"], scrape["global"]["evaluation_interval"]
+    config_path.write_text(yaml.safe_dump(scrape, sort_keys=False))
+
+    def argv(workdir: Path, port: int) -> list[str]:
+        return [
+            binary,
+            f"-storageDataPath={workdir / 'data'}",
+            f"-httpListenAddr={HOST}:{port}",
+            f"-promscrape.config={config_path}",
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+            "-loggerLevel=WARN",
+        ]
+
+    return _start("victoria-metrics", argv, tmp, timeout)
+
+
+def start_vmalert(
+    datasource_url: str, rules: Sequence[str], *, eval_interval: str = "1s", timeout: float = 30.0
+) -> Running:
+    """Start `vmalert` evaluating recording rules against `datasource_url` and writing the
+    results back there: what the Prometheus rule evaluator does for VictoriaMetrics.
+    rules: rule file texts holding recording rules only (alerting rules need a notifier)."""
+    binary = require_binary("vmalert")
+    tmp = tempfile.TemporaryDirectory(prefix="rollout-vmalert-")
+    paths = []
+    for i, text in enumerate(rules):
+        path = Path(tmp.name) / f"rules-{i}.yaml"
+        path.write_text(text)
+        paths.append(path)
+
+    def argv(workdir: Path, port: int) -> list[str]:
+        return [
+            binary,
+            *(f"-rule={path}" for path in paths),
+            f"-datasource.url={datasource_url}",
+            f"-remoteWrite.url={datasource_url}",
+            f"-evaluationInterval={eval_interval}",
+            f"-httpListenAddr={HOST}:{port}",
+            "-loggerLevel=WARN",
+        ]
+
+    return _start("vmalert", argv, tmp, timeout)
+
+
+def start_vmauth(users: Sequence[Mapping[str, Any]], *, timeout: float = 30.0) -> Running:
+    """Start `vmauth`, VictoriaMetrics' authenticating proxy, with its `users` list (each a
+    bearer_token or username/password and a url_prefix): the gate in front of a shared backend."""
+    binary = require_binary("vmauth")
+    tmp = tempfile.TemporaryDirectory(prefix="rollout-vmauth-")
+    config_path = Path(tmp.name) / "auth.yml"
+    config_path.write_text(yaml.safe_dump({"users": [dict(u) for u in users]}, sort_keys=False))
+
+    def argv(workdir: Path, port: int) -> list[str]:
+        return [
+            binary,
+            f"-auth.config={config_path}",
+            f"-httpListenAddr={HOST}:{port}",
+            "-loggerLevel=WARN",
+        ]
+
+    return _start("vmauth", argv, tmp, timeout)
 
 
 # --------------------------------------------------------------------------- webhook receiver

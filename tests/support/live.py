@@ -81,6 +81,42 @@ class LiveStack:
         wait_for(full, timeout, f"{window:g}s of scrapes of every target ({expr})", interval=0.25)
 
 
+def synthetic_pods(
+    stack: ExitStack,
+    config: StackConfig,
+    canary_profiles: Mapping[str, str],
+    *,
+    request_rate: float = 300.0,
+    never_ready: Sequence[str] = (),
+) -> tuple[list[ScrapeTarget], dict[tuple[str, str], Workload], KubeStateMetrics]:
+    """One stable and one canary pod per service (canary profile per app) and the
+    kube-state-metrics stand-in with each track's Deployment fully available (a canary
+    never-ready where `never_ready` names the app), all entered on `stack`; returns what a
+    Prometheus-compatible server should scrape."""
+    kube_state = stack.enter_context(KubeStateMetrics())
+    targets = [ScrapeTarget(kube_state.address, {})]
+    workloads: dict[tuple[str, str], Workload] = {}
+    for service in config.project.services:
+        split = split_for(config.project.routing.router, service.replicas, config.stage.weight)
+        for track in ("stable", "canary"):
+            deployment = f"{service.name}-{track}"
+            kube_state.set_ready(service.namespace, deployment, service.name not in never_ready or track == "stable")
+            kube_state.set_replicas(service.namespace, deployment, split.replicas(track))
+    for seed, service in enumerate(config.project.services):
+        for track in ("stable", "canary"):
+            workload = Workload(
+                track,
+                request_rate=request_rate,
+                canary_weight=config.stage.weight,
+                profile=canary_profiles[service.name] if track == "canary" else "healthy",
+                seed=seed * 2 + (track == "canary"),
+            )
+            stack.enter_context(workload)
+            workloads[(service.name, track)] = workload
+            targets.append(ScrapeTarget(workload.address, target_labels(service, track)))
+    return targets, workloads, kube_state
+
+
 @contextmanager
 def live_stack(
     config: StackConfig,
@@ -90,32 +126,12 @@ def live_stack(
     alertmanager_url: str | None = None,
     never_ready: Sequence[str] = (),
 ) -> Iterator[LiveStack]:
-    """One stable and one canary pod per service (canary profile per app), scraped every 1 s by
-    a real Prometheus loaded with the stage's rendered rule file, and the kube-state-metrics
-    stand-in with each track's Deployment fully available (a canary never-ready where its
-    profile is `silent` and `never_ready` names the app)."""
+    """Synthetic pods (see synthetic_pods) scraped every 1 s by a real Prometheus loaded with
+    the stage's rendered rule file."""
     with ExitStack() as stack:
-        kube_state = stack.enter_context(KubeStateMetrics())
-        targets = [ScrapeTarget(kube_state.address, {})]
-        workloads: dict[tuple[str, str], Workload] = {}
-        for service in config.project.services:
-            split = split_for(config.project.routing.router, service.replicas, config.stage.weight)
-            for track in ("stable", "canary"):
-                deployment = f"{service.name}-{track}"
-                kube_state.set_ready(service.namespace, deployment, service.name not in never_ready or track == "stable")
-                kube_state.set_replicas(service.namespace, deployment, split.replicas(track))
-        for seed, service in enumerate(config.project.services):
-            for track in ("stable", "canary"):
-                workload = Workload(
-                    track,
-                    request_rate=request_rate,
-                    canary_weight=config.stage.weight,
-                    profile=canary_profiles[service.name] if track == "canary" else "healthy",
-                    seed=seed * 2 + (track == "canary"),
-                )
-                stack.enter_context(workload)
-                workloads[(service.name, track)] = workload
-                targets.append(ScrapeTarget(workload.address, target_labels(service, track)))
+        targets, workloads, kube_state = synthetic_pods(
+            stack, config, canary_profiles, request_rate=request_rate, never_ready=never_ready
+        )
         running = stack.enter_context(
             start_prometheus(
                 rules=[render_rule_file(config)],
