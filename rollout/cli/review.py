@@ -50,8 +50,10 @@ def plan(
     project_dir: Optional[Path] = ProjectDir,
     stack: str = StackName,
 ) -> None:
-    """The order of a stage change (its phases and exact commands) and the resource-level diff
-    between two stages' desired states (review aid, not `pulumi preview`)."""
+    """The order of a stage change and the resource diff between two stages (review aid).
+
+    Prints the change's phases with their exact commands, then the resource-level diff between
+    the two stages' desired states. Not `pulumi preview`: no engine, no live state."""
     from rollout.review.plan import plan as plan_stages
 
     result = _or_config_error(lambda: plan_stages(_project(project_dir), from_stage, to_stage, stack))

@@ -15,7 +15,7 @@ import httpx
 from rollout.analysis.signals import SIGNALS, selector
 from rollout.config import ConfigError, load_release
 from rollout.model import Release
-from rollout.release.prometheus import Prometheus, PrometheusError
+from rollout.release.prometheus import Prometheus, PrometheusError, split_credentials
 
 ITEMS = ("stage files", "prometheus", "alertmanager", "grafana", "rules loaded", "stable metrics", "no critical alert")
 
@@ -33,12 +33,23 @@ class PreflightItem:
 def _reachable(name: str, url: str | None, path: str) -> PreflightItem:
     if not url:
         return PreflightItem(name, False, f"no {name} URL given")
+    bare, _ = split_credentials(url.rstrip("/"))  # a detail never shows a password
     try:
         response = httpx.get(url.rstrip("/") + path, timeout=5.0)
     except httpx.HTTPError as err:
-        return PreflightItem(name, False, f"{url} unreachable: {type(err).__name__}")
+        return PreflightItem(name, False, f"{bare} unreachable: {type(err).__name__}")
     ok = response.status_code == 200
-    return PreflightItem(name, ok, f"{url}{path} answered HTTP {response.status_code}")
+    return PreflightItem(name, ok, f"{bare}{path} answered HTTP {response.status_code}")
+
+
+def _prometheus_ready(prom: Prometheus | None) -> PreflightItem:
+    """Through the bot's own client, so the backend's auth (PROMETHEUS_*) and TLS apply."""
+    if prom is None:
+        return PreflightItem("prometheus", False, "no prometheus URL given")
+    status = prom.ready_status()
+    ok = status == 200
+    answer = f"answered HTTP {status}" if isinstance(status, int) else f"unreachable: {status}"
+    return PreflightItem("prometheus", ok, f"{prom.url}/-/ready {answer}")
 
 
 def _with_prometheus(name: str, prom: Prometheus | None, probe: Callable[[Prometheus], PreflightItem]) -> PreflightItem:
@@ -84,11 +95,12 @@ def _no_critical(prom: Prometheus) -> PreflightItem:
 
 def run_preflight(
     project_dir: Path,
-    prometheus_url: str | None,
+    prom: Prometheus | None,
     alertmanager_url: str | None,
     grafana_url: str | None,
     skip: Iterable[str] = (),
 ) -> list[PreflightItem]:
+    """Every item, in ITEMS order. `prom` is the bot's client (with its auth), or None."""
     skipped = set(skip)
     unknown = skipped - set(ITEMS)
     if unknown:
@@ -101,21 +113,16 @@ def run_preflight(
     except ConfigError as err:
         items.append(PreflightItem("stage files", False, str(err)))
 
-    prom = Prometheus(prometheus_url, retries=0) if prometheus_url else None
-    try:
-        items.append(_reachable("prometheus", prometheus_url, "/-/ready"))
-        items.append(_reachable("alertmanager", alertmanager_url, "/-/ready"))
-        items.append(_reachable("grafana", grafana_url, "/api/health"))
-        if release is None:
-            items.append(PreflightItem("rules loaded", False, "needs valid stage files"))
-            items.append(PreflightItem("stable metrics", False, "needs valid stage files"))
-        else:
-            items.append(_with_prometheus("rules loaded", prom, lambda p: _rules(release, p)))
-            items.append(_with_prometheus("stable metrics", prom, lambda p: _stable_metrics(release, p)))
-        items.append(_with_prometheus("no critical alert", prom, _no_critical))
-    finally:
-        if prom is not None:
-            prom.close()
+    items.append(_prometheus_ready(prom))
+    items.append(_reachable("alertmanager", alertmanager_url, "/-/ready"))
+    items.append(_reachable("grafana", grafana_url, "/api/health"))
+    if release is None:
+        items.append(PreflightItem("rules loaded", False, "needs valid stage files"))
+        items.append(PreflightItem("stable metrics", False, "needs valid stage files"))
+    else:
+        items.append(_with_prometheus("rules loaded", prom, lambda p: _rules(release, p)))
+        items.append(_with_prometheus("stable metrics", prom, lambda p: _stable_metrics(release, p)))
+    items.append(_with_prometheus("no critical alert", prom, _no_critical))
     return [
         PreflightItem(i.name, True, f"skipped on request ({i.detail})") if i.name in skipped else i
         for i in items

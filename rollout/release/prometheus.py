@@ -354,10 +354,14 @@ class Prometheus:
     # ------------------------------------------------------------------ preflight helpers
 
     def ready(self) -> bool:
+        return self.ready_status() == 200
+
+    def ready_status(self) -> int | str:
+        """The HTTP status of /-/ready, or why there is none (secrets redacted)."""
         try:
-            return self._client.get(self.url + "/-/ready").status_code == 200
-        except httpx.HTTPError:
-            return False
+            return self._client.get(self.url + "/-/ready", timeout=self.timeout).status_code
+        except httpx.HTTPError as err:
+            return self._error("GET /-/ready", f"{type(err).__name__}: {err}").reason
 
     def rules_loaded(self, names: Iterable[str]) -> dict[str, bool]:
         """Which of these recording/alerting rule names Prometheus has loaded."""

@@ -64,3 +64,32 @@ def test_a_stage_that_requires_approval_waits_for_one():
 def test_a_malformed_policy_is_refused(policy, message):
     with pytest.raises(ValueError, match=message):
         ReleasePolicy.model_validate(policy)
+
+
+def test_the_example_policy_in_pulumi_yaml_is_valid_when_uncommented(tmp_path):
+    """The commented releasePolicy example in Pulumi.yaml is what operators copy: uncommented,
+    it must load and restrict promotion to the hours and freeze it names."""
+    from support.stack import copy_project
+
+    from rollout.config import load_stack_config
+
+    project = copy_project(tmp_path)
+    text = (project / "Pulumi.yaml").read_text()
+    start = text.index("  # genesis-rollout:releasePolicy:")
+    block = text[start:]
+    (project / "Pulumi.yaml").write_text(text[:start] + block.replace("  # ", "  ", ))
+    policy = load_stack_config(project, "canary").project.release_policy
+    assert policy.promotion_hours.days == ["mon", "tue", "wed", "thu"]
+    assert promotion_block(policy, stage(), MONDAY_10, Controls()) is None
+    assert "outside the promotion hours" in promotion_block(policy, stage(), SATURDAY_10, Controls())
+    assert "release freeze until 2027-01-04 00:00 UTC (year-end change freeze)" in promotion_block(
+        policy, stage(), datetime(2026, 12, 22, 10, 0, tzinfo=UTC), Controls()
+    )
+
+
+def test_the_shipped_project_restricts_no_promotion():
+    from support import REPO_ROOT
+
+    from rollout.config import load_stack_config
+
+    assert load_stack_config(REPO_ROOT, "canary").project.release_policy == ReleasePolicy()
