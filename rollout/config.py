@@ -207,6 +207,17 @@ def load_stack_config(project_dir: Path, stage: str) -> StackConfig:
     return config
 
 
+def load_policy_file(project_dir: Path, path: Path) -> StackConfig:
+    """Any file in the stage-file schema (stage, analysis, gates, flags) with the project's
+    defaults, validated like a stage file: what `rollout replay --policy FILE` judges with."""
+    project_dir, path = Path(project_dir), Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), ["no such policy file"])
+    namespace = project_name(project_dir)
+    stack = stack_values(path, namespace)
+    return parse_stack_config(merge_config(project_defaults(project_dir), stack), namespace, str(path), PROJECT_FILE)
+
+
 def load_release(project_dir: Path) -> Release:
     """Every stage file of the stage order, validated one by one and then as a progression."""
     project_dir = Path(project_dir)

@@ -188,6 +188,9 @@ class Analysis(Model):
     check_interval: Duration = timedelta(minutes=5)
     hold: Duration = timedelta(hours=48)
     consecutive_failures: int = Field(3, ge=1, le=100)
+    # also roll back once this many checks failed since the stage started, in a row or not
+    # (Flagger's threshold; Argo Rollouts' failureLimit + 1). None: only the consecutive rule.
+    cumulative_failures: int | None = Field(None, ge=1, le=100_000)
     # promote only if the last N checks passed as well as the hold being over
     passing_checks_to_promote: int = Field(3, ge=1, le=1000)
     # below this many canary requests in the window the verdict is 'hold' (too little data)

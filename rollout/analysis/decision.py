@@ -8,7 +8,10 @@ Rules (no flapping):
 - rollback: the last `analysis.consecutive_failures` checks all failed. One fail never rolls
   back, and a hold or a pass in between resets the streak. Except an immediate fail (the
   newest check failed on evidence that already carries its own persistence, like a canary
-  unavailable for the whole progress deadline): it rolls back at once.
+  unavailable for the whole progress deadline): it rolls back at once. With
+  `analysis.cumulative_failures` set, also once that many checks failed since the stage
+  started, in a row or not (Flagger's and Argo Rollouts' counting); `checks` must then be
+  every check since the first of the stage (check_times gives them).
 - promote: the stage's hold is over AND the last `analysis.passing_checks_to_promote` checks
   all passed. A hold (missed target, missing data) never counts toward promotion.
 - complete: the same condition at the last stage: the release is done.
@@ -107,14 +110,21 @@ def decide(
     need_fails = analysis.consecutive_failures
     if fails >= need_fails:
         return decision("rollback", f"the last {fails} checks failed (limit {need_fails})")
+    total_fails = verdicts.count("fail")
+    if analysis.cumulative_failures is not None and total_fails >= analysis.cumulative_failures:
+        return decision(
+            "rollback", f"{total_fails} checks failed since the stage started (limit {analysis.cumulative_failures})"
+        )
 
     passes = _trailing(verdicts, "pass")
     need_passes = analysis.passing_checks_to_promote
     streak = (
         f"{fails} of {need_fails} consecutive failures"
         if fails
-        else f"{passes} of {need_passes} passing checks in a row"
+        else f"{min(passes, need_passes)} of {need_passes} passing checks in a row"
     )
+    if analysis.cumulative_failures is not None and total_fails:
+        streak += f"; {total_fails} of {analysis.cumulative_failures} failures since the stage started"
     if remaining > timedelta(0):
         return decision("wait", f"hold: {format_duration(remaining)} left; {streak}")
     if passes >= need_passes:
@@ -138,11 +148,14 @@ def check_times(
     Checks run every check_interval; the first is once a whole rate window lies inside the
     stage, so no check mixes in the previous stage's traffic. The grid does not depend on when
     the bot runs, so a restarted bot re-evaluates exactly the same instants. `count` defaults
-    to as many checks as any rule needs.
+    to as many checks as any rule needs: every check of the stage when failures are counted
+    cumulatively.
     """
     analysis = stage.analysis
     if count is None:
         count = max(analysis.consecutive_failures, analysis.passing_checks_to_promote)
+        if analysis.cumulative_failures is not None:
+            count = 1 << 62  # all of them
     interval = analysis.check_interval
     first = max(1, math.ceil(analysis.rate_window / interval))
     latest = math.floor((now - started_at) / interval)

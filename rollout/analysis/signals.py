@@ -143,6 +143,25 @@ SIGNALS: tuple[Signal, ...] = (
 
 BY_KEY: dict[str, Signal] = {s.key: s for s in SIGNALS}
 
+# The raw series behind the signals, as the app and kube-state-metrics export them:
+# (family, type, help). A replay file holds these (istio_requests_total, of the optional router
+# gate, is left out: its series name the workload, not the app).
+APP_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("spice_tasks_generated", "counter", "SPICE tasks generated"),
+    ("pipelex_workflows", "counter", "Pipelex workflows run"),
+    ("pipelex_workflows_success", "counter", "Pipelex workflows that succeeded"),
+    ("pipelex_fallback_triggered", "counter", "Pipelex fallbacks triggered"),
+    ("genesis_request_errors", "counter", "Requests that failed (optional: the judge reads it when present)"),
+    ("genesis_test_pass_rate", "gauge", "Share of self-tests passing"),
+    ("genesis_error_rate", "gauge", "Share of requests that failed, recent window"),
+    ("genesis_request_duration_seconds", "histogram", "Request duration"),
+)
+DEPLOYMENT_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("kube_deployment_spec_replicas", "gauge", "Desired replicas of a Deployment"),
+    ("kube_deployment_status_replicas_available", "gauge", "Available replicas of a Deployment"),
+)
+RAW_FAMILIES = APP_FAMILIES + DEPLOYMENT_FAMILIES
+
 def signal(key: str) -> Signal:
     return BY_KEY[key]
 

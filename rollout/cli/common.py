@@ -20,6 +20,7 @@ app = typer.Typer(
     help="Progressive delivery for Genesis SPICE + Pipelex: render, plan, check, promote, roll back.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # help paragraphs reflow instead of keeping the docstring's line breaks
 )
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)

@@ -1,4 +1,5 @@
-"""Review aids that run the program under the Pulumi mock runtime: render and plan."""
+"""Review aids: render and plan (the program under the Pulumi mock runtime), replay and export
+(recorded metrics through the unchanged gates)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import typer
 
 from rollout.cli.common import (
     ProjectDir,
+    PrometheusUrl,
     StackName,
     _or_config_error,
     _project,
+    _prometheus,
     app,
+    err,
     fail,
     say,
 )
@@ -61,3 +65,85 @@ def plan(
     sys.stdout.write("\n")
 
 
+
+
+@app.command()
+def replay(
+    metrics: Path = typer.Option(..., "--metrics", help="OpenMetrics file (timestamps in seconds, ending in # EOF)."),
+    start: str = typer.Option(..., "--start", help="When the stage was applied: RFC 3339 or unix seconds."),
+    end: Optional[str] = typer.Option(None, "--end", help="Default: the last sample."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="A stage of the project (its stage file)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="A file in the stage-file schema instead."),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    plot_file: Optional[Path] = typer.Option(None, "--plot", help="Also write a PNG of the replay."),
+    project_dir: Optional[Path] = ProjectDir,
+) -> None:
+    """What the bot would have decided over recorded metrics, at the stage's real timing.
+
+    Backfills the file into a real Prometheus with the stage's recording rules, then runs the
+    unchanged gates and decision at every check instant from --start, stopping at the first
+    rollback, promote or complete. Exit 0 when the replay ran (whatever it decided), 3 on an error."""
+    import json
+
+    from rollout.config import load_policy_file, load_stack_config
+    from rollout.review.backfill import BackfillError
+    from rollout.review.openmetrics import OpenMetricsError
+    from rollout.review.replay import ReplayError, parse_time, plot, timeline
+    from rollout.review.replay import replay as run_replay
+
+    if (stage is None) == (policy is None):
+        raise fail("give exactly one of --stage NAME and --policy STAGE_FILE")
+    root = _project(project_dir)
+    last_stage = None
+    if stage is not None:
+        config = _or_config_error(lambda: load_stack_config(root, stage))
+        last_stage = config.stage.name == config.project.stage_order[-1]
+    else:
+        config = _or_config_error(lambda: load_policy_file(root, policy))
+    try:
+        started = parse_time(start, "--start")
+        ended = None if end is None else parse_time(end, "--end")
+        result = run_replay(metrics, config, started, ended, last_stage=last_stage)
+    except (ReplayError, OpenMetricsError, BackfillError) as error:
+        raise fail(str(error))
+    if plot_file is not None:
+        plot(result, plot_file)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        return
+    for line in timeline(result):
+        say(line)
+    spent = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in result.seconds.items())
+    say(f"{len(result.checks)} checks, {result.queries} queries; {spent}", console=err)
+
+
+@app.command()
+def export(
+    prometheus: Optional[str] = PrometheusUrl,
+    start: str = typer.Option(..., "--start", help="RFC 3339 or unix seconds."),
+    end: str = typer.Option(..., "--end", help="RFC 3339 or unix seconds."),
+    out_file: Path = typer.Option(..., "--out", help="The OpenMetrics file to write."),
+    project_dir: Optional[Path] = ProjectDir,
+) -> None:
+    """Write the project's raw metrics between two times as an OpenMetrics file for `replay`."""
+    from rollout.config import load_stack_config
+    from rollout.release.prometheus import PrometheusError
+    from rollout.review.export import export as export_metrics
+    from rollout.review.replay import ReplayError, parse_time
+
+    root = _project(project_dir)
+    config = _or_config_error(lambda: load_stack_config(root, config_stage(root)))
+    try:
+        started, ended = parse_time(start, "--start"), parse_time(end, "--end")
+        with _prometheus(prometheus) as prom:
+            report = export_metrics(prom, config.project.services, started, ended, out_file)
+    except (ReplayError, PrometheusError, ValueError) as error:
+        raise fail(str(error))
+    say(f"wrote {report.samples} samples of {report.series} series ({', '.join(report.families)}) to {out_file}")
+
+
+def config_stage(root: Path) -> str:
+    """Any stage: export needs only the project's services."""
+    from rollout.config import project_defaults
+
+    return (project_defaults(root).get("stageOrder") or ["stable"])[0]

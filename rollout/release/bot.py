@@ -33,7 +33,7 @@ from typing import Any, Callable, Protocol, Sequence
 from rollout.analysis.decision import Decision, check_times, decide
 from rollout.analysis.gates import CheckResult, evaluate, worst_verdict
 from rollout.analysis.policy import promotion_block
-from rollout.model import Release, Stage
+from rollout.model import Release, ServiceConfig, Stage
 from rollout.release.controls import COMPLETED_TAG, NOTIFIED_TAG, read_controls
 from rollout.release.deployer import (
     ApplyResult,
@@ -138,10 +138,18 @@ def check_release(
     since: datetime | None = None,
 ) -> CheckResult:
     """One evaluation of every gate of every service. Raises PrometheusError, never passes."""
-    results = [
-        (svc.name, evaluate(stage, measure(prometheus, stage, svc, at, since=since)))
-        for svc in release.project.services
-    ]
+    return check_services(release.project.services, prometheus, stage, at, since)
+
+
+def check_services(
+    services: Sequence[ServiceConfig],
+    prometheus: Prometheus,
+    stage: Stage,
+    at: datetime | None = None,
+    since: datetime | None = None,
+) -> CheckResult:
+    """check_release for these services (a replay judges the services its file holds)."""
+    results = [(svc.name, evaluate(stage, measure(prometheus, stage, svc, at, since=since))) for svc in services]
     return merge_service_checks(stage, results)
 
 
@@ -174,7 +182,9 @@ class ReleaseBot:
 
     def recent_checks(self, stage: Stage, since: datetime, now: datetime) -> list[CheckResult]:
         """The stage's latest checks on its fixed grid, oldest first (same after a restart)."""
-        return [self.check(stage, at, since) for at in check_times(stage, since, now)]
+        instants = check_times(stage, since, now)
+        with self.prometheus.grid(instants):  # every check of the stage, when counted cumulatively
+            return [self.check(stage, at, since) for at in instants]
 
     # ------------------------------------------------------------------ acting
 

@@ -264,6 +264,28 @@ def start_prometheus(
     return _start("prometheus", argv, tmp, timeout, scheme=scheme, client_options=client_options)
 
 
+def serve_tsdb(data_dir: Path, *, timeout: float = 60.0) -> Running:
+    """The real `prometheus` on 127.0.0.1 serving an existing TSDB directory (backfilled
+    blocks), scraping nothing. Retention is 100 years: Prometheus counts retention from the
+    newest block, and the default 15 days would delete a replayed stage at start."""
+    binary = require_binary("prometheus")
+    tmp = tempfile.TemporaryDirectory(prefix="rollout-tsdb-")
+    config_path = Path(tmp.name) / "prometheus.yml"
+    config_path.write_text("global:\n  scrape_interval: 1m\nscrape_configs: []\n")
+
+    def argv(workdir: Path, port: int) -> list[str]:
+        return [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={data_dir}",
+            "--storage.tsdb.retention.time=100y",
+            f"--web.listen-address={HOST}:{port}",
+            "--log.level=warn",
+        ]
+
+    return _start("prometheus", argv, tmp, timeout)
+
+
 # --------------------------------------------------------------------------- Alertmanager
 
 

@@ -170,3 +170,36 @@ def test_an_immediate_fail_rolls_back_at_once_and_an_ordinary_one_does_not():
     assert decide(stage, START, now, [Judged("fail", immediate=True), Judged("pass")]).action == "wait"
     # bare verdict strings still work (replay, tests) and are never immediate
     assert decide(stage, START, now, ["pass", "fail"]).action == "wait"
+
+
+# --------------------------------------------------------------------------- cumulative counting
+
+FLAGGER = make_stage(checkInterval="1m", consecutiveFailures=5, cumulativeFailures=5)
+
+
+def test_cumulative_failures_roll_back_on_scattered_fails_like_flaggers_threshold() -> None:
+    """Five fails spread over a stage, never two in a row: the plan's rule waits, Flagger's rolls back."""
+    scattered = ["fail", "pass", "pass"] * 4 + ["fail"]
+    now = START + timedelta(hours=1)
+    assert decide(CANARY, START, now, scattered).action == "wait"
+    decision = decide(FLAGGER, START, now, scattered)
+    assert decision.action == "rollback"
+    assert decision.reason == "5 checks failed since the stage started (limit 5)"
+    waiting = decide(FLAGGER, START, now, scattered[:-1])
+    assert waiting.action == "wait" and "4 of 5 failures since the stage started" in waiting.reason
+
+
+def test_holds_do_not_count_as_failures_cumulatively() -> None:
+    assert decide(FLAGGER, START, START + timedelta(hours=1), ["hold", "fail"] * 4 + ["hold"]).action == "wait"
+
+
+def test_cumulative_counting_needs_every_check_of_the_stage() -> None:
+    now = START + timedelta(hours=3)
+    assert len(check_times(CANARY, START, now)) == 3
+    instants = check_times(FLAGGER, START, now)
+    assert len(instants) == 180 and instants[0] == START + timedelta(minutes=1) and instants[-1] == now
+
+
+def test_a_cumulative_limit_is_a_positive_count() -> None:
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        make_stage(cumulativeFailures=0)

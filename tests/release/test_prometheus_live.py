@@ -154,6 +154,32 @@ def test_range_query_returns_the_recorded_series(live: LiveStack) -> None:
     assert all(value > 0 and math.isfinite(value) for _, value in series[0].points)
 
 
+def test_a_grid_of_checks_reads_the_same_values_with_one_range_query_per_expression(live: LiveStack) -> None:
+    """What a tick over a whole stage (cumulative counting, a replay) does: identical checks."""
+    stage = live.config.stage
+    newest = datetime.fromtimestamp(math.floor(datetime.now(UTC).timestamp()) - 2, UTC)
+    instants = [newest - timedelta(seconds=s) for s in range(14, -1, -1)]
+    services = [live.service(name) for name in ("genesis-healthy", "genesis-bad", "genesis-silent")]
+    one_by_one = [evaluate(stage, measure(live.prom, stage, svc, at)) for at in instants for svc in services]
+    before = live.prom.queries
+    with live.prom.grid(instants):
+        gridded = [evaluate(stage, measure(live.prom, stage, svc, at)) for at in instants for svc in services]
+    assert live.prom.queries - before == QUERIES_PER_CHECK * len(services)  # one per expression, not per instant
+    assert [r.verdict for r in gridded] == [r.verdict for r in one_by_one]
+    assert {r.verdict for r in gridded} >= {"pass", "fail", "hold"}
+    for a, b in zip(one_by_one, gridded, strict=True):
+        assert [(g.name, g.value, g.baseline) for g in a.gates] == [(g.name, g.value, g.baseline) for g in b.gates]
+        assert a.canary_requests == b.canary_requests
+
+
+def test_a_grid_needs_evenly_spaced_instants(live: LiveStack) -> None:
+    now = datetime.now(UTC)
+    uneven = [now - timedelta(seconds=s) for s in (30, 20, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6)]
+    with pytest.raises(ValueError, match="evenly spaced"):
+        with live.prom.grid(uneven):
+            pass
+
+
 def test_a_bad_query_is_an_error_naming_url_and_query(live: LiveStack) -> None:
     with pytest.raises(PrometheusError) as err:
         live.prom.query("sum(")

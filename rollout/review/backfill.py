@@ -1,0 +1,113 @@
+"""Recorded metrics into a real Prometheus, with the stage's own recording rules evaluated over
+them, so a replay reads exactly the series the live bot reads.
+
+    promtool tsdb create-blocks-from openmetrics FILE DATA        (the raw samples, one block)
+    prometheus --storage.tsdb.path=DATA                           (to evaluate the rules against)
+    promtool tsdb create-blocks-from rules --start --end --url    (the recording rules, one block per rule)
+    prometheus again, with the rule blocks moved into DATA
+
+Measured pitfalls of promtool 2.42, each handled here:
+- it re-reads the whole input once per output block: the default 2h blocks make a 48h file
+  25 passes (~50 s for 650 MB); `--max-block-duration` (a hidden flag) makes it one (~7 s);
+- the rules backfill's `--end` defaults to now - 3h: always given;
+- rule evaluations are offset within the interval by a hash of the group name and the rule
+  file path *as given*, like a live Prometheus: the file is always passed as the same bare
+  name from its own directory, so two replays of one file give the same verdicts;
+- retention counts from the newest block: the serving Prometheus keeps 100 years.
+A replay is faithful up to that offset (under one recording interval): the live cluster's own
+offset is unknown.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from collections.abc import Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from rollout.model import Stage, format_duration
+from rollout.monitoring.alert_rules import (
+    RECORDING_GROUP,
+    recording_interval,
+    recording_rules,
+)
+from rollout.review.localstack import Running, require_binary, serve_tsdb
+
+RULE_FILE = "recording.rules.yaml"  # one fixed name: the evaluation offset depends on it
+BLOCK_BASE_HOURS = 2  # TSDB block ranges are 2h x 3^k
+
+
+class BackfillError(RuntimeError):
+    """promtool or Prometheus refused the data; the message has their output."""
+
+
+def block_duration_for(min_ts: float, max_ts: float) -> str:
+    """The smallest --max-block-duration whose aligned block holds [min_ts, max_ts]: promtool
+    rounds the flag down to a TSDB range (2h x 3^k) and cuts at multiples of it since the epoch."""
+    for k in range(10):
+        size = BLOCK_BASE_HOURS * 3**k * 3600
+        if math.floor(min_ts / size) == math.floor(max_ts / size):
+            return f"{BLOCK_BASE_HOURS * 3**k}h"
+    return f"{BLOCK_BASE_HOURS * 3**9}h"
+
+
+def _run(argv: Sequence[str], what: str, cwd: Path | None = None) -> str:
+    done = subprocess.run(list(argv), capture_output=True, text=True, cwd=cwd)
+    if done.returncode != 0:
+        raise BackfillError(f"{what} failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+    return done.stdout + done.stderr
+
+
+def backfill_openmetrics(path: Path, data_dir: Path, min_ts: float, max_ts: float) -> None:
+    promtool = require_binary("promtool")
+    _run([promtool, "tsdb", "create-blocks-from", "openmetrics",
+          f"--max-block-duration={block_duration_for(min_ts, max_ts)}", str(path), str(data_dir)],
+         "promtool tsdb create-blocks-from openmetrics")
+
+
+def write_recording_rules(stage: Stage, directory: Path) -> Path:
+    """The stage's recording group as a plain rule file (what promtool reads)."""
+    group = {"name": RECORDING_GROUP, "interval": format_duration(recording_interval(stage)),
+             "rules": recording_rules(stage)}
+    path = directory / RULE_FILE
+    path.write_text(yaml.safe_dump({"groups": [group]}, sort_keys=False, width=10_000))
+    return path
+
+
+def backfill_rules(rule_file: Path, url: str, start: int, end: int, out_dir: Path) -> None:
+    promtool = require_binary("promtool")
+    _run([promtool, "tsdb", "create-blocks-from", "rules", f"--start={start}", f"--end={end}",
+          f"--url={url}", f"--output-dir={out_dir.resolve()}", f"--max-block-duration={block_duration_for(start, end)}",
+          rule_file.name], "promtool tsdb create-blocks-from rules", cwd=rule_file.parent)
+
+
+def _move_blocks(source: Path, target: Path) -> int:
+    moved = 0
+    for block in source.iterdir():
+        if (block / "meta.json").exists():
+            shutil.move(str(block), str(target / block.name))
+            moved += 1
+    return moved
+
+
+@contextmanager
+def backfilled(path: Path, workdir: Path, stage: Stage, data_span: tuple[float, float], end: datetime) -> Iterator[Running]:
+    """A Prometheus on 127.0.0.1 serving the file's samples (which span `data_span`, unix
+    seconds) and the stage's recording rules evaluated over them up to `end`; stopped on exit."""
+    data, rule_blocks = workdir / "data", workdir / "rule-blocks"
+    data.mkdir(parents=True)
+    rule_blocks.mkdir()
+    backfill_openmetrics(path, data, *data_span)
+    rule_file = write_recording_rules(stage, workdir)
+    with serve_tsdb(data) as raw:
+        backfill_rules(rule_file, raw.url, math.floor(data_span[0]), math.ceil(end.timestamp()), rule_blocks)
+    if not _move_blocks(rule_blocks, data):
+        raise BackfillError("promtool wrote no recording-rule block: does the file hold the plan's metrics?")
+    with serve_tsdb(data) as server:
+        yield server

@@ -1,0 +1,252 @@
+"""`rollout replay`: what the bot would have decided over recorded metrics, at production timing.
+
+The file (OpenMetrics, checked first: rollout.review.openmetrics) is backfilled into a real
+Prometheus with the stage's own recording rules (rollout.review.backfill); then the unchanged
+gate and decision code (rollout.release.bot.check_services, rollout.analysis.decision.decide)
+runs at every instant of the stage's check grid, from the stage start, stopping at the first
+rollback, promote or complete decision. The gate values come from one range query per
+expression over the whole grid (Prometheus.grid): the same numbers as an instant query each.
+
+The JSON shape (a contract other tools read):
+
+    {"stage", "start", "end",
+     "checks": [{"at", "verdict", "gates": [{"name", "status", "value", "baseline", "message", ...}]}],
+     "decision": {"action": "rollback"|"promote"|"complete"|"wait", "at": <RFC 3339 or null>, "reason"}}
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rollout.analysis.decision import decide
+from rollout.analysis.gates import CheckResult, GateResult
+from rollout.model import ServiceConfig, StackConfig, Stage, format_duration
+from rollout.release.bot import check_services
+from rollout.release.prometheus import Prometheus
+from rollout.review.backfill import backfilled
+from rollout.review.openmetrics import FileReport, OpenMetricsError, check_file
+
+
+class ReplayError(ValueError):
+    """The replay cannot run on this input; the message names the file or flag and the rule."""
+
+
+@dataclass
+class ReplayResult:
+    stage: Stage
+    start: datetime
+    end: datetime
+    services: list[str]
+    instants: list[datetime]
+    checks: list[CheckResult]
+    action: str  # rollback | promote | complete | wait
+    decided_at: datetime | None
+    reason: str
+    seconds: dict[str, float] = field(default_factory=dict)  # where the time went
+    queries: int = 0
+
+    @property
+    def decided_after(self) -> timedelta | None:
+        return None if self.decided_at is None else self.decided_at - self.start
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage.name,
+            "start": _rfc3339(self.start),
+            "end": _rfc3339(self.end),
+            "checks": [
+                {"at": _rfc3339(at), "verdict": check.verdict, "gates": [_gate(g) for g in check.gates]}
+                for at, check in zip(self.instants, self.checks)
+            ],
+            "decision": {
+                "action": self.action,
+                "at": None if self.decided_at is None else _rfc3339(self.decided_at),
+                "reason": self.reason,
+            },
+        }
+
+
+def _rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _gate(gate: GateResult) -> dict[str, Any]:
+    full = gate.to_dict()
+    return {key: full[key] for key in ("name", "status", "value", "baseline", "threshold", "message")}
+
+
+def parse_time(text: str, flag: str) -> datetime:
+    """RFC 3339 (with a zone) or unix seconds."""
+    try:
+        return datetime.fromtimestamp(float(text), UTC)
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReplayError(f"{flag}: {text!r} is neither RFC 3339 (2026-01-05T00:00:00Z) nor unix seconds") from None
+    if value.tzinfo is None:
+        raise ReplayError(f"{flag}: {text!r} needs a time zone, e.g. a trailing Z for UTC")
+    return value.astimezone(UTC)
+
+
+def check_instants(stage: Stage, start: datetime, end: datetime) -> list[datetime]:
+    """Every check instant of the stage from its start to `end` (decision.check_times' grid)."""
+    analysis = stage.analysis
+    first = max(1, math.ceil(analysis.rate_window / analysis.check_interval))
+    count = math.floor((end - start) / analysis.check_interval) - first + 1
+    return [start + (first + k) * analysis.check_interval for k in range(max(0, count))]
+
+
+def _services(config: StackConfig, report: FileReport, path: Path) -> list[ServiceConfig]:
+    present = [s for s in config.project.services if (s.namespace, s.name) in report.services]
+    if not present:
+        names = ", ".join(f"{s.namespace}/{s.name}" for s in config.project.services)
+        raise ReplayError(f"{path}: no series of the project's services ({names}) in the file")
+    return present
+
+
+def replay(
+    path: Path | str,
+    config: StackConfig,
+    start: datetime,
+    end: datetime | None = None,
+    *,
+    last_stage: bool | None = None,
+    workdir: Path | None = None,
+) -> ReplayResult:
+    """Replay the file's metrics through the stage's gates and decision from `start` (when the
+    stage was applied) to `end` (default: the last sample). Raises ReplayError or
+    OpenMetricsError naming the problem; a BackfillError when promtool or Prometheus refuse."""
+    path = Path(path)
+    stage = config.stage
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    if end is not None and start > end:
+        raise ReplayError(f"--start {_rfc3339(start)} is after --end {_rfc3339(end)}")
+    allowed = {(s.namespace, s.name) for s in config.project.services}
+    report = check_file(path, services=allowed)
+    if report.min_time is None or report.max_time is None:
+        raise OpenMetricsError(str(path), [(0, "bad-line", "the file holds no samples")])
+    end = end or datetime.fromtimestamp(report.max_time, UTC)
+    if start > end:
+        raise ReplayError(f"--start {_rfc3339(start)} is after the end of the replay {_rfc3339(end)} "
+                          "(the file's last sample unless --end is given)")
+    services = _services(config, report, path)
+    instants = check_instants(stage, start, end)
+    if not instants:
+        raise ReplayError(f"no check fits between --start and the end: the stage checks every "
+                          f"{format_duration(stage.analysis.check_interval)} once a "
+                          f"{format_duration(stage.analysis.rate_window)} window has passed")
+    seconds["check file"] = time.perf_counter() - clock
+    with tempfile.TemporaryDirectory(prefix="rollout-replay-", dir=workdir) as tmp:
+        clock = time.perf_counter()
+        with backfilled(path, Path(tmp), stage, (report.min_time, report.max_time), end) as server:
+            seconds["backfill"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            with Prometheus(server.url, timeout=120, retries=0, check_seconds=600) as prom:
+                result = _judge(stage, services, prom, start, end, instants, last_stage)
+                result.queries = prom.queries
+            seconds["checks"] = time.perf_counter() - clock
+    result.seconds = seconds
+    return result
+
+
+def _judge(
+    stage: Stage, services: Sequence[ServiceConfig], prom: Prometheus, start: datetime, end: datetime,
+    instants: list[datetime], last_stage: bool | None,
+) -> ReplayResult:
+    checks: list[CheckResult] = []
+    with prom.grid(instants):
+        for at in instants:
+            checks.append(check_services(services, prom, stage, at, since=start))
+            decision = decide(stage, start, at, checks, last_stage=last_stage)
+            if decision.action != "wait":
+                return ReplayResult(stage, start, end, [s.name for s in services], instants[: len(checks)],
+                                    checks, decision.action, at, decision.reason)
+    return ReplayResult(stage, start, end, [s.name for s in services], instants, checks, "wait", None,
+                        f"no decision by the end of the data: {decision.reason}")
+
+
+# --------------------------------------------------------------------------- readable output
+
+
+def _offset(result: ReplayResult, at: datetime) -> str:
+    minutes = round((at - result.start).total_seconds() / 60)
+    return f"+{minutes // 60}h{minutes % 60:02d}"
+
+
+def timeline(result: ReplayResult) -> list[str]:
+    """Runs of equal verdicts, each non-pass with its reason, then the decision."""
+    stage = result.stage
+    lines = [
+        f"replay of stage {stage.name} ({stage.weight}%) for {', '.join(result.services)}: "
+        f"{_rfc3339(result.start)} to {_rfc3339(result.end)}, a check every "
+        f"{format_duration(stage.analysis.check_interval)}"
+    ]
+    run: list[int] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        first, last = result.instants[run[0]], result.instants[run[-1]]
+        check = result.checks[run[-1]]
+        span = _offset(result, first) if len(run) == 1 else f"{_offset(result, first)}..{_offset(result, last)}"
+        why = "" if check.verdict == "pass" else f"  {check.reason}"
+        lines.append(f"  {span:<16} {check.verdict:<5} x{len(run):<4}{why}")
+        run.clear()
+
+    for index, check in enumerate(result.checks):
+        previous = result.checks[run[-1]] if run else None
+        if previous is not None and (previous.verdict != check.verdict or (check.verdict != "pass" and previous.reason != check.reason)):
+            flush()
+        run.append(index)
+    flush()
+    when = "by the end of the data" if result.decided_at is None else f"at {_offset(result, result.decided_at)}"
+    lines.append(f"decision {when}: {result.action} - {result.reason}")
+    return lines
+
+
+def plot(result: ReplayResult, path: Path) -> Path:
+    """Error rate, P95 and test pass rate of both tracks over the replay, with the critical
+    thresholds, each check's verdict and the decision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hours = [(at - result.start).total_seconds() / 3600 for at in result.instants]
+    shown = ("error_rate", "p95_latency_seconds", "test_pass_rate")
+    figure, axes = plt.subplots(len(shown) + 1, 1, figsize=(10, 8), sharex=True,
+                                gridspec_kw={"height_ratios": [3] * len(shown) + [1]})
+    for axis, name in zip(axes, shown):
+        gates = [next((g for g in c.gates if g.name.endswith(name)), None) for c in result.checks]
+        for attribute, label in (("value", "canary"), ("baseline", "stable")):
+            values = [math.nan if g is None or getattr(g, attribute) is None else getattr(g, attribute) for g in gates]
+            axis.plot(hours, values, label=label, linewidth=1)
+        critical = next((g.critical for g in gates if g is not None and g.critical is not None), None)
+        if critical is not None:
+            axis.axhline(critical, color="red", linestyle="--", linewidth=0.8, label="critical")
+        axis.set_ylabel(name.replace("_", " "), fontsize=8)
+        axis.legend(fontsize=7, loc="upper right")
+    colours = {"pass": "tab:green", "hold": "tab:orange", "fail": "tab:red"}
+    axes[-1].scatter(hours, [0] * len(hours), c=[colours.get(c.verdict, "grey") for c in result.checks], s=6)
+    axes[-1].set_yticks([])
+    axes[-1].set_ylabel("verdict (pass, hold, fail)", fontsize=8)
+    axes[-1].set_xlabel("hours since the stage started")
+    if result.decided_after is not None:
+        for axis in axes:
+            axis.axvline(result.decided_after.total_seconds() / 3600, color="black", linewidth=1)
+    figure.suptitle(f"replay of stage {result.stage.name}: {result.action}"
+                    + ("" if result.decided_after is None else f" at +{format_duration(result.decided_after)}"))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

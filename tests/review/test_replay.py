@@ -1,0 +1,173 @@
+"""`rollout replay` through the CLI on generated metrics: the JSON contract, --stage and
+--policy, and a clear refusal of bad input. Every replay backfills into the real promtool and
+Prometheus (Debian prometheus); the metrics are the synthetic scenario generator's
+(rollout/local/scenarios.py), standing in for what a real Prometheus recorded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from support import REPO_ROOT as REPO
+from typer.testing import CliRunner
+
+from rollout.cli import app
+from rollout.local.scenarios import Effect, Fault, ScenarioSpec, generate
+
+H, M = timedelta(hours=1), timedelta(minutes=1)
+START = "2026-01-05T00:00:00Z"
+# a short stage whose canary turns bad at 1h02: the plan's policy rolls back at 1h15
+SHORT_BAD = ScenarioSpec(name="short-bad", duration=2 * H, faults=(Fault(H + 2 * M, Effect(error_probability=0.05)),))
+
+
+def rollout(*args: str):  # noqa: ANN201
+    return CliRunner().invoke(app, [*args, "-C", str(REPO)])
+
+
+@pytest.fixture(scope="module")
+def short_bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("replay") / "short-bad.om"
+    generate(SHORT_BAD, path)
+    return path
+
+
+def test_the_json_follows_the_contract(short_bad: Path) -> None:
+    result = rollout("replay", "--metrics", str(short_bad), "--start", START, "--stage", "canary", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert list(report) == ["stage", "start", "end", "checks", "decision"]
+    assert (report["stage"], report["start"], report["end"]) == ("canary", START, "2026-01-05T02:00:00Z")
+    assert list(report["decision"]) == ["action", "at", "reason"]
+    assert report["decision"] == {"action": "rollback", "at": "2026-01-05T01:15:00Z",
+                                  "reason": "the last 3 checks failed (limit 3)"}
+    checks = report["checks"]
+    assert [c["at"] for c in checks[:2]] == ["2026-01-05T00:05:00Z", "2026-01-05T00:10:00Z"]
+    assert checks[-1]["at"] == report["decision"]["at"]  # it stops at the first decision
+    assert [c["verdict"] for c in checks[-3:]] == ["fail"] * 3
+    assert all(set(c) == {"at", "verdict", "gates"} for c in checks)
+    error = next(g for g in checks[-1]["gates"] if g["name"] == "error_rate")
+    assert error["status"] == "fail" and error["value"] > 0.01 and error["baseline"] < 0.01
+
+
+def test_the_readable_timeline_and_the_plot(short_bad: Path, tmp_path: Path) -> None:
+    result = rollout("replay", "--metrics", str(short_bad), "--start", "1767571200", "--stage", "canary",
+                     "--plot", str(tmp_path / "replay.png"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith("replay of stage canary (10%) for genesis: 2026-01-05T00:00:00Z")
+    assert "decision at +1h15: rollback - the last 3 checks failed (limit 3)" in result.stdout
+    assert "+1h05" in result.stdout and "critical threshold breached: error_rate" in result.stdout
+    assert (tmp_path / "replay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_policy_file_replays_like_its_stage_and_can_count_cumulatively(short_bad: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "flagger-like.yaml"
+    shutil.copy(REPO / "Pulumi.canary.yaml", policy)
+    same = rollout("replay", "--metrics", str(short_bad), "--start", START, "--policy", str(policy), "--json")
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.stdout)["decision"]["at"] == "2026-01-05T01:15:00Z"
+
+    data = yaml.safe_load(policy.read_text())
+    data["config"]["genesis-rollout:analysis"].update(checkInterval="1m", consecutiveFailures=5, cumulativeFailures=5)
+    policy.write_text(yaml.safe_dump(data))
+    faster = rollout("replay", "--metrics", str(short_bad), "--start", START, "--policy", str(policy), "--json")
+    assert faster.exit_code == 0, faster.output
+    decision = json.loads(faster.stdout)["decision"]
+    assert decision["action"] == "rollback"
+    assert START < decision["at"] < "2026-01-05T01:15:00Z"  # 1-minute checks decide sooner
+
+
+def test_the_last_stage_completes_the_release(tmp_path: Path) -> None:
+    healthy = tmp_path / "healthy.om"
+    generate(ScenarioSpec(name="healthy-3h", duration=3 * H, canary_pods=10, traffic=_full_traffic()), healthy)
+    policy = tmp_path / "full-1h.yaml"
+    data = yaml.safe_load((REPO / "Pulumi.full.yaml").read_text())
+    data["config"]["genesis-rollout:analysis"]["hold"] = "1h"
+    policy.write_text(yaml.safe_dump(data))
+    result = rollout("replay", "--metrics", str(healthy), "--start", START, "--policy", str(policy), "--json")
+    assert result.exit_code == 0, result.output
+    decision = json.loads(result.stdout)["decision"]
+    assert decision["action"] == "complete" and decision["at"].startswith("2026-01-05T01:")
+
+
+def _full_traffic():  # noqa: ANN202
+    from rollout.local.scenarios import Traffic
+
+    return Traffic(canary_weight=100.0)
+
+
+def test_no_decision_by_the_end_is_a_wait(short_bad: Path) -> None:
+    result = rollout("replay", "--metrics", str(short_bad), "--start", START, "--end", "2026-01-05T00:40:00Z",
+                     "--stage", "canary", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["decision"]["action"] == "wait" and report["decision"]["at"] is None
+    assert report["decision"]["reason"] == "no decision by the end of the data: hold: 1d23h20m left; 3 of 3 passing checks in a row"
+    assert len(report["checks"]) == 8
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def edited(source: Path, tmp_path: Path, edit) -> Path:  # noqa: ANN001
+    lines = source.read_text().splitlines(keepends=True)
+    path = tmp_path / "edited.om"
+    path.write_text("".join(edit(lines)))
+    return path
+
+
+def swap_two_samples(lines: list[str]) -> list[str]:
+    index = next(i for i, line in enumerate(lines) if line.startswith("pipelex_workflows_total{"))
+    lines[index + 1], lines[index + 2] = lines[index + 2], lines[index + 1]
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (swap_two_samples, "[unordered-sample] pipelex_workflows_total{"),
+        (lambda lines: lines[:-1], "[eof-missing] the file ends without `# EOF`"),
+        (lambda lines: [line.replace('app="genesis"', 'app="payments"') for line in lines[:40]] + lines[40:],
+         "[unknown-service] spice_tasks_generated_total has namespace='genesis', app='payments'; "
+         "the project's services are genesis/genesis"),
+    ],
+    ids=["unordered-samples", "missing-eof", "unknown-service"],
+)
+def test_bad_metrics_are_refused_naming_file_line_and_rule(short_bad: Path, tmp_path: Path, edit, expected: str) -> None:  # noqa: ANN001
+    bad = edited(short_bad, tmp_path, edit)
+    result = rollout("replay", "--metrics", str(bad), "--start", START, "--stage", "canary")
+    assert result.exit_code == 3, result.output
+    assert f"{bad}: not a replayable OpenMetrics file" in result.output and expected in result.output
+    assert "line " in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--start", "2026-01-05T03:00:00Z"], "--start 2026-01-05T03:00:00Z is after the end of the replay 2026-01-05T02:00:00Z"),
+        (["--start", START, "--end", "2026-01-04T00:00:00Z"], "--start 2026-01-05T00:00:00Z is after --end 2026-01-04T00:00:00Z"),
+        (["--start", "yesterday"], "--start: 'yesterday' is neither RFC 3339"),
+        (["--start", "2026-01-05T00:00:00"], "needs a time zone"),
+        (["--start", START, "--stage", "canary", "--policy", "Pulumi.canary.yaml"], "give exactly one of --stage"),
+        (["--start", START, "--stage", "nope"], "no stage file for stage 'nope'"),
+    ],
+)
+def test_bad_flags_are_refused(short_bad: Path, args: list[str], expected: str) -> None:
+    if "--stage" not in args and "--policy" not in args:
+        args = [*args, "--stage", "canary"]
+    result = rollout("replay", "--metrics", str(short_bad), *args)
+    assert result.exit_code == 3, result.output
+    assert expected in " ".join(result.output.split())
+
+
+def test_a_policy_that_breaks_the_schema_is_refused_before_anything_runs(short_bad: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "bad.yaml"
+    data = yaml.safe_load((REPO / "Pulumi.canary.yaml").read_text())
+    data["config"]["genesis-rollout:gates"]["errorRate"]["rollback"] = False
+    policy.write_text(yaml.safe_dump(data))
+    result = rollout("replay", "--metrics", str(short_bad), "--start", START, "--policy", str(policy))
+    assert result.exit_code == 3
+    assert str(policy) in result.output and "rollback triggers" in result.output
