@@ -21,8 +21,10 @@ offset is unknown.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -87,27 +89,69 @@ def backfill_rules(rule_file: Path, url: str, start: int, end: int, out_dir: Pat
           rule_file.name], "promtool tsdb create-blocks-from rules", cwd=rule_file.parent)
 
 
-def _move_blocks(source: Path, target: Path) -> int:
-    moved = 0
+def _link_blocks(source: Path, target: Path) -> int:
+    """Hard-link every block of `source` into `target` (blocks are immutable; a Prometheus that
+    compacts or deletes its copy leaves the others alone)."""
+    linked = 0
     for block in source.iterdir():
         if (block / "meta.json").exists():
-            shutil.move(str(block), str(target / block.name))
-            moved += 1
-    return moved
+            shutil.copytree(block, target / block.name, copy_function=os.link)
+            linked += 1
+    return linked
 
 
-@contextmanager
-def backfilled(path: Path, workdir: Path, stage: Stage, data_span: tuple[float, float], end: datetime) -> Iterator[Running]:
-    """A Prometheus on 127.0.0.1 serving the file's samples (which span `data_span`, unix
-    seconds) and the stage's recording rules evaluated over them up to `end`; stopped on exit."""
-    data, rule_blocks = workdir / "data", workdir / "rule-blocks"
-    data.mkdir(parents=True)
-    rule_blocks.mkdir()
-    backfill_openmetrics(path, data, *data_span)
-    rule_file = write_recording_rules(stage, workdir)
-    with serve_tsdb(data) as raw:
-        backfill_rules(rule_file, raw.url, math.floor(data_span[0]), math.ceil(end.timestamp()), rule_blocks)
-    if not _move_blocks(rule_blocks, data):
-        raise BackfillError("promtool wrote no recording-rule block: does the file hold the plan's metrics?")
-    with serve_tsdb(data) as server:
-        yield server
+class Backfill:
+    """One file's raw samples as a TSDB block, judged by as many stages as wanted: per set of
+    recording rules (they depend on the stage's window and interval) the rules are backfilled
+    once, and each `serving()` starts a Prometheus on the raw block plus those rule blocks.
+    A context manager: `close()` stops the helper Prometheus the rules backfill reads from."""
+
+    def __init__(self, path: Path, workdir: Path, data_span: tuple[float, float]):
+        self.workdir = workdir
+        self.raw = workdir / "raw"
+        self.raw.mkdir(parents=True)
+        self.first = math.floor(data_span[0])
+        backfill_openmetrics(path, self.raw, *data_span)
+        self._rules: dict[tuple[str, int], Path] = {}
+        self._raw_server: Running | None = None
+
+    def _rule_blocks(self, stage: Stage, end: int) -> Path:
+        rules = yaml.safe_dump(recording_rules(stage), sort_keys=True) + format_duration(recording_interval(stage))
+        key = (rules, end)
+        if key not in self._rules:
+            directory = self.workdir / f"rules-{len(self._rules)}"
+            blocks = directory / "blocks"
+            blocks.mkdir(parents=True)
+            rule_file = write_recording_rules(stage, directory)
+            if self._raw_server is None:
+                self._raw_server = serve_tsdb(self.raw)
+            backfill_rules(rule_file, self._raw_server.url, self.first, end, blocks)
+            if not any(blocks.iterdir()):
+                raise BackfillError("promtool wrote no recording-rule block: does the file hold the plan's metrics?")
+            self._rules[key] = blocks
+        return self._rules[key]
+
+    @contextmanager
+    def serving(self, stage: Stage, end: datetime) -> Iterator[Running]:
+        """A Prometheus on 127.0.0.1 with the raw samples and the stage's recording rules
+        evaluated up to `end`; stopped and its directory removed on exit."""
+        rule_blocks = self._rule_blocks(stage, math.ceil(end.timestamp()))
+        data = Path(tempfile.mkdtemp(prefix="serve-", dir=self.workdir))
+        _link_blocks(self.raw, data)
+        _link_blocks(rule_blocks, data)
+        try:
+            with serve_tsdb(data) as server:
+                yield server
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
+
+    def close(self) -> None:
+        if self._raw_server is not None:
+            self._raw_server.stop()
+            self._raw_server = None
+
+    def __enter__(self) -> Backfill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

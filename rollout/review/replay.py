@@ -30,7 +30,7 @@ from rollout.analysis.gates import CheckResult, GateResult
 from rollout.model import ServiceConfig, StackConfig, Stage, format_duration
 from rollout.release.bot import check_services
 from rollout.release.prometheus import Prometheus
-from rollout.review.backfill import backfilled
+from rollout.review.backfill import Backfill
 from rollout.review.openmetrics import FileReport, OpenMetricsError, check_file
 
 
@@ -113,6 +113,69 @@ def _services(config: StackConfig, report: FileReport, path: Path) -> list[Servi
     return present
 
 
+class ReplaySession:
+    """One metrics file, checked and backfilled once, judged by as many stages or policies as
+    wanted (the detection benchmark replays each scenario under several policies). Raises
+    OpenMetricsError naming line and rule for a bad file; a context manager."""
+
+    def __init__(self, path: Path | str, services: Sequence[ServiceConfig], workdir: Path | None = None):
+        self.path = Path(path)
+        self.seconds: dict[str, float] = {}
+        clock = time.perf_counter()
+        self.report = check_file(self.path, services={(s.namespace, s.name) for s in services})
+        if self.report.min_time is None or self.report.max_time is None:
+            raise OpenMetricsError(str(self.path), [(0, "bad-line", "the file holds no samples")])
+        self.last_sample = datetime.fromtimestamp(self.report.max_time, UTC)
+        self.seconds["check file"] = time.perf_counter() - clock
+        self._tmp = tempfile.TemporaryDirectory(prefix="rollout-replay-", dir=workdir)
+        clock = time.perf_counter()
+        try:
+            self.backfill = Backfill(self.path, Path(self._tmp.name), (self.report.min_time, self.report.max_time))
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+        self.seconds["backfill"] = time.perf_counter() - clock
+
+    def judge(self, config: StackConfig, start: datetime, end: datetime | None = None, *,
+              last_stage: bool | None = None) -> ReplayResult:
+        """The stage's checks and decision from `start` (when the stage was applied) to `end`
+        (default: the last sample), stopping at the first decision other than wait."""
+        stage = config.stage
+        if end is not None and start > end:
+            raise ReplayError(f"--start {_rfc3339(start)} is after --end {_rfc3339(end)}")
+        end = end or self.last_sample
+        if start > end:
+            raise ReplayError(f"--start {_rfc3339(start)} is after the end of the replay {_rfc3339(end)} "
+                              "(the file's last sample unless --end is given)")
+        services = _services(config, self.report, self.path)
+        instants = check_instants(stage, start, end)
+        if not instants:
+            raise ReplayError(f"no check fits between --start and the end: the stage checks every "
+                              f"{format_duration(stage.analysis.check_interval)} once a "
+                              f"{format_duration(stage.analysis.rate_window)} window has passed")
+        seconds = dict(self.seconds)
+        clock = time.perf_counter()
+        with self.backfill.serving(stage, end) as server:
+            seconds["rules"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            with Prometheus(server.url, timeout=120, retries=0, check_seconds=600) as prom:
+                result = _judge(stage, services, prom, start, end, instants, last_stage)
+                result.queries = prom.queries
+        seconds["checks"] = time.perf_counter() - clock
+        result.seconds = seconds
+        return result
+
+    def close(self) -> None:
+        self.backfill.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> ReplaySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def replay(
     path: Path | str,
     config: StackConfig,
@@ -125,38 +188,10 @@ def replay(
     """Replay the file's metrics through the stage's gates and decision from `start` (when the
     stage was applied) to `end` (default: the last sample). Raises ReplayError or
     OpenMetricsError naming the problem; a BackfillError when promtool or Prometheus refuse."""
-    path = Path(path)
-    stage = config.stage
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
     if end is not None and start > end:
         raise ReplayError(f"--start {_rfc3339(start)} is after --end {_rfc3339(end)}")
-    allowed = {(s.namespace, s.name) for s in config.project.services}
-    report = check_file(path, services=allowed)
-    if report.min_time is None or report.max_time is None:
-        raise OpenMetricsError(str(path), [(0, "bad-line", "the file holds no samples")])
-    end = end or datetime.fromtimestamp(report.max_time, UTC)
-    if start > end:
-        raise ReplayError(f"--start {_rfc3339(start)} is after the end of the replay {_rfc3339(end)} "
-                          "(the file's last sample unless --end is given)")
-    services = _services(config, report, path)
-    instants = check_instants(stage, start, end)
-    if not instants:
-        raise ReplayError(f"no check fits between --start and the end: the stage checks every "
-                          f"{format_duration(stage.analysis.check_interval)} once a "
-                          f"{format_duration(stage.analysis.rate_window)} window has passed")
-    seconds["check file"] = time.perf_counter() - clock
-    with tempfile.TemporaryDirectory(prefix="rollout-replay-", dir=workdir) as tmp:
-        clock = time.perf_counter()
-        with backfilled(path, Path(tmp), stage, (report.min_time, report.max_time), end) as server:
-            seconds["backfill"] = time.perf_counter() - clock
-            clock = time.perf_counter()
-            with Prometheus(server.url, timeout=120, retries=0, check_seconds=600) as prom:
-                result = _judge(stage, services, prom, start, end, instants, last_stage)
-                result.queries = prom.queries
-            seconds["checks"] = time.perf_counter() - clock
-    result.seconds = seconds
-    return result
+    with ReplaySession(path, config.project.services, workdir) as session:
+        return session.judge(config, start, end, last_stage=last_stage)
 
 
 def _judge(
