@@ -225,3 +225,17 @@ def test_the_shipped_holds_reach_full_traffic_on_day_seven():
     for stage in release.stages[1:]:
         assert start == datetime.fromisoformat(PLAN_STAGE_STARTS[stage.name]), stage.name
         start += stage.analysis.hold
+
+
+@pytest.mark.parametrize("policy", ["seed", "flagger", "argo", "recommended"])
+def test_the_benchmark_policies_are_valid_stage_files(policy):
+    """`rollout replay --policy` reads them: the stage-file schema, the project's stages."""
+    from rollout.config import load_policy_file
+
+    config = load_policy_file(REPO_ROOT, REPO_ROOT / "benchmarks" / "policies" / f"{policy}.yaml")
+    analysis = config.stage.analysis
+    assert config.stage.name == "canary" and analysis.hold.total_seconds() == 48 * 3600
+    if policy == "seed":
+        assert config.stage == load_stack_config(REPO_ROOT, "canary").stage  # exactly the plan's
+    if policy in ("flagger", "argo"):
+        assert analysis.cumulative_failures is not None  # they count failures over the stage
