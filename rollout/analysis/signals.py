@@ -183,3 +183,58 @@ def availability_query(app: str, namespace: str | None, deadline: timedelta) -> 
     """The canary Deployment's best availability within the progress deadline: below 1 means it
     was never fully available during the whole deadline."""
     return f"max_over_time({recorded_query('deployment_available', app, 'canary', namespace)}[{format_duration(deadline)}])"
+
+
+# --------------------------------------------------------------------------- the judge's counts
+
+
+@dataclass(frozen=True)
+class CountSource:
+    """The counters behind a judged gate, summed per track at each instant (PromQL with {sel},
+    the service's namespace and app). Per-interval counts are differences of these sums between
+    consecutive instants: raw counter values, never an extrapolated increase(). `fallback`
+    gives the events when the app exports no counter for them: per-interval increments, an
+    approximation (docs/judge.md): a share of the requests, multiplied by the interval's requests."""
+
+    gate: str
+    kind: str  # "rate" (events per exposure) or "latency" (le buckets)
+    counted: str  # what the events are, as the evidence names them
+    events: str
+    exposure: str = ""
+    fallback: str = ""  # a ratio per track: events = ratio x the interval's exposure
+
+
+COUNT_SOURCES: dict[str, CountSource] = {
+    source.gate: source
+    for source in (
+        CountSource(
+            "error_rate", "rate", "genesis_request_errors_total per genesis_request_duration_seconds_count",
+            events="sum by (track) (genesis_request_errors_total{sel})",
+            exposure="sum by (track) (genesis_request_duration_seconds_count{sel})",
+            # the plan's gauge, through its recording rule (each track's request-weighted error
+            # share over the rate window) times the track's requests in the interval
+            fallback="namespace_app_track:genesis_error_rate:weighted_avg{sel}",
+        ),
+        CountSource(
+            "pipelex_success_rate", "rate", "failed workflows per pipelex_workflows_total",
+            events="sum by (track) (pipelex_workflows_total{sel}) - sum by (track) (pipelex_workflows_success_total{sel})",
+            exposure="sum by (track) (pipelex_workflows_total{sel})",
+        ),
+        CountSource(
+            "fallback_rate", "rate", "pipelex_fallback_triggered_total per pipelex_workflows_total",
+            events="sum by (track) (pipelex_fallback_triggered_total{sel})",
+            exposure="sum by (track) (pipelex_workflows_total{sel})",
+        ),
+        CountSource(
+            "p95_latency_seconds", "latency", "genesis_request_duration_seconds_bucket",
+            events="sum by (track, le) (genesis_request_duration_seconds_bucket{sel})",
+        ),
+    )
+}
+
+
+def count_selector(app: str, namespace: str | None) -> str:
+    parts = [f'app="{app}"', 'track=~"stable|canary"']
+    if namespace:
+        parts.insert(0, f'namespace="{namespace}"')
+    return "{" + ", ".join(parts) + "}"

@@ -1,0 +1,721 @@
+"""The sequential canary-versus-stable judge's statistics: anytime-valid e-processes.
+
+Pure functions, numpy only (no I/O, no state; docs/judge.md explains them for a release
+engineer). Every result at interval t is a deterministic
+function of the per-interval counts 0..t, so a restarted bot recomputes exactly the same
+evidence from the stage's counts.
+
+Two tests:
+
+* `rate_ratio_eprocess`: H0 "canary event rate per unit exposure <= (1 + tolerance) x stable's"
+  (errors per request), against "greater".
+* `latency_eprocess`: H0 "at every histogram boundary b, canary's fraction of requests slower than
+  b is <= (1 + tolerance) x stable's", against "some boundary is worse". It averages one
+  `rate_ratio_eprocess` per boundary (events = requests slower than b, exposure = requests).
+
+Decision rule: declare a regression at the first interval t with E_t >= 1/alpha. By Ville's
+inequality for a nonnegative supermartingale with E_0 = 1, P_H0(exists t: E_t >= 1/alpha) <= alpha,
+however often one looks and whenever one stops (Ramdas, Gruenwald, Vovk, Shafer, "Game-theoretic
+statistics and safe anytime-valid inference", Statistical Science 2023).
+
+Model (Lindon, Sanden, Shirikian, "Rapid Regression Detection in Software Deployments through
+Sequential Testing", KDD 2022, arXiv:2205.14762): per interval i, canary events x_ci among n_ci
+exposures (requests) and stable x_si among n_si. Each request fails (or is slower than b)
+independently given the past, with probabilities q_ci, q_si (Bernoulli/binomial), or events are
+Poisson with means q_ci n_ci, q_si n_si. The ratio rho_i = q_ci / q_si is the parameter; the common
+level q_si is a nuisance that may vary arbitrarily from interval to interval (traffic mix, load,
+incidents shared by both tracks) and drops out.
+
+Validity of one interval's likelihood ratio. With p_i(rho) = n_ci rho / (n_ci rho + n_si), the
+canary's share of the interval's events is Binomial(x_i, p_i(rho)) under the Poisson model given
+the total x_i = x_ci + x_si. The likelihood ratio of the alternative rho1 > rho0 against the
+boundary rho0 = 1 + tolerance is
+
+    L_i = (p_i(rho1)/p_i(rho0))^x_ci * ((1-p_i(rho1))/(1-p_i(rho0)))^x_si = A_i^x_ci * B_i^x_si,
+
+and E[L_i | past, n_i] = exp(q_si n_ci n_si (rho1-rho0)/(n_ci rho1+n_si) * (rho_i/rho0 - 1))
+under the Poisson model: = 1 at rho_i = rho0 and < 1 for every rho_i < rho0, whatever q_si is.
+(Equivalently, conditionally on x_i: L_i is increasing in x_ci because rho1 > rho0, and
+Binomial(x_i, p) is stochastically increasing in p, so rho_i < rho0 only lowers E[L_i | x_i].)
+Under the binomial model (at most one error per request; the realistic one) E[L_i | past, n_i] =
+(1 + q_ci(A_i-1))^n_ci (1 + q_si(B_i-1))^n_si <= exp(q_ci n_ci (A_i-1) + q_si n_si (B_i-1)) by
+1+u <= e^u, which is the Poisson value, so <= 1 whenever q_ci <= rho0 q_si: binomial
+(without-replacement-like) sampling only makes the test more conservative. Careful: that holds
+for the unconditional expectation. Conditionally on the interval total x_i, binomial sampling
+gives Fisher's noncentral hypergeometric law with odds ratio psi = rho (1 - q_s)/(1 - rho q_s),
+slightly ABOVE rho when rho > 1, so at the exact boundary E[L_i | x_i] can exceed 1 (1.26 for
+q_s = 0.3, 20 vs 180 requests; 1.00003 for q_s = 0.0005; see the tests). For a truly healthy
+canary (rho_i = 1) the conditional law is the central hypergeometric, which is below
+Binomial(x_i, n_ci/(n_ci+n_si)) in convex order (Hoeffding 1963), so there the conditional
+argument holds too. The supermartingale property only needs the unconditional one.
+
+So the product M_t(rho1) = prod_{i<=t} L_i is a nonnegative supermartingale under the composite
+H0 "rho_i <= rho0 for every i" (the ratio may even wander below rho0); a mixture over rho1 with
+weights fixed in advance (the prior) is one too, and so is a mixture over the interval s at which
+the product starts (a change point), since each M_{s:t} is 1 before s and a supermartingale
+after. Requirements: the exposures of interval i (request counts) do not depend on that
+interval's outcomes (client retries triggered by errors violate this), requests are independent
+given the shared conditions (pod-local shocks on one track are not: see docs/judge.md), and
+counts are raw counter differences (integers), not extrapolated `increase()` values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+FloatArray = NDArray[np.float64]
+StartPrior = Literal["changepoint", "stage"]
+
+__all__ = [
+    "CS_OFFSETS",
+    "DEFAULT_PRIOR",
+    "BoundaryResult",
+    "LatencyResult",
+    "Prior",
+    "RateRatioResult",
+    "histogram_quantile",
+    "latency_eprocess",
+    "log_e_paths",
+    "rate_ratio_eprocess",
+    "rate_ratio_log_e_paths",
+    "start_log_weights",
+]
+
+_LOG_CAP = 690.0  # exp(690) ~ 1e300: e-values are reported capped, log_e is exact
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Mixing distribution over alternatives rho1 = rho0 * ratio (ratio > 1), fixed in advance.
+
+    The mixture e-value is sum_k w_k M_t(rho0 * ratio_k). A grid that is log-spaced is a discrete
+    log-uniform prior; costs: a point with weight w needs log(1/w) extra nats of evidence.
+    """
+
+    ratios: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.ratios) == 0 or len(self.ratios) != len(self.weights):
+            raise ValueError("prior needs as many weights as ratios, at least one")
+        if any(not (r > 1.0 and math.isfinite(r)) for r in self.ratios):
+            raise ValueError("prior ratios (rho1/rho0) must be finite and > 1")
+        if any(not (w > 0.0) for w in self.weights):
+            raise ValueError("prior weights must be > 0")
+        if abs(sum(self.weights) - 1.0) > 1e-9:
+            raise ValueError("prior weights must sum to 1")
+
+    @classmethod
+    def log_grid(cls, low: float, high: float, points: int, tilt: float = 0.0) -> Prior:
+        """`points` ratios log-spaced from `low` to `high`; weights proportional to ratio**-tilt
+        (tilt > 0 puts more weight on small effects, which need it most)."""
+        ratios = np.geomspace(low, high, points)
+        weights = ratios ** (-tilt)
+        weights = weights / weights.sum()
+        return cls(tuple(float(r) for r in ratios), tuple(float(w) for w in weights))
+
+    @property
+    def log_ratios(self) -> FloatArray:
+        return np.log(np.asarray(self.ratios, dtype=float))
+
+    @property
+    def log_weights(self) -> FloatArray:
+        return np.log(np.asarray(self.weights, dtype=float))
+
+
+# 12 alternatives from 1.2x to 500x the boundary, weights proportional to ratio^-0.5 (more on
+# small effects, which need the help; huge effects have evidence to spare). Chosen by the power
+# study summarised in docs/judge.md.
+DEFAULT_PRIOR = Prior.log_grid(1.2, 500.0, 12, tilt=0.5)
+
+# Two-sided offsets (multiples of the CS grid step 0.05 in log rho) for the confidence sequence.
+CS_STEP = 0.05
+CS_OFFSETS: tuple[int, ...] = (2, 4, 8, 14, 22, 32, 46, 64, 92)  # x 0.05 = 0.1 .. 4.6 nats
+
+
+# --------------------------------------------------------------------------- core
+
+
+def start_log_weights(intervals: int, start_prior: StartPrior) -> tuple[FloatArray, FloatArray]:
+    """Log weights log(pi_s) of the interval s (0-based) at which evidence starts, and
+    log(1 - sum_{s'<=t} pi_s') (the mass not yet started, worth e-value 1) for t = 0..T-1.
+
+    'stage': all mass at the stage start (classic mixture martingale).
+    'changepoint': half at the stage start, half spread as 1/(s(s+1)) over later intervals, so a
+    fault that appears after s healthy intervals costs log(2 s (s+1)) nats instead of the
+    evidence against the alternatives that the healthy stretch accumulated (which grows
+    linearly with s). Sum of pi_s is 1 over s = 1..inf.
+    """
+    t = np.arange(1, intervals + 1, dtype=float)  # 1-based interval number
+    if start_prior == "stage":
+        log_pi = np.full(intervals, -np.inf)
+        if intervals:
+            log_pi[0] = 0.0
+        return log_pi, np.full(intervals, -np.inf)
+    if start_prior != "changepoint":
+        raise ValueError(f"start_prior must be 'changepoint' or 'stage' (got {start_prior!r})")
+    pi = 0.5 / (t * (t + 1.0))
+    if intervals:
+        pi[0] += 0.5
+    remaining = 0.5 / (t + 1.0)  # 1 - sum_{s<=t} pi_s
+    return np.log(pi), np.log(remaining)
+
+
+def _logsumexp(a: FloatArray, axis: int, log_w: FloatArray | None = None) -> FloatArray:
+    if log_w is not None:
+        a = a + log_w
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+def log_e_paths(
+    canary_events: ArrayLike,
+    total_events: ArrayLike,
+    p0: ArrayLike,
+    log_ratios: FloatArray,
+    log_weights: FloatArray,
+    start_prior: StartPrior = "changepoint",
+) -> FloatArray:
+    """Vectorised log E_t for every interval t (time is the last axis of the inputs).
+
+    canary_events, total_events, p0: shape (..., T); p0_i = n_ci rho0/(n_ci rho0 + n_si) (0 for a
+    skipped interval, which then has no events either). Returns log E_t, shape (..., T).
+    log L_ik = x_ci log(g_k) - x_i log(1 + p0_i (g_k - 1)), g_k = rho1_k/rho0, and
+    E_t = sum_k w_k sum_s pi_s prod_{s<=i<=t} L_ik + (1 - sum_{s<=t} pi_s).
+    """
+    xc = np.asarray(canary_events, dtype=float)[..., None, :]
+    x = np.asarray(total_events, dtype=float)[..., None, :]
+    p = np.asarray(p0, dtype=float)[..., None, :]
+    lg = np.asarray(log_ratios, dtype=float)[:, None]
+    log_l = xc * lg - x * np.log1p(p * np.expm1(lg))  # (..., K, T)
+    cum = np.cumsum(log_l, axis=-1)  # log prod_{i<=t} L_ik
+    T = cum.shape[-1]
+    log_pi, log_rest = start_log_weights(T, start_prior)
+    if start_prior == "stage":
+        log_s = cum
+    else:  # log sum_{s<=t} pi_s exp(C_t - C_{s-1}) = C_t + logcumsumexp_s(log pi_s - C_{s-1})
+        a = np.empty_like(cum)
+        a[..., 0] = log_pi[0]
+        np.subtract(log_pi[1:], cum[..., :-1], out=a[..., 1:])
+        log_s = cum + np.logaddexp.accumulate(a, axis=-1)
+    log_s += np.asarray(log_weights, dtype=float)[:, None]
+    m = np.max(log_s, axis=-2)
+    m = np.where(np.isfinite(m), m, 0.0)
+    log_e = m + np.log(np.sum(np.exp(log_s - m[..., None, :]), axis=-2))
+    if start_prior != "stage":
+        log_e = np.logaddexp(log_e, log_rest)
+    # Before the first event every likelihood ratio is exactly 1, so E is exactly 1: make the
+    # arithmetic say so (no 1 - 1e-16 from the log-space sums).
+    return np.where(np.cumsum(x[..., 0, :], axis=-1) > 0, log_e, 0.0)
+
+
+def _prepare(
+    canary_counts: ArrayLike,
+    canary_exposure: ArrayLike,
+    stable_counts: ArrayLike,
+    stable_exposure: ArrayLike,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, NDArray[np.bool_]]:
+    """Broadcast float arrays with unusable intervals (a NaN, or no exposure on a track) zeroed,
+    and the mask of usable intervals."""
+    arrays = np.broadcast_arrays(*[np.atleast_1d(np.asarray(a, dtype=float)) for a in
+                                   (canary_counts, canary_exposure, stable_counts, stable_exposure)])
+    xc, nc, xs, ns = arrays
+    names = ("canary_counts", "canary_exposure", "stable_counts", "stable_exposure")
+    for name, a in zip(names, arrays):
+        if np.any(a < 0):  # NaN compares False: allowed here, masked below
+            raise ValueError(f"{name} has negative values (a counter reset not handled upstream?)")
+        if np.any(np.isinf(a)):
+            raise ValueError(f"{name} has infinite values")
+    # An interval tells nothing about the ratio unless both tracks had exposure. Skipping it
+    # (L_i = 1) depends on exposures/missingness only, not on the outcomes: validity is kept.
+    ok = np.isfinite(xc) & np.isfinite(nc) & np.isfinite(xs) & np.isfinite(ns) & (nc > 0) & (ns > 0)
+    z = 0.0
+    return np.where(ok, xc, z), np.where(ok, nc, z), np.where(ok, xs, z), np.where(ok, ns, z), ok
+
+
+def rate_ratio_log_e_paths(
+    canary_counts: ArrayLike,
+    canary_exposure: ArrayLike,
+    stable_counts: ArrayLike,
+    stable_exposure: ArrayLike,
+    tolerance: float = 0.5,
+    prior: Prior | None = None,
+    start_prior: StartPrior = "changepoint",
+) -> FloatArray:
+    """Batch form of the rate-ratio e-process: log E_t for arrays of shape (..., T) (broadcast),
+    e.g. (stages, T) in a Monte Carlo or (boundaries, T) for latency. Same masking and maths as
+    `rate_ratio_eprocess` (which calls it)."""
+    prior = DEFAULT_PRIOR if prior is None else prior
+    rho0 = 1.0 + tolerance
+    xc, nc, xs, ns, _ = _prepare(canary_counts, canary_exposure, stable_counts, stable_exposure)
+    if xc.shape[-1] == 0:
+        return np.zeros(xc.shape)
+    return log_e_paths(xc, xc + xs, _boundary_share(nc, ns, rho0), prior.log_ratios,
+                       prior.log_weights, start_prior)
+
+
+def _boundary_share(nc: FloatArray, ns: FloatArray, rho0: float) -> FloatArray:
+    den = nc * rho0 + ns
+    return np.divide(nc * rho0, den, out=np.zeros_like(den), where=den > 0)
+
+
+# --------------------------------------------------------------------------- estimates
+
+
+def _strata(xc: FloatArray, x: FloatArray, nc: FloatArray, ns: FloatArray) -> tuple[FloatArray, FloatArray, float]:
+    """Merge intervals with events by exposure ratio r = n_c/n_s (exact: the conditional
+    likelihood depends on an interval only through r and its counts). Returns log r, x, X_c."""
+    use = x > 0
+    r = nc[use] / ns[use]
+    if r.size == 0:
+        return np.zeros(0), np.zeros(0), 0.0
+    ur, inv = np.unique(r, return_inverse=True)
+    xs_ = np.bincount(inv, weights=x[use]).astype(float)
+    return np.log(ur), xs_, float(xc[use].sum())
+
+
+def _log_partition(theta: FloatArray, log_r: FloatArray, x: FloatArray) -> FloatArray:
+    """F(theta) = sum_i x_i log(1 + r_i e^theta) for each theta (1-D)."""
+    # log1p of an outer product: exact, and several times faster than logaddexp. theta is
+    # bounded (|theta| <= ~14 on the CS grid), so e^theta * r cannot overflow.
+    return np.log1p(np.multiply.outer(np.exp(theta), np.exp(log_r))) @ x
+
+
+def _binned(log_r: FloatArray, x: FloatArray, gap: float = 0.02) -> tuple[FloatArray, FloatArray, float]:
+    """Merge strata whose log r are within a bin, at the x-weighted mean c_b of the bin, and
+    return (c, X_b, G). With f(u) = log(1 + e^u) convex and f'' <= 1/4, Jensen and Taylor give
+    F_binned(theta) <= F(theta) <= F_binned(theta) + G for every theta, G = sum x_i (log r_i -
+    c_b)^2 / 8; the bin width is chosen so that G <= gap nats. The CS uses the lower bound of
+    its e-value (F_binned and G), so binning only ever widens it (stays conservative)."""
+    X = float(x.sum())
+    if log_r.size <= 32 or X <= 0:
+        return log_r, x, 0.0
+    width = math.sqrt(8.0 * gap / X)  # |log r_i - c_b| < width, so G <= X width^2 / 8 = gap
+    key = np.floor(log_r / width).astype(np.int64)
+    uk, inv = np.unique(key, return_inverse=True)
+    xb = np.bincount(inv, weights=x, minlength=uk.size).astype(float)
+    c = np.bincount(inv, weights=x * log_r, minlength=uk.size) / xb
+    G = float(np.sum(x * (log_r - c[inv]) ** 2) / 8.0)
+    return c, xb, G
+
+
+def _conditional_mle(log_r: FloatArray, x: FloatArray, xc_tot: float) -> float | None:
+    """MLE of a common rho given the per-interval totals (nuisance-free, Mantel-Haenszel-like):
+    solves X_c = sum_i x_i r_i rho/(1 + r_i rho). 0 if no canary events, inf if no stable ones.
+    The score is decreasing in theta = log rho (the log-likelihood is concave): Newton steps
+    from the pooled estimate, kept inside a bisection bracket, converge in a few iterations."""
+    x_tot = float(x.sum())
+    if x_tot <= 0:
+        return None
+    if xc_tot <= 0:
+        return 0.0
+    if xc_tot >= x_tot:
+        return math.inf
+    lo, hi = -50.0, 50.0
+    # start from the pooled odds against the event-weighted exposure ratio
+    theta = math.log(xc_tot / (x_tot - xc_tot)) - float(np.sum(x * log_r) / x_tot)
+    theta = min(hi, max(lo, theta))
+    for _ in range(100):
+        share = 1.0 / (1.0 + np.exp(-(theta + log_r)))
+        score = xc_tot - float(np.sum(x * share))
+        if score > 0:
+            lo = theta
+        else:
+            hi = theta
+        slope = float(np.sum(x * share * (1.0 - share)))
+        step = theta + score / slope if slope > 0 else math.nan
+        theta = step if lo < step < hi else 0.5 * (lo + hi)
+        if abs(score) < 1e-9 * max(1.0, xc_tot) or hi - lo < 1e-10:
+            break
+    return math.exp(theta)
+
+
+def _confidence_sequence(
+    log_r: FloatArray, x: FloatArray, xc_tot: float, alpha: float, center: float | None
+) -> tuple[float, float]:
+    """Anytime-valid CS for a constant rho: {rho : E_t(rho) < 1/alpha} where E_t(rho) is the
+    two-sided mixture (offsets +-CS_OFFSETS * CS_STEP in log rho, equal weights) of the
+    conditional likelihood ratios against rho. Each such mixture is a martingale under that
+    rho, so P(exists t: rho_true not in CS_t) <= alpha. Evaluated on a log grid of step
+    CS_STEP and rounded outward one step (conservative). Range 1e-4..1e4; beyond: 0 / inf."""
+    if x.size == 0 or float(x.sum()) <= 0:
+        return 0.0, math.inf
+    info_r, info_x = log_r, x
+    log_r, x, gap = _binned(log_r, x)
+    offs = np.asarray(CS_OFFSETS, dtype=int)
+    offsets = np.concatenate([-offs[::-1], offs])
+    log_w = np.full(offsets.size, -math.log(offsets.size))
+    limit = round(math.log(1e4) / CS_STEP)
+    # centre the grid on the estimate; half-width adaptively up to the global limit
+    if center is None or center == 0.0 or not math.isfinite(center):
+        c = 0
+        half = limit
+    else:
+        c = round(math.log(center) / CS_STEP)
+        c = max(-limit, min(limit, c))
+        info = float(np.sum(info_x * np.exp(info_r) * center / (1 + np.exp(info_r) * center) ** 2))
+        half = int(min(2 * limit, max(40, 12.0 / math.sqrt(max(info, 1e-12)) / CS_STEP)))
+    level = math.log(1.0 / alpha)
+    while True:
+        lo_j, hi_j = max(-limit, c - half), min(limit, c + half)
+        m = int(offs.max())
+        theta = CS_STEP * np.arange(lo_j - m, hi_j + m + 1, dtype=float)
+        F = _log_partition(theta, log_r, x)
+        idx = np.arange(m, m + hi_j - lo_j + 1)  # positions of the candidate grid in `theta`
+        terms = xc_tot * (offsets[None, :] * CS_STEP) - F[idx[:, None] + offsets[None, :]] + F[idx][:, None]
+        log_e = _logsumexp(terms, axis=1, log_w=log_w) - gap  # a lower bound of log E(rho)
+        inside = np.nonzero(log_e < level)[0]
+        if inside.size == 0:  # cannot happen for a sensible grid (the MLE is inside); be safe
+            return 0.0, math.inf
+        first, last = int(inside[0]), int(inside[-1])
+        touches_lo = first == 0 and lo_j > -limit
+        touches_hi = last == idx.size - 1 and hi_j < limit
+        if (touches_lo or touches_hi) and half < 2 * limit:
+            half *= 2
+            continue
+        low = 0.0 if (first == 0 and lo_j <= -limit) else math.exp(CS_STEP * (lo_j + first - 1))
+        high = math.inf if (last == idx.size - 1 and hi_j >= limit) else math.exp(CS_STEP * (lo_j + last + 1))
+        return low, high
+
+
+def ratio_estimate(
+    canary_counts: ArrayLike, canary_exposure: ArrayLike, stable_counts: ArrayLike, stable_exposure: ArrayLike,
+    alpha: float,
+) -> tuple[float | None, float, float]:
+    """(conditional MLE of a common canary/stable ratio, and its anytime-valid (1 - alpha)
+    confidence sequence low, high) over these intervals. None / (0, inf) without events."""
+    xc, nc, xs, ns, _ = _prepare(canary_counts, canary_exposure, stable_counts, stable_exposure)
+    log_r, x_strata, xc_tot = _strata(xc, xc + xs, nc, ns)
+    rho_hat = _conditional_mle(log_r, x_strata, xc_tot)
+    low, high = _confidence_sequence(log_r, x_strata, xc_tot, alpha, rho_hat)
+    return rho_hat, low, high
+
+
+def first_crossing(log_path: FloatArray, alpha: float, canary_cum: FloatArray | None = None,
+                   min_events: float = 0) -> int | None:
+    """The first interval whose log E reaches log(1/alpha) with at least `min_events` canary
+    events so far (a guard that only removes rejections), or None."""
+    crossing = log_path >= math.log(1.0 / alpha)
+    if min_events > 0 and canary_cum is not None:
+        crossing &= canary_cum >= min_events
+    hits = np.nonzero(crossing)[0]
+    return int(hits[0]) if hits.size else None
+
+
+def latency_log_e_path(
+    canary_bucket_counts: ArrayLike,
+    stable_bucket_counts: ArrayLike,
+    tolerance: float = 1.0,
+    prior: Prior = DEFAULT_PRIOR,
+    *,
+    start_prior: StartPrior = "changepoint",
+) -> tuple[FloatArray, FloatArray]:
+    """(log E_t of the equal-weight average over every finite boundary, the canary's running
+    count of requests slower than the smallest boundary): latency_eprocess's path alone, for a
+    caller that reads it at many instants."""
+    cb = np.asarray(canary_bucket_counts, dtype=float)
+    sb = np.asarray(stable_bucket_counts, dtype=float)
+    if cb.shape != sb.shape:
+        raise ValueError(f"canary and stable bucket arrays differ in shape: {cb.shape} vs {sb.shape}")
+    tc, nc = _tail_counts(cb, "canary_bucket_counts")
+    ts, ns = _tail_counts(sb, "stable_bucket_counts")
+    B, T = tc.shape[1], tc.shape[0]
+    if T == 0:
+        return np.zeros(0), np.zeros(0)
+    xc_b, nc_b, xs_b, ns_b, _ = _prepare(tc.T, np.broadcast_to(nc, (B, T)), ts.T, np.broadcast_to(ns, (B, T)))
+    per_b = rate_ratio_log_e_paths(xc_b, nc_b, xs_b, ns_b, tolerance, prior, start_prior)
+    return _logsumexp(per_b, axis=0, log_w=np.full((B, 1), -math.log(B))), np.cumsum(xc_b.max(axis=0))
+
+
+# --------------------------------------------------------------------------- public API
+
+
+@dataclass(frozen=True)
+class RateRatioResult:
+    """Sequential test of canary/stable event-rate ratio rho against rho0 = 1 + tolerance.
+
+    e_value: E_t at the newest interval (capped at ~1e300; log_e is exact);
+    e_max: max over the stage so far; rejected: e_max >= 1/alpha (the regression verdict: once
+    crossed it stays crossed, recomputably); first_rejection: 0-based interval of the crossing;
+    rho_hat: conditional MLE of a common ratio (None: no events at all; inf: none on stable);
+    rho_pooled: (X_c/N_c)/(X_s/N_s); cs_low/cs_high: anytime-valid (1-alpha) confidence
+    sequence for a constant rho at the newest interval (0/inf: unbounded).
+    """
+
+    e_value: float
+    log_e: float
+    e_max: float
+    rejected: bool
+    first_rejection: int | None
+    rho0: float
+    alpha: float
+    rho_hat: float | None
+    rho_pooled: float | None
+    cs_low: float
+    cs_high: float
+    canary_events: float
+    canary_exposure: float
+    stable_events: float
+    stable_exposure: float
+    intervals: int
+    intervals_used: int
+    log_e_path: FloatArray = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "log_e_path"}
+        return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _summarise(
+    log_path: FloatArray, alpha: float, canary_cum: FloatArray | None = None, min_events: float = 0
+) -> tuple[float, float, float, bool, int | None]:
+    """(e_value, log_e, e_max, rejected, first_rejection). A regression needs E_t >= 1/alpha
+    and, at the same t, at least `min_events` canary events so far: requiring more than the
+    e-process only removes rejections, so validity is untouched."""
+    if log_path.size == 0:
+        return 1.0, 0.0, 1.0, False, None
+    log_e = float(log_path[-1])
+    running = float(np.max(log_path))
+    level = math.log(1.0 / alpha)
+    crossing = log_path >= level
+    if min_events > 0 and canary_cum is not None:
+        crossing &= canary_cum >= min_events
+    hits = np.nonzero(crossing)[0]
+    first = int(hits[0]) if hits.size else None
+    return math.exp(min(log_e, _LOG_CAP)), log_e, math.exp(min(running, _LOG_CAP)), first is not None, first
+
+
+def _check_common(tolerance: float, alpha: float) -> float:
+    if not (0.0 < alpha < 1.0):
+        raise ValueError(f"alpha must be in (0, 1) (got {alpha})")
+    if not (tolerance >= 0.0 and math.isfinite(tolerance)):
+        raise ValueError(f"tolerance must be finite and >= 0 (got {tolerance})")
+    return 1.0 + tolerance
+
+
+def rate_ratio_eprocess(
+    canary_counts: ArrayLike,
+    canary_exposure: ArrayLike,
+    stable_counts: ArrayLike,
+    stable_exposure: ArrayLike,
+    tolerance: float = 0.5,
+    prior: Prior = DEFAULT_PRIOR,
+    *,
+    alpha: float = 0.01,
+    start_prior: StartPrior = "changepoint",
+    confidence_sequence: bool = True,
+    min_canary_events: float = 0,
+) -> RateRatioResult:
+    """Anytime-valid test of H0: canary rate <= (1 + tolerance) x stable rate, per interval.
+
+    Inputs are per-interval counts from the stage start (1-D, same length): events (e.g. errors)
+    and exposures (e.g. requests) per track. Intervals where a track has no exposure, or with a
+    NaN, carry no evidence (their likelihood ratio is 1). Zero events on both tracks leave
+    E at exactly 1. See the module docstring for why E_t is an e-process under H0 (the mixture of
+    binomial-conditional likelihood ratios against the boundary rho0 = 1 + tolerance, over the
+    prior's alternatives and, with start_prior='changepoint', over the start interval).
+    min_canary_events: optional policy guard, a regression also needs that many canary events
+    (with 10 % canary traffic, 4 canary errors and none on stable already cross).
+    """
+    rho0 = _check_common(tolerance, alpha)
+    shapes = {np.shape(a) for a in (canary_counts, canary_exposure, stable_counts, stable_exposure)}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise ValueError(f"rate_ratio_eprocess takes four 1-D arrays of one length (got {shapes})")
+    xc, nc, xs, ns, ok = _prepare(canary_counts, canary_exposure, stable_counts, stable_exposure)
+    x = xc + xs
+    path = rate_ratio_log_e_paths(xc, nc, xs, ns, tolerance, prior, start_prior)
+    e_value, log_e, e_max, rejected, first = _summarise(path, alpha, np.cumsum(xc), min_canary_events)
+
+    Xc, Xs, Nc, Ns = (float(a.sum()) for a in (xc, xs, nc, ns))
+    log_r, x_strata, xc_tot = _strata(xc, x, nc, ns)
+    rho_hat = _conditional_mle(log_r, x_strata, xc_tot)
+    if Xc + Xs <= 0 or Nc <= 0 or Ns <= 0:
+        rho_pooled: float | None = None
+    elif Xs <= 0:
+        rho_pooled = math.inf
+    else:
+        rho_pooled = (Xc / Nc) / (Xs / Ns)
+    if confidence_sequence:
+        cs_low, cs_high = _confidence_sequence(log_r, x_strata, xc_tot, alpha, rho_hat)
+    else:
+        cs_low, cs_high = 0.0, math.inf
+    return RateRatioResult(
+        e_value=e_value, log_e=log_e, e_max=e_max, rejected=rejected, first_rejection=first,
+        rho0=rho0, alpha=alpha, rho_hat=rho_hat, rho_pooled=rho_pooled, cs_low=cs_low,
+        cs_high=cs_high, canary_events=Xc, canary_exposure=Nc, stable_events=Xs,
+        stable_exposure=Ns, intervals=int(xc.size), intervals_used=int(ok.sum()),
+        log_e_path=path,
+    )
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def histogram_quantile(q: float, boundaries: ArrayLike, cumulative: ArrayLike) -> float | None:
+    """Prometheus-style quantile of a cumulative `le` histogram (linear within a bucket, first
+    bucket from 0; a quantile in +Inf returns the highest finite boundary). None if empty."""
+    b = np.asarray(boundaries, dtype=float)
+    c = np.asarray(cumulative, dtype=float)  # len(b) + 1, the last is +Inf (the total)
+    total = float(c[-1])
+    if not total > 0:
+        return None
+    rank = q * total
+    j = int(np.searchsorted(c, rank, side="left"))
+    if j >= b.size:
+        return float(b[-1])
+    lower_b = 0.0 if j == 0 else float(b[j - 1])
+    lower_c = 0.0 if j == 0 else float(c[j - 1])
+    width = float(c[j]) - lower_c
+    if width <= 0:
+        return float(b[j])
+    return lower_b + (float(b[j]) - lower_b) * (rank - lower_c) / width
+
+
+@dataclass(frozen=True)
+class BoundaryResult:
+    boundary: float
+    e_value: float
+    e_max: float
+    canary_tail: float  # canary requests slower than the boundary, whole stage so far
+    stable_tail: float
+    tail_ratio: float | None  # pooled ratio of tail fractions
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Average over boundaries of per-boundary tail-rate e-processes (an e-process itself).
+
+    effect_boundary: the boundary nearest stable's P95 (whole stage); effect_ratio /
+    effect_cs_*: tail-fraction ratio canary/stable there (conditional MLE) with an anytime-valid
+    CS at level alpha / (number of boundaries) (Bonferroni, so it stays valid although the
+    boundary is picked from the data). p95_*: histogram_quantile estimates, descriptive only.
+    """
+
+    e_value: float
+    log_e: float
+    e_max: float
+    rejected: bool
+    first_rejection: int | None
+    rho0: float
+    alpha: float
+    boundaries: tuple[BoundaryResult, ...]
+    effect_boundary: float | None
+    effect_ratio: float | None
+    effect_cs_low: float
+    effect_cs_high: float
+    p95_canary: float | None
+    p95_stable: float | None
+    intervals: int
+    log_e_path: FloatArray = field(repr=False, compare=False)
+
+
+def _tail_counts(buckets: FloatArray, name: str) -> tuple[FloatArray, FloatArray]:
+    """(T, B+1) cumulative per-interval bucket counts -> tails (T, B) = n - cum_b, and n (T,)."""
+    if buckets.ndim != 2 or buckets.shape[1] < 2:
+        raise ValueError(f"{name} must be (intervals, buckets incl. +Inf) with >= 2 buckets")
+    n = buckets[:, -1]
+    with np.errstate(invalid="ignore"):
+        tails = n[:, None] - buckets[:, :-1]
+        bad = np.any(np.diff(buckets, axis=1) < -1e-9, axis=1)
+    if np.any(bad):
+        raise ValueError(f"{name}: `le` buckets must be cumulative (non-decreasing) per interval")
+    return np.maximum(tails, 0.0), n
+
+
+def latency_eprocess(
+    canary_bucket_counts: ArrayLike,
+    stable_bucket_counts: ArrayLike,
+    tolerance: float = 1.0,
+    prior: Prior = DEFAULT_PRIOR,
+    *,
+    boundaries: ArrayLike | None = None,
+    use: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
+    alpha: float = 0.01,
+    start_prior: StartPrior = "changepoint",
+    min_canary_events: float = 0,
+) -> LatencyResult:
+    """Anytime-valid test that canary latency is not stochastically worse than stable's beyond
+    a tolerance: H0: for every used boundary b, P_c(T > b) <= (1 + tolerance) P_s(T > b).
+
+    canary/stable_bucket_counts: shape (intervals, buckets), per-interval increases of the
+    Prometheus cumulative `le` buckets, the last column being +Inf (= request count).
+    boundaries: the finite `le` values (for reporting and the P95 effect; default 1..B).
+    use: indices of finite boundaries to test (default all), chosen in advance, e.g. from the
+    SLO. weights: prior weights over the used boundaries (default equal). The result is
+    E_t = sum_b v_b E_t^(b): an average of e-processes on the same filtration is an e-process,
+    whatever the dependence between boundaries (they share the same requests).
+    min_canary_events: optional guard, a regression also needs that many canary requests slower
+    than the smallest used boundary.
+    """
+    rho0 = _check_common(tolerance, alpha)
+    cb = np.asarray(canary_bucket_counts, dtype=float)
+    sb = np.asarray(stable_bucket_counts, dtype=float)
+    if cb.shape != sb.shape:
+        raise ValueError(f"canary and stable bucket arrays differ in shape: {cb.shape} vs {sb.shape}")
+    tc, nc = _tail_counts(cb, "canary_bucket_counts")
+    ts, ns = _tail_counts(sb, "stable_bucket_counts")
+    B = tc.shape[1]
+    bnd = np.arange(1, B + 1, dtype=float) if boundaries is None else np.asarray(boundaries, dtype=float)
+    if bnd.shape != (B,):
+        raise ValueError(f"boundaries must list the {B} finite `le` values")
+    idx = np.arange(B) if use is None else np.asarray(use, dtype=int)
+    if idx.size == 0:
+        raise ValueError("no boundaries to test")
+    v = np.full(idx.size, 1.0 / idx.size) if weights is None else np.asarray(weights, dtype=float)
+    if v.shape != idx.shape or np.any(v <= 0) or abs(v.sum() - 1) > 1e-9:
+        raise ValueError("weights must be positive, one per used boundary, summing to 1")
+
+    # (B', T) arrays; masks per interval are the same for every boundary
+    xc_b, nc_b, xs_b, ns_b, ok = _prepare(tc[:, idx].T, np.broadcast_to(nc, (idx.size, nc.size)),
+                                          ts[:, idx].T, np.broadcast_to(ns, (idx.size, ns.size)))
+    T = tc.shape[0]
+    if T:
+        per_b = rate_ratio_log_e_paths(xc_b, nc_b, xs_b, ns_b, tolerance, prior, start_prior)
+        path = _logsumexp(per_b, axis=0, log_w=np.log(v)[:, None])
+    else:
+        per_b = np.zeros((idx.size, 0))
+        path = np.zeros(0)
+    slow = np.cumsum(xc_b.max(axis=0)) if T else np.zeros(0)
+    e_value, log_e, e_max, rejected, first = _summarise(path, alpha, slow, min_canary_events)
+
+    results = []
+    for j, b in enumerate(idx):
+        Xc, Xs, Nc, Ns = (float(a[j].sum()) for a in (xc_b, xs_b, nc_b, ns_b))
+        ratio = None if (Xs <= 0 or Nc <= 0 or Ns <= 0) else (Xc / Nc) / (Xs / Ns)
+        if ratio is None and Xc > 0 and Nc > 0 and Ns > 0:
+            ratio = math.inf
+        pb = per_b[j] if T else np.zeros(0)
+        results.append(BoundaryResult(
+            boundary=float(bnd[b]),
+            e_value=math.exp(min(float(pb[-1]), _LOG_CAP)) if T else 1.0,
+            e_max=math.exp(min(float(np.max(pb)), _LOG_CAP)) if T else 1.0,
+            canary_tail=Xc, stable_tail=Xs, tail_ratio=ratio,
+        ))
+
+    # effect at the boundary nearest stable's (pooled, used intervals) P95
+    okm = ok[0] if T else np.zeros(0, dtype=bool)
+    c_tot = cb[okm].sum(axis=0) if T else np.zeros(B + 1)
+    s_tot = sb[okm].sum(axis=0) if T else np.zeros(B + 1)
+    p95_s = histogram_quantile(0.95, bnd, s_tot)
+    p95_c = histogram_quantile(0.95, bnd, c_tot)
+    eff_b = eff_ratio = None
+    eff_lo, eff_hi = 0.0, math.inf
+    if p95_s is not None:
+        j = int(np.argmin(np.abs(np.log(bnd[idx]) - math.log(max(p95_s, 1e-12)))))
+        eff_b = float(bnd[idx[j]])
+        log_r, x_strata, xc_tot = _strata(xc_b[j], xc_b[j] + xs_b[j], nc_b[j], ns_b[j])
+        eff_ratio = _conditional_mle(log_r, x_strata, xc_tot)
+        eff_lo, eff_hi = _confidence_sequence(log_r, x_strata, xc_tot, alpha / idx.size, eff_ratio)
+    return LatencyResult(
+        e_value=e_value, log_e=log_e, e_max=e_max, rejected=rejected, first_rejection=first,
+        rho0=rho0, alpha=alpha, boundaries=tuple(results), effect_boundary=eff_b,
+        effect_ratio=eff_ratio, effect_cs_low=eff_lo, effect_cs_high=eff_hi,
+        p95_canary=p95_c, p95_stable=p95_s, intervals=T, log_e_path=path,
+    )

@@ -1,0 +1,133 @@
+"""The judge on a gate (rollout.analysis.evidence) and in a check (rollout.analysis.gates):
+read at any interval like a fresh computation, sticky once crossed, a regression that fails a
+rollback gate at once and holds the others, stable breaches reported and configurable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from support.judge_sim import BOUNDARIES, Scenario, simulate
+from support.stages import FLAGS_ON
+
+from rollout.analysis.decision import decide
+from rollout.analysis.evidence import GateJudge, LatencyCounts, RateCounts
+from rollout.analysis.gates import GateMeasurement, Measurements, evaluate
+from rollout.model import Judge, Stage
+
+JUDGE = Judge(tolerance=0.5)
+
+
+def counts(sim: dict[str, np.ndarray], stage: int = 0) -> RateCounts:
+    return RateCounts(*(sim[k][stage].astype(float) for k in ("xc", "nc", "xs", "ns")), source="test")
+
+
+def test_the_evidence_at_an_interval_is_what_a_fresh_computation_from_the_start_gives() -> None:
+    """A restarted bot (or a replay reading one path at every check) sees the same evidence."""
+    sim = simulate(Scenario("late", q_canary=0.01, fault_start=80), 1, 120, np.random.default_rng(1))
+    whole = GateJudge("error_rate", JUDGE, 0.005, counts(sim))
+    for k in (0, 30, 79, 85, 119):
+        prefix = {key: value[:, : k + 1] for key, value in sim.items()}
+        fresh = GateJudge("error_rate", JUDGE, 0.005, counts(prefix)).at(k)
+        assert whole.at(k) == fresh
+
+
+def test_a_regression_is_sticky_and_names_where_it_crossed() -> None:
+    sim = simulate(Scenario("blip", q_canary=0.05, fault_start=30), 1, 120, np.random.default_rng(2))
+    blip = counts(sim)
+    for array in (blip.canary_events,):
+        array[40:] = np.round(blip.canary_exposure[40:] * 0.0005)  # healthy again after 10 minutes
+    judge = GateJudge("error_rate", JUDGE, 0.005, blip)
+    before, after = judge.at(29), judge.at(119)
+    assert not before.regression and before.crossed_interval is None
+    assert after.regression and 30 <= after.crossed_interval < 33
+    assert after.e_value < after.e_max  # the evidence decays, the verdict stays
+    assert json.loads(json.dumps(after.to_dict()))["regression"] is True
+
+
+def test_latency_evidence_names_the_boundary_and_both_p95s() -> None:
+    sim = simulate(Scenario("slow", floor=0.015, mean_stable=0.025, mean_canary=0.0575), 1, 30, np.random.default_rng(3))
+    judge = GateJudge("p95_latency_seconds", Judge(tolerance=1.0), 0.0025,
+                      LatencyCounts(tuple(BOUNDARIES), sim["cb"][0].astype(float), sim["sb"][0].astype(float), "test"))
+    evidence = judge.at(29)
+    assert evidence.regression and evidence.kind == "latency"
+    assert evidence.boundary == 0.1 and 0.08 < evidence.p95_stable < 0.1 < 0.16 < evidence.p95_canary < 0.2
+    assert evidence.ratio_low > 2  # beyond the tolerance: more than twice stable's share is slow
+    assert "share slower than 0.1s" in evidence.summary()
+
+
+def stage(**gates: dict) -> Stage:
+    return Stage.model_validate({
+        "stage": {"name": "canary", "weight": 10}, "flags": FLAGS_ON,
+        "analysis": {"checkInterval": "1m", "window": "2m"},
+        "gates": {
+            "errorRate": {"target": 0.001, "critical": 0.01, "judge": {"tolerance": 0.5}},
+            "pipelexSuccessRate": {"target": 0.95, "critical": 0.9, "rollback": False, "judge": {"tolerance": 0.5}},
+            **gates,
+        },
+    })
+
+
+def measured(values: dict[str, tuple[float, float]], evidence: dict) -> Measurements:  # noqa: ANN001
+    healthy = {"error_rate": (0.0005, 0.0005), "p95_latency_seconds": (0.1, 0.1), "test_pass_rate": (1.0, 1.0),
+               "pipelex_success_rate": (0.99, 0.99), "spice_tasks_per_minute": (10.0, 10.0), "fallback_rate": (0.0, 0.0)}
+    healthy.update(values)
+    return Measurements(
+        gates={name: GateMeasurement(canary, stable, name) for name, (canary, stable) in healthy.items()},
+        canary_requests=1000.0, availability=GateMeasurement(1.0, 1.0, "availability"), evidence=evidence,
+    )
+
+
+def evidence_of(gate: str, q_canary: float, q_stable: float = 0.0005):  # noqa: ANN201
+    sim = simulate(Scenario("x", q_canary=q_canary, q_stable=q_stable), 1, 30, np.random.default_rng(5))
+    return GateJudge(gate, JUDGE, 0.005, counts(sim)).at(29)
+
+
+def test_a_judged_regression_fails_a_rollback_gate_and_rolls_back_at_once() -> None:
+    """The canary's error rate (0.8 %) is under the 1 % threshold, yet clearly worse than
+    stable's (0.05 %): the absolute gate only holds, the judge fails it."""
+    result = evaluate(stage(), measured({"error_rate": (0.008, 0.0005)}, {"error_rate": evidence_of("error_rate", 0.008)}))
+    gate = next(g for g in result.gates if g.name == "error_rate")
+    assert gate.status == "fail" and gate.judged_regression
+    assert result.verdict == "fail" and result.immediate
+    assert result.reason.startswith("error_rate judge: canary worse than stable beyond the tolerance")
+    assert gate.to_dict()["evidence"]["regression"] is True
+    s = stage()
+    now = s.analysis.check_interval * 5
+    from datetime import UTC, datetime
+
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    assert decide(s, start, start + now, ["pass", "pass", result]).action == "rollback"
+
+
+def test_a_judged_regression_on_a_gate_that_does_not_roll_back_holds() -> None:
+    result = evaluate(stage(), measured({}, {"pipelex_success_rate": evidence_of("pipelex_success_rate", 0.05, 0.002)}))
+    gate = next(g for g in result.gates if g.name == "pipelex_success_rate")
+    assert gate.status == "hold" and not gate.judged_regression and not result.immediate
+    assert "rollback: false" in gate.message
+
+
+def test_no_regression_keeps_the_absolute_verdict_and_explains_the_evidence() -> None:
+    result = evaluate(stage(), measured({}, {"error_rate": evidence_of("error_rate", 0.0005)}))
+    gate = next(g for g in result.gates if g.name == "error_rate")
+    assert gate.status == "pass" and "judge: no evidence that the canary is worse" in gate.message
+    assert result.verdict == "pass"
+
+
+@pytest.mark.parametrize(("policy", "status"), [("rollback", "fail"), ("hold", "hold")])
+def test_a_breach_the_stable_track_shares_is_reported_and_follows_the_setting(policy: str, status: str) -> None:
+    """Both tracks at 4 % errors (an infrastructure incident): the canary is not worse. The plan
+    rolls back on the absolute threshold anyway; analysis.stableBreach: hold holds instead."""
+    s = stage()
+    s = s.model_copy(update={"analysis": s.analysis.model_copy(update={"stable_breach": policy})})
+    result = evaluate(s, measured({"error_rate": (0.04, 0.04)}, {"error_rate": evidence_of("error_rate", 0.04, 0.04)}))
+    gate = next(g for g in result.gates if g.name == "error_rate")
+    assert gate.status == status and not gate.judged_regression
+    assert "the canary is not worse than stable (stable breaches the critical threshold too)" in gate.message
+
+
+def test_the_stage_alpha_is_shared_by_its_judged_gates() -> None:
+    s = stage(p95LatencySeconds={"target": 0.2, "critical": 0.5, "judge": {"tolerance": 1.0, "alpha": 0.001}})
+    assert s.judge_alpha("p95_latency_seconds") == 0.001
+    assert s.judge_alpha("error_rate") == pytest.approx(0.01 / 3)

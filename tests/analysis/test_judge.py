@@ -1,0 +1,194 @@
+"""rollout.analysis.judge, the statistics: edge cases, the validity argument checked exactly
+(scipy's binomial and hypergeometric laws), statelessness, the canary-events guard, and the
+anytime-valid confidence sequence's coverage."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from support.judge_sim import BOUNDARIES, Scenario, simulate
+
+from rollout.analysis import judge as j
+
+
+def assert_finite(result: j.RateRatioResult) -> None:
+    for name in ("e_value", "log_e", "e_max", "rho0", "cs_low", "cs_high"):
+        assert not math.isnan(getattr(result, name)), name
+    assert not np.any(np.isnan(result.log_e_path))
+    assert 0.0 <= result.cs_low <= result.cs_high
+
+
+# --------------------------------------------------------------------------- edge cases
+
+
+def test_no_events_on_either_track_is_exactly_no_evidence() -> None:
+    n = np.full(2880, 1200.0)
+    result = j.rate_ratio_eprocess(np.zeros(2880), n, np.zeros(2880), 9 * n)
+    assert (result.e_value, result.e_max, result.log_e) == (1.0, 1.0, 0.0)
+    assert not result.rejected and result.rho_hat is None
+    assert (result.cs_low, result.cs_high) == (0.0, math.inf)
+
+
+def test_an_interval_without_requests_on_a_track_carries_no_evidence() -> None:
+    assert j.rate_ratio_eprocess([5, 7, 3], [0, 0, 0], [1, 2, 4], [100, 100, 100]).e_value == 1.0
+    full = j.rate_ratio_eprocess([9, 2], [100, 100], [0, 1], [0, 900])
+    assert full.intervals_used == 1
+    assert full.log_e == pytest.approx(j.rate_ratio_eprocess([0, 2], [0, 100], [0, 1], [0, 900]).log_e)
+
+
+def test_nan_intervals_are_skipped() -> None:
+    result = j.rate_ratio_eprocess([1.0, np.nan, 2.0, 0.0], [100.0, 100.0, np.nan, 100.0], [1, 1, 1, 1], [900] * 4)
+    assert result.intervals_used == 2
+    assert_finite(result)
+
+
+def test_bad_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        j.rate_ratio_eprocess([1, -1], [10, 10], [0, 0], [10, 10])
+    with pytest.raises(ValueError, match="1-D arrays of one length"):
+        j.rate_ratio_eprocess([1, 1], [10, 10, 10], [0, 0], [10, 10])
+    with pytest.raises(ValueError, match="tolerance"):
+        j.rate_ratio_eprocess([1], [10], [0], [10], tolerance=-0.1)
+    with pytest.raises(ValueError, match="alpha"):
+        j.rate_ratio_eprocess([1], [10], [0], [10], alpha=0)
+    with pytest.raises(ValueError, match="cumulative"):
+        j.latency_eprocess(np.array([[5, 3, 10]]), np.array([[1, 2, 10]]))
+
+
+def test_random_edge_inputs_never_give_nan() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        t = int(rng.integers(0, 30))
+        nc = rng.choice([0, 1, 2, 50, 1e6], t).astype(float)
+        ns = rng.choice([0, 1, 9, 450, 1e7], t).astype(float)
+        xc = np.minimum(rng.poisson(rng.choice([0, 0.5, 5, 1e4], t)), nc).astype(float)
+        xs = np.minimum(rng.poisson(rng.choice([0, 0.5, 5, 1e4], t)), ns).astype(float)
+        if t:
+            xc[rng.random(t) < 0.1] = np.nan
+        assert_finite(j.rate_ratio_eprocess(xc, nc, xs, ns, tolerance=float(rng.choice([0, 0.5, 2]))))
+
+
+def test_a_few_canary_errors_with_none_on_stable() -> None:
+    """With 10 % of the traffic each error lands on the canary with probability 0.1 if it is
+    healthy: one, two or three canary-only errors are not a regression, six are."""
+    n = np.full(60, 1200.0)
+
+    def after(k: int) -> j.RateRatioResult:
+        xc = np.zeros(60)
+        xc[:k] = 1
+        return j.rate_ratio_eprocess(xc, n, np.zeros(60), 9 * n)
+
+    assert not any(after(k).rejected for k in (1, 2, 3)) and after(6).rejected
+    assert after(4).e_value > after(3).e_value > after(2).e_value > 1.0
+
+
+def test_more_canary_events_never_lower_the_evidence() -> None:
+    rng = np.random.default_rng(3)
+    nc, ns = rng.poisson(1200, 50).astype(float), rng.poisson(10800, 50).astype(float)
+    xc, xs = rng.binomial(nc.astype(int), 0.001).astype(float), rng.binomial(ns.astype(int), 0.001).astype(float)
+    base = j.rate_ratio_eprocess(xc, nc, xs, ns).log_e_path
+    more = xc.copy()
+    more[20] += 3
+    assert np.all(j.rate_ratio_eprocess(more, nc, xs, ns).log_e_path >= base - 1e-12)
+
+
+def test_a_restarted_bot_recomputes_the_same_evidence() -> None:
+    """E at interval t from the first t intervals is the t-th point of a longer run."""
+    rng = np.random.default_rng(5)
+    nc, ns = rng.poisson(1200, 300), rng.poisson(10800, 300)
+    xc, xs = rng.binomial(nc, 0.002), rng.binomial(ns, 0.001)
+    for start_prior in ("stage", "changepoint"):
+        full = j.rate_ratio_eprocess(xc, nc, xs, ns, start_prior=start_prior)
+        for t in (1, 17, 150, 300):
+            part = j.rate_ratio_eprocess(xc[:t], nc[:t], xs[:t], ns[:t], start_prior=start_prior)
+            assert part.log_e == pytest.approx(full.log_e_path[t - 1], abs=1e-9)
+
+
+def test_the_canary_events_guard_only_removes_rejections() -> None:
+    n = np.full(60, 1200.0)
+    xc = np.zeros(60)
+    xc[:4] = 1  # four canary-only errors: the bare e-process crosses
+    bare = j.rate_ratio_eprocess(xc, n, np.zeros(60), 9 * n)
+    guarded = j.rate_ratio_eprocess(xc, n, np.zeros(60), 9 * n, min_canary_events=5)
+    assert bare.rejected and not guarded.rejected and guarded.e_max == bare.e_max
+    xc[:8] = 1
+    assert j.rate_ratio_eprocess(xc, n, np.zeros(60), 9 * n, min_canary_events=5).first_rejection == 4
+
+
+def test_latency_edge_cases() -> None:
+    every_request_fast = np.tile(np.array([100] * 10), (30, 1))
+    assert j.latency_eprocess(every_request_fast, 9 * every_request_fast, boundaries=BOUNDARIES).e_value == 1.0
+    nothing = np.zeros((30, 10))
+    result = j.latency_eprocess(nothing, nothing, boundaries=BOUNDARIES)
+    assert result.e_value == 1.0 and result.p95_stable is None and result.effect_ratio is None
+
+
+def test_histogram_quantile_like_prometheus() -> None:
+    cumulative = np.array([0, 0, 50, 90, 95, 99, 100, 100, 100, 100], dtype=float)
+    assert j.histogram_quantile(0.5, BOUNDARIES, cumulative) == pytest.approx(0.1)
+    assert j.histogram_quantile(0.95, BOUNDARIES, cumulative) == pytest.approx(0.3)
+    assert j.histogram_quantile(0.5, BOUNDARIES, np.zeros(10)) is None
+
+
+# --------------------------------------------------------------------------- why it is valid
+
+
+def likelihood_ratio(xc: np.ndarray, xs: np.ndarray, nc: float, ns: float, rho0: float, rho1: float) -> np.ndarray:
+    p0, p1 = nc * rho0 / (nc * rho0 + ns), nc * rho1 / (nc * rho1 + ns)
+    return (p1 / p0) ** xc * ((1 - p1) / (1 - p0)) ** xs
+
+
+@pytest.mark.parametrize("q_stable", [0.0005, 0.05, 0.3])
+@pytest.mark.parametrize("ratio", [1.0, 1.5])
+@pytest.mark.parametrize("rho1", [1.6, 3.0, 50.0])
+def test_one_interval_has_expected_likelihood_ratio_at_most_one(q_stable: float, ratio: float, rho1: float) -> None:
+    """The module docstring's argument, by exact summation over the binomial laws (each request
+    fails at most once): E[L] <= 1 whenever the canary is at most rho0 = 1.5 times worse."""
+    nc, ns, rho0 = 20, 180, 1.5
+    xc, xs = np.arange(nc + 1)[:, None], np.arange(ns + 1)[None, :]
+    pmf = stats.binom.pmf(xc, nc, ratio * q_stable) * stats.binom.pmf(xs, ns, q_stable)
+    assert float(np.sum(pmf * likelihood_ratio(xc, xs, nc, ns, rho0, rho1))) <= 1.0 + 1e-12
+
+
+def test_conditionally_on_the_total_only_a_healthy_canary_keeps_the_bound() -> None:
+    """Given an interval's total, binomial sampling is Fisher's noncentral hypergeometric: at the
+    exact boundary E[L | total] exceeds 1 (so validity rests on the unconditional argument);
+    for a healthy canary (central hypergeometric) it never does."""
+    nc, ns, rho0, rho1, q = 20, 180, 1.5, 3.0, 0.3
+    boundary = healthy = 0.0
+    for total in range(1, 120):
+        k = np.arange(max(0, total - ns), min(nc, total) + 1)
+        lr = likelihood_ratio(k, total - k, nc, ns, rho0, rho1)
+        odds = rho0 * (1 - q) / (1 - rho0 * q)
+        boundary = max(boundary, float(np.sum(stats.nchypergeom_fisher.pmf(k, nc + ns, nc, total, odds) * lr)))
+        healthy = max(healthy, float(np.sum(stats.hypergeom.pmf(k, nc + ns, nc, total) * lr)))
+    assert boundary > 1.05 and healthy <= 1.0 + 1e-12
+
+
+def test_the_confidence_sequence_covers_the_true_ratio_at_every_look() -> None:
+    """A constant ratio of 2, looked at every 10 intervals of 300 stages: the sequence misses
+    the truth at some look in at most about alpha of the stages."""
+    rng = np.random.default_rng(99)
+    misses = 0
+    for _ in range(300):
+        nc, ns = rng.poisson(1200, 120), rng.poisson(10800, 120)
+        xc, xs = rng.binomial(nc, 0.002), rng.binomial(ns, 0.001)
+        for t in range(10, 121, 10):
+            _, low, high = j.ratio_estimate(xc[:t], nc[:t], xs[:t], ns[:t], alpha=0.01)
+            if not low <= 2.0 <= high:
+                misses += 1
+                break
+    assert misses <= 6  # expected <= 3
+
+
+def test_estimates_of_a_clear_regression() -> None:
+    sim = simulate(Scenario("bad", q_canary=0.03, mean_canary=0.07), 1, 3, np.random.default_rng(4))
+    errors = j.rate_ratio_eprocess(sim["xc"][0], sim["nc"][0], sim["xs"][0], sim["ns"][0])
+    assert errors.rejected and errors.first_rejection == 0 and errors.cs_low <= 60 <= errors.cs_high
+    latency = j.latency_eprocess(sim["cb"][0], sim["sb"][0], boundaries=BOUNDARIES)
+    assert latency.rejected and latency.effect_boundary == 0.1
+    true_ratio = math.exp(-(0.1 - 0.02) / 0.07) / math.exp(-(0.1 - 0.02) / 0.03)
+    assert latency.effect_cs_low <= true_ratio <= latency.effect_cs_high
