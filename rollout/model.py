@@ -81,12 +81,29 @@ class Direction(StrEnum):
     MIN = "min"  # healthy while value >= target (pass rate, success, task rate)
 
 
+class Judge(Model):
+    """The sequential canary-versus-stable judge on one gate (rollout/analysis/judge.py,
+    docs/judge.md): a regression once the evidence that the canary is worse than
+    (1 + tolerance) x stable reaches 1/alpha, however often it is looked at."""
+
+    # the canary may be this much worse before it counts: 0.5 = 1.5x stable's error rate; for
+    # latency, 1.0 = twice stable's share of requests slower than any bucket boundary
+    tolerance: float = Field(ge=0, le=100)
+    # None: the stage's analysis.judgeAlpha, shared evenly by its judged gates
+    alpha: float | None = Field(None, gt=0, lt=1)
+    # a regression also needs this many canary events (errors, slow requests): a handful of
+    # warm-up errors on a fresh pod is not a verdict. Only removes rejections: alpha still holds
+    min_canary_events: int = Field(5, ge=0)
+
+
 class Gate(Model):
     """A target (missing it holds the stage) and an optional critical threshold.
 
     Breaching the critical threshold fails the check (and, N times in a row, rolls back) when
     `rollback` is on; with `rollback: false` it pages through the alert rules and holds the
     stage, but the bot does not roll back on it (the Day-0 plan's "Auto-Rollback: NO").
+    `judge` adds the canary-versus-stable comparison: a regression it declares fails the check
+    at once (rollback gates) or holds it.
     """
 
     direction: ClassVar[Direction]
@@ -95,6 +112,7 @@ class Gate(Model):
     target: float
     critical: float | None = None
     rollback: bool = True
+    judge: Judge | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Gate:
@@ -160,6 +178,22 @@ class Gates(Model):
 
     # the plan's automatic rollback triggers: a stage file may tighten them, never switch them off
     ROLLBACK_TRIGGERS: ClassVar[tuple[str, ...]] = ("error_rate", "p95_latency_seconds", "test_pass_rate")
+    # the gates with counts behind them, which the judge can compare (rollout.analysis.signals)
+    JUDGEABLE: ClassVar[tuple[str, ...]] = ("error_rate", "p95_latency_seconds", "pipelex_success_rate", "fallback_rate")
+
+    @model_validator(mode="after")
+    def _judge_needs_counts(self) -> Gates:
+        for name, gate in self.items():
+            if gate.judge is not None and name not in self.JUDGEABLE:
+                raise ValueError(
+                    f"{to_camel(name)}.judge: the judge compares counts (errors, slow requests, failed "
+                    f"workflows, fallbacks); {to_camel(name)} has none. Judgeable: "
+                    + ", ".join(to_camel(n) for n in self.JUDGEABLE)
+                )
+        return self
+
+    def judged(self) -> list[tuple[str, Gate]]:
+        return [(name, gate) for name, gate in self.items() if gate.judge is not None]
 
     @model_validator(mode="after")
     def _triggers_roll_back(self) -> Gates:
@@ -202,6 +236,13 @@ class Analysis(Model):
     progress_deadline: Duration = timedelta(minutes=10)
     # "required": the bot promotes *into* this stage only after `rollout approve <stage>`
     approval: Literal["none", "required"] = "none"
+    # the judge's false-alarm budget for the whole stage, shared evenly by the judged gates
+    # (a gate's judge.alpha overrides its share); the chance that a healthy canary is ever
+    # declared a regression during the stage is at most the sum of the gates' alphas
+    judge_alpha: float = Field(0.01, gt=0, lt=1)
+    # when the stable track breaches a gate's critical threshold too and the judge finds the
+    # canary no worse: "rollback" (the plan: the thresholds are absolute) or "hold" (and page)
+    stable_breach: Literal["rollback", "hold"] = "rollback"
 
     @field_validator("check_interval", "hold", "progress_deadline")
     @classmethod
@@ -300,6 +341,15 @@ class Stage(Model):
     @property
     def weight(self) -> int:
         return self.stage.weight
+
+    def judge_alpha(self, gate_name: str) -> float:
+        """The false-alarm budget of one judged gate."""
+        gate = getattr(self.gates, gate_name)
+        if gate.judge is None:
+            raise ValueError(f"gate {gate_name!r} has no judge")
+        if gate.judge.alpha is not None:
+            return gate.judge.alpha
+        return self.analysis.judge_alpha / len(self.gates.judged())
 
 
 def rollback_target_problem(stage: Stage, release_flags: list[str]) -> str | None:

@@ -227,7 +227,7 @@ def test_the_shipped_holds_reach_full_traffic_on_day_seven():
         start += stage.analysis.hold
 
 
-@pytest.mark.parametrize("policy", ["seed", "flagger", "argo", "recommended"])
+@pytest.mark.parametrize("policy", ["seed", "flagger", "argo", "fastest-thresholds", "recommended"])
 def test_the_benchmark_policies_are_valid_stage_files(policy):
     """`rollout replay --policy` reads them: the stage-file schema, the project's stages."""
     from rollout.config import load_policy_file
@@ -239,3 +239,5 @@ def test_the_benchmark_policies_are_valid_stage_files(policy):
         assert config.stage == load_stack_config(REPO_ROOT, "canary").stage  # exactly the plan's
     if policy in ("flagger", "argo"):
         assert analysis.cumulative_failures is not None  # they count failures over the stage
+    if policy == "recommended":  # the judge on every gate with counts behind it
+        assert [name for name, _ in config.stage.gates.judged()] == list(config.stage.gates.JUDGEABLE)

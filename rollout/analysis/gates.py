@@ -14,8 +14,14 @@ With too little traffic even a critical breach only holds: a handful of requests
 evidence enough to roll back on, and the blast radius is small while traffic is that low.
 
 The stable track is the baseline. It is shown next to every canary value (and in the message)
-for context, but it never changes a verdict: the gates are the plan's absolute thresholds, and
-a stable track that misses them too does not make a bad canary acceptable.
+for context. On its own it never changes a verdict: the gates are the plan's absolute
+thresholds, and a stable track that misses them too does not make a bad canary acceptable.
+Gates with a `judge` also carry the sequential judge's evidence (rollout/analysis/judge.py,
+docs/judge.md): a regression it declares (canary worse than (1 + tolerance) x stable, at
+confidence 1 - alpha however often it was looked at) fails the check *immediately*, below any
+threshold and without waiting for consecutive failures. A critical breach the stable track
+shares is reported as "the canary is not worse than stable"; it still fails unless
+`analysis.stableBreach: hold`, which holds (and pages) instead.
 
 The canary's availability (kube-state-metrics: ready / desired replicas) is judged at every
 stage with canary traffic: a canary whose pods never become ready exports no metrics, so every
@@ -35,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+from rollout.analysis.evidence import Evidence
 from rollout.model import Direction, Gate, Stage, format_duration
 
 Verdict = Literal["pass", "hold", "fail"]
@@ -67,6 +74,8 @@ class Measurements:
     availability: GateMeasurement | None = None
     # how long the stage had run at `at`; None when unknown (a one-off `rollout check`)
     stage_age: timedelta | None = None
+    # the judge's evidence per judged gate (rollout.analysis.evidence); {} when it is off
+    evidence: Mapping[str, Evidence] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,8 @@ class GateResult:
     ok: bool  # target met
     status: Verdict
     message: str
+    evidence: Evidence | None = None  # the judge's, when the gate has one
+    judged_regression: bool = False  # the judge failed it: roll back at once
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +107,7 @@ class GateResult:
             "ok": self.ok,
             "status": self.status,
             "message": self.message,
+            "evidence": None if self.evidence is None else self.evidence.to_dict(),
         }
 
 
@@ -171,9 +183,42 @@ def _fmt(value: float | None) -> str:
     return f"{value:.6g}"
 
 
-def evaluate_gate(name: str, gate: Gate, measured: GateMeasurement | None) -> GateResult:
+def evaluate_gate(
+    name: str, gate: Gate, measured: GateMeasurement | None, evidence: Evidence | None = None,
+    stable_breach: str = "rollback",
+) -> GateResult:
     """One gate on one measurement: pass, hold (target missed, no data, or a critical breach on a
-    gate with rollback: false) or fail (critical breach)."""
+    gate with rollback: false) or fail (critical breach). With the judge's evidence: a
+    regression it declares fails the gate (rollback gates; others hold), and a critical breach
+    the stable track shares is reported as "the canary is not worse than stable", held instead
+    of failed when `stable_breach` is "hold"."""
+    result = _absolute(name, gate, measured)
+    if evidence is None:
+        return result
+    status, message, regression = result.status, result.message, False
+    if evidence.regression:
+        regression = gate.rollback
+        status = "fail" if gate.rollback else _worst(status, "hold")
+        message = evidence.summary() + (
+            "" if gate.rollback else "; this gate does not roll back (rollback: false), it holds the stage")
+    else:
+        message = f"{message}; {evidence.summary()}"
+        baseline = result.baseline
+        if status == "fail" and baseline is not None and not _missing(baseline) and gate.breaches_critical(baseline):
+            message += "; the canary is not worse than stable (stable breaches the critical threshold too)"
+            if stable_breach == "hold":
+                status = "hold"
+                message += ": holding and paging instead of rolling back (analysis.stableBreach: hold)"
+    return GateResult(**{**result.__dict__, "status": status, "ok": status == "pass", "message": message,
+                         "evidence": evidence, "judged_regression": regression})
+
+
+def _worst(a: Verdict, b: Verdict) -> Verdict:
+    return a if _SEVERITY[a] >= _SEVERITY[b] else b
+
+
+def _absolute(name: str, gate: Gate, measured: GateMeasurement | None) -> GateResult:
+    """The plan's absolute thresholds on the canary's value."""
     value = None if measured is None else measured.canary
     baseline = None if measured is None else measured.stable
     query = "" if measured is None else measured.query
@@ -268,7 +313,9 @@ def evaluate_availability(
 def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
     """Every gate of the stage on the measurements, and the check's verdict."""
     results = [
-        evaluate_gate(name, gate, measurements.gates.get(name)) for name, gate in stage.gates.items()
+        evaluate_gate(name, gate, measurements.gates.get(name), measurements.evidence.get(name),
+                      stage.analysis.stable_breach)
+        for name, gate in stage.gates.items()
     ]
     if stage.weight > 0:
         results.append(evaluate_availability(stage, measurements.availability, measurements.stage_age))
@@ -279,10 +326,14 @@ def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
     failed = [r.name for r in results if r.status == "fail"]
     held = [r.name for r in results if r.status == "hold"]
     unavailable = AVAILABILITY in failed
+    regressions = [r for r in results if r.judged_regression]
 
     if unavailable:  # kube-state-metrics evidence: trusted whatever the traffic
         verdict: Verdict = "fail"
         reason = "canary unavailable: " + next(r.message for r in results if r.name == AVAILABILITY)
+    elif regressions:  # the judge's evidence already accounts for how many requests it saw
+        verdict = "fail"
+        reason = "; ".join(f"{r.name} {r.message}" for r in regressions)
     elif bad_count:
         verdict = "hold"
         reason = (
@@ -325,7 +376,7 @@ def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
         at=measurements.at,
         queries=measurements.queries,
         notes=notes,
-        immediate=unavailable,
+        immediate=unavailable or bool(regressions),
     )
 
 

@@ -107,6 +107,7 @@ class Workload:
         port: int = 0,
         tick_seconds: float = 0.1,
         error_window_seconds: float = 10.0,
+        errors_counter: bool = True,
     ):
         if track not in TRACKS:
             raise ValueError(f"track must be one of {TRACKS} (got {track!r})")
@@ -148,6 +149,10 @@ class Workload:
         )
         self.error_rate = Gauge(
             "genesis_error_rate", "Share of requests that failed, recent window", registry=inner
+        )
+        # the counter the judge prefers (docs/judge.md); without it the judge falls back on the gauge
+        self.errors = (
+            Counter("genesis_request_errors", "Requests that failed", registry=inner) if errors_counter else None
         )
         self.latency = Histogram(
             "genesis_request_duration_seconds",
@@ -219,6 +224,8 @@ class Workload:
             self._carry_tasks -= tasks
             if tasks:
                 self.spice_tasks.inc(tasks)
+            if errors and self.errors is not None:
+                self.errors.inc(errors)
             self._update_error_rate(count, errors)
             self.served += count
             return count

@@ -50,6 +50,9 @@ from rollout.monitoring.names import (
     DASHBOARD_UID,
     DECISION_METRIC,
     GATE_VERDICT_METRIC,
+    JUDGE_EVIDENCE_METRIC,
+    JUDGE_RATIO_METRIC,
+    JUDGE_THRESHOLD_METRIC,
     LAST_CHECK_METRIC,
     PRODUCT_TAG,
     ROLLOUT_LABEL,
@@ -342,7 +345,34 @@ def bot_panels(stage: Stage, first_id: int, y: int) -> list[Any]:
         f"{GATE_VERDICT_METRIC}: each gate's verdict in the bot's newest check.",
         f"max by (gate) ({GATE_VERDICT_METRIC}{ours})", "{{gate}}", 15, 9,
     ).max(2)
-    return [since, decisions, verdicts]
+    evidence = (
+        timeseries.Panel()
+        .id(first_id + 3)
+        .title("Judge: evidence that the canary is worse than stable (log scale)")
+        .description(
+            f"{JUDGE_EVIDENCE_METRIC}: the sequential judge's e-value per judged gate in the bot's newest check. "
+            f"It declares a regression, and the bot rolls back at once, when it reaches the gate's "
+            f"{JUDGE_THRESHOLD_METRIC} (1/alpha). Below 1 the data favour 'no worse than stable'. See docs/judge.md."
+        )
+        .datasource(DATASOURCE)
+        .targets([
+            prometheus.Dataquery().ref_id("A").expr(f"max by (gate) ({JUDGE_EVIDENCE_METRIC}{ours})")
+            .legend_format("{{gate}}").range(),
+            prometheus.Dataquery().ref_id("B").expr(f"max by (gate) ({JUDGE_THRESHOLD_METRIC}{ours})")
+            .legend_format("{{gate}}: regression at").range(),
+        ])
+        .scale_distribution(viz.ScaleDistributionConfig().type(common.ScaleDistribution.LOG).log(10))
+        .line_interpolation(common.LineInterpolation.STEP_AFTER)
+        .grid_pos(_grid((0, y + 8, 12, 8)))
+    )
+    ratio = over_time(
+        first_id + 4, "Judge: canary/stable ratio with its confidence sequence",
+        f"{JUDGE_RATIO_METRIC}: the estimated canary/stable ratio (error rate, failed workflows, fallbacks; "
+        "for latency the share of requests slower than the bucket nearest stable's P95) and its anytime-valid "
+        "confidence bounds. 1 = as good as stable.",
+        f"max by (gate, bound) ({JUDGE_RATIO_METRIC}{ours})", "{{gate}} {{bound}}", 12, 12,
+    ).grid_pos(_grid((12, y + 8, 12, 8)))
+    return [since, decisions, verdicts, evidence, ratio]
 
 
 def active_alerts_panel(panel_id: int, pos: tuple[int, int, int, int]) -> table.Panel:

@@ -32,3 +32,7 @@ BOT_SILENT_ALERT = "GenesisReleaseBotSilent"
 LAST_CHECK_METRIC = "rollout_last_successful_check_timestamp_seconds"
 DECISION_METRIC = "rollout_decision"
 GATE_VERDICT_METRIC = "rollout_gate_verdict"
+# the judge's evidence per judged gate (e-value) and the e-value at which it declares a regression
+JUDGE_EVIDENCE_METRIC = "rollout_judge_evidence"
+JUDGE_THRESHOLD_METRIC = "rollout_judge_threshold"
+JUDGE_RATIO_METRIC = "rollout_judge_ratio"

@@ -20,6 +20,9 @@ from prometheus_client import (
 from rollout.monitoring.names import (
     DECISION_METRIC,
     GATE_VERDICT_METRIC,
+    JUDGE_EVIDENCE_METRIC,
+    JUDGE_RATIO_METRIC,
+    JUDGE_THRESHOLD_METRIC,
     LAST_CHECK_METRIC,
     ROLLOUT_LABEL,
     ROLLOUT_VALUE,
@@ -51,6 +54,10 @@ class BotMetrics:
             LAST_CHECK_METRIC,
             "End of the last tick that read the stack and ran every check it needed (none at weight 0)",
         )
+        self.evidence = gauge(JUDGE_EVIDENCE_METRIC, "The judge's e-value per judged gate in the newest check", ("gate",))
+        self.threshold = gauge(JUDGE_THRESHOLD_METRIC, "The e-value (1/alpha) at which the judge declares a regression", ("gate",))
+        self.ratio = gauge(JUDGE_RATIO_METRIC, "Canary/stable ratio the judge estimates, with its confidence sequence",
+                           ("gate", "bound"))
         self._labels = {ROLLOUT_LABEL: ROLLOUT_VALUE, "stack": stack}
 
     def record(self, outcome: Any, seconds: float, finished: float) -> None:
@@ -62,14 +69,25 @@ class BotMetrics:
         self.weight.labels(**labels).set(outcome.state.weight)
         for action in ACTIONS:
             self.decision.labels(**labels, action=action).set(int(outcome.decision.action == action))
-        self.gate.clear()
+        for metric in (self.gate, self.evidence, self.threshold, self.ratio):
+            metric.clear()
         if outcome.checks:
             newest = outcome.checks[-1]
             self.verdict.labels(**labels).set(VERDICT_VALUE[newest.verdict])
             for gate in newest.gates:
                 self.gate.labels(**labels, gate=gate.name).set(VERDICT_VALUE[gate.status])
+                if gate.evidence is not None:
+                    self._judge(gate.name, gate.evidence)
         self.duration.labels(**labels).set(seconds)
         self.last_check.labels(**labels).set(finished)
+
+    def _judge(self, name: str, evidence: Any) -> None:
+        labels = self._labels
+        self.evidence.labels(**labels, gate=name).set(evidence.e_value)
+        self.threshold.labels(**labels, gate=name).set(evidence.threshold)
+        for bound, value in (("estimate", evidence.ratio), ("low", evidence.ratio_low), ("high", evidence.ratio_high)):
+            if value is not None:
+                self.ratio.labels(**labels, gate=name, bound=bound).set(value)
 
     def push(self, url: str) -> None:
         """Replace this stack's group on the Pushgateway with the newest tick's metrics."""

@@ -34,6 +34,7 @@ import httpx
 from rollout.analysis.gates import GateMeasurement, Measurements
 from rollout.analysis.signals import availability_query, recorded_query
 from rollout.model import ServiceConfig, Stage
+from rollout.release.judging import judge_evidence
 
 CHECK_SECONDS = 30.0  # one check, every query included
 MAX_BYTES = 10 * 1024 * 1024  # an instant query of one service's gate is a few hundred bytes
@@ -194,6 +195,11 @@ class _Grid:
     step: float
     count: int
     answers: dict[str, dict[int, list[Sample]]] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict)  # what callers compute once per grid
+
+    @property
+    def last(self) -> datetime:
+        return datetime.fromtimestamp(self.start + (self.count - 1) * self.step, UTC)
 
     def index(self, at: datetime) -> int | None:
         k = (at.timestamp() - self.start) / self.step
@@ -390,6 +396,11 @@ class Prometheus:
         finally:
             self._grid = None
 
+    def grid_memo(self) -> tuple[dict[Any, Any], datetime] | None:
+        """Inside `grid()`: a dict that lives as long as the grid, and its last instant, so a
+        caller computes over the whole grid once (the judge's e-process) and reads it per check."""
+        return None if self._grid is None else (self._grid.memo, self._grid.last)
+
     def _grid_samples(self, expr: str, index: int) -> list[Sample]:
         grid = self._grid
         assert grid is not None
@@ -515,6 +526,7 @@ def _measure(
         requests = None
     moment = at or datetime.now(UTC)
     when = moment.isoformat()
+    evidence = judge_evidence(prom, stage, app, namespace, since, moment)
     return Measurements(
         gates=gates,
         canary_requests=requests,
@@ -523,5 +535,6 @@ def _measure(
         queries=prom.queries - before,
         availability=availability,
         stage_age=None if since is None else moment - since,
+        evidence=evidence,
     )
 

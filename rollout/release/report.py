@@ -48,6 +48,7 @@ class GateRow:
     status: str  # pass | hold | fail
     message: str = ""
     query: str = ""
+    evidence: dict[str, Any] | None = None  # the judge's (Evidence.to_dict()), when the gate has one
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,47 @@ def gate_rows(check: Any) -> list[GateRow]:
             status=str(_get(g, "status", "hold")),
             message=str(_get(g, "message", "")),
             query=str(_get(g, "query", "")),
+            evidence=_evidence(_get(g, "evidence")),
         )
         for g in gates
     ]
+
+
+def _evidence(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return value if isinstance(value, dict) else value.to_dict()
+
+
+def evidence_table(rows: Sequence[GateRow]) -> list[str]:
+    """The judge's evidence per judged gate (docs/judge.md): empty when the judge is off."""
+    judged = [g for g in rows if g.evidence]
+    if not judged:
+        return []
+    lines = [
+        "| Gate | Verdict | E-value (stage max) | Regression at (1/alpha) | Tolerance | Canary/stable ratio [confidence sequence] | Recent ratio | Events canary / stable | Counted from |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in judged:
+        e = g.evidence or {}
+        what = f" (share slower than {e['boundary']:g}s)" if e.get("boundary") else ""
+        lines.append(
+            f"| {g.name} | {'REGRESSION' if e.get('regression') else 'no regression'} | "
+            f"{_sig(e.get('e_value'))} ({_sig(e.get('e_max'))}) | {_sig(e.get('threshold'))} | {e.get('tolerance')} | "
+            f"{_sig(e.get('ratio'))} [{_sig(e.get('ratio_low'))}, {_sig(e.get('ratio_high'))}]{what} | "
+            f"{_sig(e.get('recent_ratio'))} | {_sig(e.get('canary_events'))} / {_sig(e.get('stable_events'))} | "
+            f"{_cell(str(e.get('source', '')))} |"
+        )
+    return lines
+
+
+def _sig(value: Any) -> str:
+    if value is None:
+        return "-"
+    try:
+        return f"{float(value):.3g}"
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def _when(value: Any) -> datetime | None:
@@ -237,7 +276,9 @@ def check_markdown(check: Any) -> str:
     """A `rollout check --json` result as Markdown: verdict, reason, gate table."""
     verdict = str(_get(check, "verdict", "unknown")).upper()
     lines = [f"**Projected verdict for stage `{_get(check, 'stage')}`: {verdict}**", "", _cell(str(_get(check, "reason", "")))]
-    return "\n".join([*lines, "", *gate_table(gate_rows(check))]) + "\n"
+    rows = gate_rows(check)
+    evidence = evidence_table(rows)
+    return "\n".join([*lines, "", *gate_table(rows), *(["", *evidence] if evidence else [])]) + "\n"
 
 
 def _time(value: datetime) -> str:
@@ -279,6 +320,11 @@ def render_markdown(report: Report, plot_file: str | None = None) -> str:
         lines.append(f"- **Applied by:** {_cell(report.update)}")
     lines += ["", f"## Gate values{f' at {report.gates_at}' if report.gates_at else ''}", ""]
     lines += gate_table(report.gates) if report.gates else ["No check ran in this stage."]
+    evidence = evidence_table(report.gates)
+    if evidence:
+        lines += ["", "## The judge's evidence: canary versus stable", "",
+                  "A regression is declared once the e-value reaches 1/alpha; the chance that a healthy canary "
+                  "ever gets there during the stage is at most alpha (docs/judge.md).", "", *evidence]
     lines += ["", "## Timeline", "", "| Time | Event |", "|---|---|"]
     for event in sorted(report.timeline, key=lambda e: e.at):
         lines.append(f"| {_time(event.at)} | {_cell(event.text)} |")

@@ -79,7 +79,7 @@ def _rfc3339(at: datetime) -> str:
 
 def _gate(gate: GateResult) -> dict[str, Any]:
     full = gate.to_dict()
-    return {key: full[key] for key in ("name", "status", "value", "baseline", "threshold", "message")}
+    return {key: full[key] for key in ("name", "status", "value", "baseline", "threshold", "message", "evidence")}
 
 
 def parse_time(text: str, flag: str) -> datetime:

@@ -31,6 +31,9 @@ from rollout.monitoring.dashboard import (
 from rollout.monitoring.names import (
     DECISION_METRIC,
     GATE_VERDICT_METRIC,
+    JUDGE_EVIDENCE_METRIC,
+    JUDGE_RATIO_METRIC,
+    JUDGE_THRESHOLD_METRIC,
     LAST_CHECK_METRIC,
 )
 
@@ -139,7 +142,8 @@ def test_promtool_check_catches_a_broken_expression(tmp_path):
     assert result.returncode != 0
 
 
-BOT_METRICS = {LAST_CHECK_METRIC, DECISION_METRIC, GATE_VERDICT_METRIC}  # the bot's own, not per app and track
+BOT_METRICS = {LAST_CHECK_METRIC, DECISION_METRIC, GATE_VERDICT_METRIC, JUDGE_EVIDENCE_METRIC, JUDGE_THRESHOLD_METRIC,
+               JUDGE_RATIO_METRIC}  # the bot's own, not per app and track
 
 
 def test_panels_query_the_shared_recording_rules_by_app_and_track(dashboard):
@@ -162,7 +166,7 @@ def test_panels_query_the_shared_recording_rules_by_app_and_track(dashboard):
 def test_panel_ids_are_fixed_and_unique(dashboard):
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
-    assert sorted(p["id"] for p in panels(dashboard)) == list(range(1, 17))
+    assert sorted(p["id"] for p in panels(dashboard)) == list(range(1, 19))
     assert len(panels(dashboard)) >= 10
 
 
@@ -263,7 +267,7 @@ def test_the_bot_row_reads_the_metrics_the_bot_publishes(dashboard):
     from rollout.release.metrics import BotMetrics
 
     published = {m.name for m in BotMetrics("prod").registry.collect()}
-    row = [p for p in panels(dashboard) if p["id"] in (14, 15, 16)]
+    row = [p for p in panels(dashboard) if p["id"] in (14, 15, 16, 17, 18)]
     queried = {name for p in row for target in p["targets"] for name in BOT_METRICS if name in target["expr"]}
     assert queried == BOT_METRICS and BOT_METRICS <= published
     assert all('rollout="genesis-rollout"' in target["expr"] for p in row for target in p["targets"])

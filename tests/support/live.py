@@ -88,6 +88,7 @@ def synthetic_pods(
     *,
     request_rate: float = 300.0,
     never_ready: Sequence[str] = (),
+    without_errors_counter: Sequence[str] = (),
 ) -> tuple[list[ScrapeTarget], dict[tuple[str, str], Workload], KubeStateMetrics]:
     """One stable and one canary pod per service (canary profile per app) and the
     kube-state-metrics stand-in with each track's Deployment fully available (a canary
@@ -110,6 +111,7 @@ def synthetic_pods(
                 canary_weight=config.stage.weight,
                 profile=canary_profiles[service.name] if track == "canary" else "healthy",
                 seed=seed * 2 + (track == "canary"),
+                errors_counter=service.name not in without_errors_counter,
             )
             stack.enter_context(workload)
             workloads[(service.name, track)] = workload
@@ -125,12 +127,14 @@ def live_stack(
     request_rate: float = 300.0,
     alertmanager_url: str | None = None,
     never_ready: Sequence[str] = (),
+    without_errors_counter: Sequence[str] = (),
 ) -> Iterator[LiveStack]:
     """Synthetic pods (see synthetic_pods) scraped every 1 s by a real Prometheus loaded with
     the stage's rendered rule file."""
     with ExitStack() as stack:
         targets, workloads, kube_state = synthetic_pods(
-            stack, config, canary_profiles, request_rate=request_rate, never_ready=never_ready
+            stack, config, canary_profiles, request_rate=request_rate, never_ready=never_ready,
+            without_errors_counter=without_errors_counter,
         )
         running = stack.enter_context(
             start_prometheus(

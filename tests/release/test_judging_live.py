@@ -1,0 +1,81 @@
+"""The judge against a REAL Prometheus: counts of both tracks read from the synthetic pods'
+counters (range queries from the stage start), the evidence in the check, and a regression that
+fails the check at once. The stage is compressed (1 s checks, so 1 s judge intervals).
+
+The `bad` profile's errors (5 %) and P95 (~0.8 s) breach the plan's thresholds anyway; the
+`sluggish` profile is what only the judge catches: latency well above stable's, under every
+threshold."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from support.live import LiveStack, compressed_config, live_stack
+
+from rollout.analysis.gates import evaluate
+from rollout.model import Judge, StackConfig
+from rollout.release.prometheus import measure
+
+PROFILES = {"genesis-healthy": "healthy", "genesis-bad": "bad", "genesis-gauge-only": "bad"}
+
+
+def judged(config: StackConfig) -> StackConfig:
+    gates = config.stage.gates.model_copy(update={
+        "error_rate": config.stage.gates.error_rate.model_copy(update={"judge": Judge(tolerance=0.5)}),
+        "p95_latency_seconds": config.stage.gates.p95_latency_seconds.model_copy(update={"judge": Judge(tolerance=1.0)}),
+    })
+    return config.model_copy(update={"stage": config.stage.model_copy(update={"gates": gates})})
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[LiveStack]:
+    config = judged(compressed_config(list(PROFILES)))
+    with live_stack(config, PROFILES, without_errors_counter=["genesis-gauge-only"]) as stack:
+        stack.wait_for_full_window()
+        yield stack
+
+
+def check(live: LiveStack, app: str, seconds: int = 8):
+    """A check `seconds` after a stage start on the 1 s grid, with the judge reading back to it."""
+    at = datetime.fromtimestamp(math.floor(time.time()) - 1, UTC)
+    since = at - timedelta(seconds=seconds)
+    return evaluate(live.config.stage, measure(live.prom, live.config.stage, live.service(app), at, since=since))
+
+
+def test_a_healthy_canary_shows_its_evidence_and_passes(live: LiveStack) -> None:
+    result = check(live, "genesis-healthy")
+    assert result.verdict == "pass", result.reason
+    error = next(g for g in result.gates if g.name == "error_rate")
+    assert error.evidence is not None and not error.evidence.regression
+    assert error.evidence.intervals == 8 and error.evidence.source.startswith("genesis_request_errors_total")
+    latency = next(g for g in result.gates if g.name == "p95_latency_seconds")
+    assert latency.evidence is not None and latency.evidence.p95_stable is not None
+    assert latency.evidence.p95_stable < 0.2
+
+
+def test_a_bad_canary_is_a_regression_that_fails_at_once(live: LiveStack) -> None:
+    result = check(live, "genesis-bad")
+    assert result.verdict == "fail" and result.immediate
+    regressions = {g.name for g in result.gates if g.judged_regression}
+    assert regressions == {"error_rate", "p95_latency_seconds"}
+    error = next(g for g in result.gates if g.name == "error_rate").evidence
+    assert error.e_max >= error.threshold and error.ratio_low > 1.5  # clearly beyond the tolerance
+
+
+def test_without_an_errors_counter_the_judge_uses_the_plans_gauge(live: LiveStack) -> None:
+    """The app exports only genesis_error_rate: errors are estimated as the gauge times each
+    pod's requests in the interval (documented as an approximation), and still declared."""
+    result = check(live, "genesis-gauge-only")
+    error = next(g for g in result.gates if g.name == "error_rate").evidence
+    assert error is not None and error.source.startswith("genesis_error_rate x requests")
+    assert error.regression
+
+
+def test_a_one_off_check_without_a_stage_start_has_no_evidence(live: LiveStack) -> None:
+    stage = live.config.stage
+    result = evaluate(stage, measure(live.prom, stage, live.service("genesis-bad")))
+    assert all(g.evidence is None for g in result.gates)
