@@ -274,12 +274,16 @@ def _simulate_track(spec: ScenarioSpec, track: str, t: np.ndarray, rng: np.rando
     for fault in spec.faults:
         if track not in fault.tracks:
             continue
-        mask, since = _active(t, fault, spec.duration)
+        e = fault.effect
+        # an increment at sample t covers (t - dt, t]: it carries a fault only if the whole
+        # interval is after the onset, so no faulty traffic precedes the nominal onset. A
+        # dead or unscraped pod is a state at the instant itself.
+        instant = e.pod_death or e.scrape_gap
+        mask, since = _active(t if instant else t - dt, fault, spec.duration)
         rows = np.arange(P) if fault.pods is None else np.asarray([p for p in fault.pods if p < P], int)
         if rows.size == 0 or not mask.any():
             continue
         sel = np.ix_(rows, np.flatnonzero(mask))
-        e = fault.effect
         if e.error_probability is not None:
             err_p[sel] = e.error_probability
         if e.latency_scale != 1.0:
