@@ -241,3 +241,40 @@ def test_the_benchmark_policies_are_valid_stage_files(policy):
         assert analysis.cumulative_failures is not None  # they count failures over the stage
     if policy == "recommended":  # the judge on every gate with counts behind it
         assert [name for name, _ in config.stage.gates.judged()] == list(config.stage.gates.JUDGEABLE)
+
+
+def _gates_with(project, gate: str, **settings):
+    data = yaml.safe_load((project / "Pulumi.canary.yaml").read_text())
+    gates = data["config"]["genesis-rollout:gates"]
+    gates[gate] = {**gates[gate], **settings}
+    return gates
+
+
+@pytest.mark.parametrize(("gate", "settings", "problem"), [
+    ("testPassRate", {"judge": {"tolerance": 0.5}},
+     "genesis-rollout:gates: testPassRate.judge: the judge compares counts"),
+    ("errorRate", {"judge": {"tolerance": -1}},
+     "genesis-rollout:gates.errorRate.judge.tolerance: Input should be greater than or equal to 0 (got -1)"),
+    ("errorRate", {"judge": {"tolerance": 0.5, "alpha": 1}},
+     "genesis-rollout:gates.errorRate.judge.alpha: Input should be less than 1 (got 1)"),
+    ("errorRate", {"judge": {"tolerance": 0.5, "minCanaryEvent": 3}},
+     "genesis-rollout:gates.errorRate.judge.minCanaryEvent: Extra inputs are not permitted"),
+])
+def test_a_bad_judge_setting_names_the_gate_and_the_rule(tmp_path, gate, settings, problem):
+    """A judge on a gate without counts, or outside its domain, never reaches the cluster."""
+    project = copy_project(tmp_path)
+    edit_stage_file(project, "canary", "gates", _gates_with(project, gate, **settings))
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "canary")
+    assert str(caught.value).startswith("Pulumi.canary.yaml: invalid configuration")
+    assert caught.value.problems[0].startswith(problem), caught.value.problems
+
+
+def test_a_stage_alpha_outside_0_1_is_refused(tmp_path):
+    project = copy_project(tmp_path)
+    data = yaml.safe_load((project / "Pulumi.canary.yaml").read_text())
+    edit_stage_file(project, "canary", "analysis", {**data["config"]["genesis-rollout:analysis"], "judgeAlpha": 0})
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "canary")
+    assert caught.value.problems == [
+        "genesis-rollout:analysis.judgeAlpha: Input should be greater than 0 (got 0)"]

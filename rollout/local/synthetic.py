@@ -64,10 +64,13 @@ class Profile:
 
 
 # healthy: P95 ~0.11 s; bad: 5% errors, P95 ~0.8 s, pass rate 0.9, 80% Pipelex success,
-# 30% fallbacks. 30 SPICE tasks/min per pod keeps a short test window from seeing none.
+# 30% fallbacks; sluggish: P95 ~0.17 s, half again stable's, slow requests several times as
+# common, under every threshold (only the judge sees it). 30 SPICE tasks/min per pod keeps a
+# short test window from seeing none.
 PROFILES: dict[str, Profile] = {
     "healthy": Profile("healthy", 0.0, 0.02, 0.03, 1.0, 0.5, 0.998, 0.005, 30.0),
     "bad": Profile("bad", 0.05, 0.25, 0.18, 0.9, 0.5, 0.80, 0.30, 30.0),
+    "sluggish": Profile("sluggish", 0.0, 0.035, 0.045, 1.0, 0.5, 0.998, 0.005, 30.0),
     "silent": Profile("silent", 0.0, 0.02, 0.03, 1.0, 0.5, 0.998, 0.005, 30.0, silent=True),
 }
 

@@ -19,8 +19,10 @@ from support.live import LiveStack, compressed_config, live_stack
 from rollout.analysis.gates import evaluate
 from rollout.model import Judge, StackConfig
 from rollout.release.prometheus import measure
+from rollout.review.localstack import wait_for
 
-PROFILES = {"genesis-healthy": "healthy", "genesis-bad": "bad", "genesis-gauge-only": "bad"}
+PROFILES = {"genesis-healthy": "healthy", "genesis-bad": "bad", "genesis-gauge-only": "bad",
+            "genesis-sluggish": "sluggish"}
 
 
 def judged(config: StackConfig) -> StackConfig:
@@ -64,6 +66,20 @@ def test_a_bad_canary_is_a_regression_that_fails_at_once(live: LiveStack) -> Non
     assert regressions == {"error_rate", "p95_latency_seconds"}
     error = next(g for g in result.gates if g.name == "error_rate").evidence
     assert error.e_max >= error.threshold and error.ratio_low > 1.5  # clearly beyond the tolerance
+
+
+def test_a_slower_canary_under_every_threshold_is_caught_only_by_the_judge(live: LiveStack) -> None:
+    """The issue's blind spot: P95 well above stable's, every absolute gate met. The thresholds
+    pass it; the judge's latency evidence fails it at once."""
+    seconds = 25  # a smaller effect than `bad`: it takes more intervals to be sure
+    wait_for(lambda: (live.prom.value(f'min(count_over_time(up{{job="genesis"}}[{seconds + 2}s]))') or 0) >= seconds + 2,
+             60, f"{seconds + 2}s of scrapes", interval=0.5)
+    result = check(live, "genesis-sluggish", seconds)
+    latency = next(g for g in result.gates if g.name == "p95_latency_seconds")
+    assert latency.value is not None and latency.value < latency.target  # the threshold passes it
+    assert latency.judged_regression and result.verdict == "fail" and result.immediate, result.reason
+    assert latency.evidence.p95_canary > 1.3 * latency.evidence.p95_stable
+    assert not next(g for g in result.gates if g.name == "error_rate").judged_regression
 
 
 def test_without_an_errors_counter_the_judge_uses_the_plans_gauge(live: LiveStack) -> None:
