@@ -437,7 +437,21 @@ def latency_log_e_path(
 
 
 @dataclass(frozen=True)
-class RateRatioResult:
+class _EProcessResult:
+    """What every e-process reports: E_t now (capped at ~1e300; log_e is exact), its maximum
+    over the stage, whether it crossed 1/alpha (once crossed it stays crossed) and where."""
+
+    e_value: float
+    log_e: float
+    e_max: float
+    rejected: bool
+    first_rejection: int | None
+    rho0: float
+    alpha: float
+
+
+@dataclass(frozen=True)
+class RateRatioResult(_EProcessResult):
     """Sequential test of canary/stable event-rate ratio rho against rho0 = 1 + tolerance.
 
     e_value: E_t at the newest interval (capped at ~1e300; log_e is exact);
@@ -448,13 +462,6 @@ class RateRatioResult:
     sequence for a constant rho at the newest interval (0/inf: unbounded).
     """
 
-    e_value: float
-    log_e: float
-    e_max: float
-    rejected: bool
-    first_rejection: int | None
-    rho0: float
-    alpha: float
     rho_hat: float | None
     rho_pooled: float | None
     cs_low: float
@@ -588,7 +595,7 @@ class BoundaryResult:
 
 
 @dataclass(frozen=True)
-class LatencyResult:
+class LatencyResult(_EProcessResult):
     """Average over boundaries of per-boundary tail-rate e-processes (an e-process itself).
 
     effect_boundary: the boundary nearest stable's P95 (whole stage); effect_ratio /
@@ -597,13 +604,6 @@ class LatencyResult:
     boundary is picked from the data). p95_*: histogram_quantile estimates, descriptive only.
     """
 
-    e_value: float
-    log_e: float
-    e_max: float
-    rejected: bool
-    first_rejection: int | None
-    rho0: float
-    alpha: float
     boundaries: tuple[BoundaryResult, ...]
     effect_boundary: float | None
     effect_ratio: float | None
