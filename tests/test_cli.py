@@ -7,12 +7,15 @@ files; render and plan run the real program under the Pulumi mock runtime (no CL
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+import yaml
 from support import REPO_ROOT as REPO
 from support.live import LiveStack, compressed_config, live_stack
+from support.stack import copy_project, edit_stage_file
 from typer.testing import CliRunner
 
 from rollout.cli import app
@@ -71,6 +74,39 @@ def test_check_without_prometheus_is_an_error_never_a_verdict() -> None:
     result = rollout("check", "--stage", "canary", "--prometheus", closed, "-C", str(REPO))
     assert result.exit_code == 3
     assert "unreachable" in result.stderr and "no verdict" in result.stderr
+
+
+def _judged_project(tmp_path: Path) -> Path:
+    """The repo with the judge on errorRate and the live stack's 1 s checks in Pulumi.canary.yaml."""
+    project = copy_project(tmp_path)
+    data = yaml.safe_load((project / "Pulumi.canary.yaml").read_text())["config"]
+    edit_stage_file(project, "canary", "analysis",
+                    {**data["genesis-rollout:analysis"], "checkInterval": "1s", "window": "10s"})
+    gates = data["genesis-rollout:gates"]
+    edit_stage_file(project, "canary", "gates", {**gates, "errorRate": {**gates["errorRate"], "judge": {"tolerance": 0.5}}})
+    return project
+
+
+def test_check_since_the_stage_start_shows_the_judges_evidence(live: LiveStack, tmp_path: Path) -> None:
+    project = _judged_project(tmp_path)
+    env = {"PROMETHEUS_URL": live.prometheus.url}
+    since = str(int(time.time()) - 8)
+    result = rollout("check", "--stage", "canary", "--json", "--since", since, "-C", str(project), env=env)
+    report = json.loads(result.stdout)
+    evidence = {g["name"]: g["evidence"] for g in report["gates"]}
+    judged = evidence.pop("error_rate")
+    assert judged is not None and all(value is None for value in evidence.values())
+    assert judged["intervals"] >= 5 and judged["threshold"] == pytest.approx(1 / judged["alpha"])
+    assert not judged["regression"] and judged["source"].startswith("genesis_request_errors_total")
+
+    table = rollout("check", "--stage", "canary", "--since", since, "-C", str(project), env=env)
+    assert "judge" in table.stdout and f"/ {judged['threshold']:g}" in table.stdout
+
+    without = rollout("check", "--stage", "canary", "-C", str(project), env=env)
+    assert "no evidence without --since" in without.stderr and f"/ {judged['threshold']:g}" not in without.stdout
+
+    bad = rollout("check", "--stage", "canary", "--since", "yesterday", "-C", str(project), env=env)
+    assert bad.exit_code == 3 and "--since: 'yesterday' is neither RFC 3339" in bad.stderr
 
 
 def test_check_of_an_unknown_stage_is_refused() -> None:

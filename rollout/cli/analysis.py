@@ -17,6 +17,7 @@ from rollout.cli.common import (
     _prometheus,
     _release,
     app,
+    err,
     fail,
     out,
     say,
@@ -30,7 +31,8 @@ def print_check(result, as_json: bool) -> None:
     colours = {"pass": "green", "hold": "yellow", "fail": "red"}
     title = Text.assemble(f"stage {result.stage}: ", (result.verdict.upper(), colours[result.verdict]))
     table = Table(title=title)
-    for column in ("gate", "canary", "stable", "target", "critical", "status"):
+    judged = any(gate.evidence is not None for gate in result.gates)
+    for column in ("gate", "canary", "stable", "target", "critical", "status") + (("judge",) if judged else ()):
         table.add_column(column)
     for gate in result.gates:  # Text cells: data is never read as markup
         table.add_row(
@@ -40,10 +42,19 @@ def print_check(result, as_json: bool) -> None:
             Text(f"{'<=' if gate.direction == 'max' else '>='} {gate.target:g}"),
             Text("-" if gate.critical is None else f"{gate.critical:g}"),
             Text(gate.status, style=colours[gate.status]),
+            *((Text(judge_cell(gate.evidence)),) if judged else ()),
         )
     out.print(table)
     say(result.reason)
 
+
+def judge_cell(evidence) -> str:
+    """e-value against 1/alpha, and the canary/stable ratio with its confidence sequence."""
+    if evidence is None:
+        return "-"
+    ratio = "no events" if evidence.ratio is None else (
+        f"ratio {evidence.ratio:.3g} [{evidence.ratio_low:.3g}, {evidence.ratio_high:.3g}]")
+    return f"{'REGRESSION ' if evidence.regression else ''}e {evidence.e_value:.3g} / {evidence.threshold:g}, {ratio}"
 
 
 @app.command()
@@ -51,20 +62,29 @@ def check(
     stage: str = typer.Option(..., "--stage", help="Stage whose gates to apply."),
     prometheus: Optional[str] = PrometheusUrl,
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    since: Optional[str] = typer.Option(
+        None, "--since", help="When the stage started (RFC 3339 or unix seconds): judged gates show the "
+        "sequential judge's evidence from then on; without it they show none."),
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
     """One evaluation of every gate now. Exit 0 pass, 1 fail, 2 hold, 3 error."""
     from rollout.release.bot import check_release
     from rollout.release.prometheus import PrometheusError
+    from rollout.review.replay import ReplayError, parse_time
 
     release = _release(_project(project_dir))
     try:
         target = release.stage(stage)
+        started = None if since is None else parse_time(since, "--since")
     except KeyError as error:
         raise fail(str(error.args[0]))
+    except ReplayError as error:
+        raise fail(str(error))
+    if started is None and target.gates.judged() and not as_json:
+        say("judged gates show no evidence without --since (the stage start)", console=err)
     try:
         with _prometheus(prometheus) as prom:
-            result = check_release(release, prom, target)
+            result = check_release(release, prom, target, since=started)
     except PrometheusError as error:
         raise fail(f"{error} - no verdict without metrics")
     print_check(result, as_json)
