@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from support.judge_sim import BOUNDARIES, Scenario, simulate
+from support.judge_sim import BOUNDARIES, Scenario, evidence_of, simulate
 from support.stages import FLAGS_ON
 
 from rollout.analysis.decision import decide
@@ -77,11 +77,6 @@ def measured(values: dict[str, tuple[float, float]], evidence: dict) -> Measurem
         gates={name: GateMeasurement(canary, stable, name) for name, (canary, stable) in healthy.items()},
         canary_requests=1000.0, availability=GateMeasurement(1.0, 1.0, "availability"), evidence=evidence,
     )
-
-
-def evidence_of(gate: str, q_canary: float, q_stable: float = 0.0005):  # noqa: ANN201
-    sim = simulate(Scenario("x", q_canary=q_canary, q_stable=q_stable), 1, 30, np.random.default_rng(5))
-    return GateJudge(gate, JUDGE, 0.005, counts(sim)).at(29)
 
 
 def test_a_judged_regression_fails_a_rollback_gate_and_rolls_back_at_once() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from support.fake_pulumi import REPO
+from support.judge_sim import evidence_of
 
 from rollout.analysis.decision import Decision
 from rollout.analysis.gates import GateMeasurement, Measurements, evaluate
@@ -18,13 +19,13 @@ def sample(metrics: BotMetrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, {"rollout": "genesis-rollout", "stack": "prod", **labels})
 
 
-def outcome(error_rate: float, action: str) -> TickOutcome:
+def outcome(error_rate: float, action: str, evidence: dict | None = None) -> TickOutcome:
     stage = load_release(REPO).stage("gradual")
     values = {"error_rate": error_rate, "p95_latency_seconds": 0.1, "test_pass_rate": 1.0,
               "pipelex_success_rate": 0.99, "spice_tasks_per_minute": 5.0, "fallback_rate": 0.0}
     check = evaluate(stage, Measurements(
         gates={k: GateMeasurement(v, v, k) for k, v in values.items()}, canary_requests=1000,
-        availability=GateMeasurement(1.0, 1.0, "a"),
+        availability=GateMeasurement(1.0, 1.0, "a"), evidence=evidence or {},
     ))
     state = DeployedState(stage="gradual", weight=50, since=datetime.now(UTC) - timedelta(hours=1))
     return TickOutcome(state=state, decision=Decision(action, "r", "gradual", timedelta(0)), checks=[check])  # type: ignore[arg-type]
@@ -55,3 +56,18 @@ def test_the_next_tick_replaces_the_last_ones_stage_and_verdicts() -> None:
     assert sample(metrics, "rollout_stage_info", stage="stable") == 1
     assert sample(metrics, "rollout_gate_verdict", gate="error_rate") is None
     assert sample(metrics, "rollout_decision", action="rollback") == 0
+
+
+def test_a_judged_gate_exports_its_evidence_threshold_and_ratio_and_the_next_tick_clears_them() -> None:
+    """What the dashboard's judge panels plot: e-value against 1/alpha, and the ratio with its
+    confidence sequence; a gate the judge does not look at exports none."""
+    evidence = evidence_of("error_rate", 0.008)
+    metrics = BotMetrics("prod")
+    metrics.record(outcome(0.008, "rollback", {"error_rate": evidence}), 0.4, 1.0)
+    assert sample(metrics, "rollout_judge_evidence", gate="error_rate") == evidence.e_value > evidence.threshold
+    assert sample(metrics, "rollout_judge_threshold", gate="error_rate") == evidence.threshold == 200
+    low, estimate, high = (sample(metrics, "rollout_judge_ratio", gate="error_rate", bound=b) for b in ("low", "estimate", "high"))
+    assert 1.5 < low < estimate < high and estimate == evidence.ratio
+    assert sample(metrics, "rollout_judge_evidence", gate="p95_latency_seconds") is None
+    metrics.record(outcome(0.0, "wait"), 0.1, 2.0)
+    assert sample(metrics, "rollout_judge_evidence", gate="error_rate") is None

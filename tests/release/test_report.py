@@ -193,3 +193,28 @@ def test_a_status_report_of_the_running_stage(release, tmp_path: Path) -> None:
     assert text.startswith("# Stage report: genesis majority (80%) so far\n")
     assert "- **Decision:** status majority (80%) at 2026-11-05 12:00:00 UTC" in text
     assert png_size(path.with_suffix(".png")) == (900, 750)
+
+
+def test_a_judged_check_shows_the_judges_evidence_in_the_report_and_the_pr_comment(release) -> None:
+    """The evidence table: the verdict, e-value against 1/alpha, the ratio with its confidence
+    sequence and where the counts came from, only for the gates the judge looks at."""
+    from support.judge_sim import evidence_of
+
+    from rollout.release.report import check_markdown
+
+    evidence = evidence_of("error_rate", 0.008)
+    stage = release.stage("gradual")
+    values = {"error_rate": (0.008, 0.0005), "p95_latency_seconds": (0.1, 0.1), "test_pass_rate": (1.0, 1.0),
+              "pipelex_success_rate": (0.99, 0.99), "spice_tasks_per_minute": (4.0, 4.0), "fallback_rate": (0.0, 0.0)}
+    result = evaluate(stage, Measurements(
+        gates={k: GateMeasurement(c, s, k) for k, (c, s) in values.items()}, canary_requests=5000,
+        evidence={"error_rate": evidence}))
+    for shown in (check_markdown(result.to_dict()), check_markdown(result)):
+        rows = [line for line in shown.splitlines() if line.startswith("| error_rate | REGRESSION |")]
+        assert len(rows) == 1, shown
+        assert f"| {evidence.e_value:.3g} ({evidence.e_max:.3g}) | 200 | 0.5 |" in rows[0]
+        assert f"{evidence.ratio:.3g} [{evidence.ratio_low:.3g}, {evidence.ratio_high:.3g}]" in rows[0]
+        assert rows[0].endswith("| simulated |")
+        assert "| p95_latency_seconds | no regression" not in shown
+    plain = check(release, 10, 0.0005, 0.1)
+    assert "Canary/stable ratio" not in check_markdown(plain.to_dict())

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import beta
 
+from rollout.analysis.evidence import Evidence, GateJudge, RateCounts
 from rollout.analysis.judge import first_crossing, rate_ratio_log_e_paths
 from rollout.local.synthetic import LATENCY_BUCKETS
+from rollout.model import Judge
 
 BOUNDARIES = np.array(LATENCY_BUCKETS)
 # the recommended policy's judge (benchmarks/policies/recommended.yaml): alpha 0.01 for the
@@ -127,3 +129,11 @@ def latency_paths(sim: dict[str, np.ndarray], tolerance: float) -> tuple[np.ndar
 
 def _first(index: int | None) -> int:
     return -1 if index is None else index
+
+
+def evidence_of(gate: str, q_canary: float, q_stable: float = 0.0005, tolerance: float = 0.5,
+                alpha: float = 0.005, minutes: int = 30, seed: int = 5) -> Evidence:
+    """A gate's evidence after `minutes` of simulated 20 vs 180 req/s at these error shares."""
+    sim = simulate(Scenario("x", q_canary=q_canary, q_stable=q_stable), 1, minutes, np.random.default_rng(seed))
+    counts = RateCounts(*(sim[k][0].astype(float) for k in ("xc", "nc", "xs", "ns")), source="simulated")
+    return GateJudge(gate, Judge(tolerance=tolerance), alpha, counts).at(minutes - 1)
