@@ -19,7 +19,7 @@ from support.live import LiveStack, compressed_config, live_stack
 from rollout.analysis.decision import decide
 from rollout.analysis.gates import AVAILABILITY, evaluate
 from rollout.analysis.signals import SIGNALS, selector
-from rollout.release.prometheus import Prometheus, PrometheusError, measure
+from rollout.release.prometheus import MAX_POINTS, Prometheus, PrometheusError, measure
 from rollout.review.localstack import start_prometheus, wait_for
 
 PROFILES = {
@@ -152,6 +152,23 @@ def test_range_query_returns_the_recorded_series(live: LiveStack) -> None:
     assert len(series) == 1
     assert len(series[0].points) >= 4
     assert all(value > 0 and math.isfinite(value) for _, value in series[0].points)
+
+
+def test_a_range_longer_than_prometheus_accepts_is_asked_in_pieces_on_the_same_grid(live: LiveStack) -> None:
+    """A stage judged on a fine grid (15 s checks over a 48 h hold: 11,521 instants) exceeds
+    the 11,000 points Prometheus allows per series in one query; the client splits it and the
+    joined answer has every instant once, in order, as one series."""
+    end = datetime.fromtimestamp(math.floor(datetime.now(UTC).timestamp()), UTC)
+    start = end - timedelta(seconds=2 * MAX_POINTS + 500)
+    expr = 'sum(up{job="genesis"}) or vector(0)'
+    with pytest.raises(PrometheusError, match="exceeded maximum resolution"):
+        live.prom._query_range(expr, start, end, 1)  # what Prometheus answers to one query
+    before = live.prom.queries
+    (series,) = live.prom.query_range(expr, start, end, 1)
+    assert live.prom.queries - before == 3
+    times = [t for t, _ in series.points]
+    assert times == [start.timestamp() + i for i in range(2 * MAX_POINTS + 501)]
+    assert series.points[-1][1] > 0  # the pods are up now; hours ago the fallback gives 0
 
 
 def test_a_grid_of_checks_reads_the_same_values_with_one_range_query_per_expression(live: LiveStack) -> None:
