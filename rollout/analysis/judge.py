@@ -419,10 +419,7 @@ def latency_log_e_path(
     """(log E_t of the equal-weight average over every finite boundary, the canary's running
     count of requests slower than the smallest boundary): latency_eprocess's path alone, for a
     caller that reads it at many instants."""
-    cb = np.asarray(canary_bucket_counts, dtype=float)
-    sb = np.asarray(stable_bucket_counts, dtype=float)
-    if cb.shape != sb.shape:
-        raise ValueError(f"canary and stable bucket arrays differ in shape: {cb.shape} vs {sb.shape}")
+    cb, sb = _bucket_arrays(canary_bucket_counts, stable_bucket_counts)
     tc, nc = _tail_counts(cb, "canary_bucket_counts")
     ts, ns = _tail_counts(sb, "stable_bucket_counts")
     B, T = tc.shape[1], tc.shape[0]
@@ -615,6 +612,15 @@ class LatencyResult(_EProcessResult):
     log_e_path: FloatArray = field(repr=False, compare=False)
 
 
+def _bucket_arrays(canary_bucket_counts: ArrayLike, stable_bucket_counts: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Both tracks' per-interval bucket counts as float arrays of the same shape."""
+    cb = np.asarray(canary_bucket_counts, dtype=float)
+    sb = np.asarray(stable_bucket_counts, dtype=float)
+    if cb.shape != sb.shape:
+        raise ValueError(f"canary and stable bucket arrays differ in shape: {cb.shape} vs {sb.shape}")
+    return cb, sb
+
+
 def _tail_counts(buckets: FloatArray, name: str) -> tuple[FloatArray, FloatArray]:
     """(T, B+1) cumulative per-interval bucket counts -> tails (T, B) = n - cum_b, and n (T,)."""
     if buckets.ndim != 2 or buckets.shape[1] < 2:
@@ -655,10 +661,7 @@ def latency_eprocess(
     than the smallest used boundary.
     """
     rho0 = _check_common(tolerance, alpha)
-    cb = np.asarray(canary_bucket_counts, dtype=float)
-    sb = np.asarray(stable_bucket_counts, dtype=float)
-    if cb.shape != sb.shape:
-        raise ValueError(f"canary and stable bucket arrays differ in shape: {cb.shape} vs {sb.shape}")
+    cb, sb = _bucket_arrays(canary_bucket_counts, stable_bucket_counts)
     tc, nc = _tail_counts(cb, "canary_bucket_counts")
     ts, ns = _tail_counts(sb, "stable_bucket_counts")
     B = tc.shape[1]
