@@ -406,10 +406,44 @@ def start_vmauth(users: Sequence[Mapping[str, Any]], *, timeout: float = 30.0) -
     return _start("vmauth", argv, tmp, timeout)
 
 
+# --------------------------------------------------------------------------- loopback HTTP servers
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output clean (no access log on stderr)."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 at a free port, serving `handler` from a daemon thread until
+    stop(): the lifecycle every local stand-in (webhook receiver, hostile Prometheus, tenant
+    gateway) shares."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer((HOST, 0), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://{HOST}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 # --------------------------------------------------------------------------- webhook receiver
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     """Records every JSON body POSTed to it (Alertmanager webhook payloads)."""
 
     def __init__(self) -> None:
@@ -417,7 +451,7 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
@@ -431,14 +465,8 @@ class WebhookReceiver:
                 self.send_response(200)
                 self.end_headers()
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://{HOST}:{self._server.server_address[1]}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        super().__init__(Handler)
+        self.url += "/"
 
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert received, each with the `receiver` and `status` of its notification."""
@@ -457,14 +485,3 @@ class WebhookReceiver:
             return next((a for a in self.alerts() if match(a)), None)
 
         return wait_for(found, timeout, "a matching alert at the webhook receiver")
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -8,21 +8,20 @@ answer 503 or hang on demand; its real answers are covered in test_prometheus_li
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from rollout.release.prometheus import Prometheus, PrometheusError
+from rollout.review.localstack import LoopbackServer, QuietHandler
 
 VECTOR = {"status": "success", "data": {"resultType": "vector", "result": [
     {"metric": {"app": "genesis"}, "value": [1700000000, "0.25"]}]}}
 
 
-class Scripted:
+class Scripted(LoopbackServer):
     """Answers requests from a list of (status, body or 'hang'); records the query strings."""
 
     def __init__(self, answers: list[tuple[int, object]]):
@@ -30,7 +29,7 @@ class Scripted:
         self.requests: list[str] = []
         scripted = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 scripted.requests.append(self.path)
                 status, body = scripted.answers[min(len(scripted.requests), len(scripted.answers)) - 1]
@@ -43,17 +42,7 @@ class Scripted:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

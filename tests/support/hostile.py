@@ -5,12 +5,12 @@ drips one byte every few seconds), huge bodies generated lazily (never held in m
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from rollout.review.localstack import LoopbackServer, QuietHandler
 
 Answer = tuple[int, Iterable[bytes], float]  # status, body chunks, seconds between chunks
 
@@ -25,14 +25,14 @@ def raw(body: Any, status: int = 200) -> Answer:
     return status, [json.dumps(body).encode()], 0.0
 
 
-class HostilePrometheus:
+class HostilePrometheus(LoopbackServer):
     """`answer(query) -> Answer` decides every reply; `queries` records what was asked."""
 
     def __init__(self, answer: Callable[[str], Answer]) -> None:
         self.queries: list[str] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 params = parse_qs(urlsplit(self.path).query)
                 query = params.get("query", [""])[0]
@@ -50,20 +50,7 @@ class HostilePrometheus:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up: what the probe wants
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
 
 HEALTHY = {  # recording rule -> canary value; stable gets the same

@@ -6,19 +6,17 @@ from the real VictoriaMetrics or Prometheus behind it."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
-
 import httpx
 
+from rollout.review.localstack import LoopbackServer, QuietHandler
 
-class TenantGateway:
+
+class TenantGateway(LoopbackServer):
     def __init__(self, backend_url: str) -> None:
         self.tenants: list[str | None] = []  # the X-Scope-OrgID of every request, in order
         gateway = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 tenant = self.headers.get("X-Scope-OrgID")
                 gateway.tenants.append(tenant)
@@ -35,22 +33,4 @@ class TenantGateway:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(Handler)
