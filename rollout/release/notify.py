@@ -379,24 +379,17 @@ class ReleaseNotifier:
 
     def rollback_failed(self, change: Any) -> str | None:
         """The rollback was not applied: page (GenesisRollbackFailed) and write the incident report."""
-        events: list[tuple[datetime, str]] = [(self.clock(), f"rollback NOT applied: {change.error}")]
-        done, failed = [], []
+        told = _Telling(self.clock)
+        told.events.append((self.clock(), f"rollback NOT applied: {change.error}"))
         if self.alertmanager is not None:
+            alertmanager = self.alertmanager
             alert = rollback_failed_alert(change, app=self.app, namespace=self.namespace,
                                           runbook_url=self._runbook(ROLLBACK_FAILED_ALERT))
-            try:
-                self.alertmanager.post_alerts([alert])
-            except NotifyError as err:
-                failed.append(str(err))
-                events.append((self.clock(), f"{ROLLBACK_FAILED_ALERT} NOT sent: {err}"))
-            else:
-                done.append(f"{ROLLBACK_FAILED_ALERT} sent to {self.alertmanager.base_url}")
-                events.append((self.clock(), f"{ROLLBACK_FAILED_ALERT} (critical) sent to Alertmanager"))
-        if self.report_writer is not None:
-            done.append(f"report written to {self.report_writer(change, events)}")
-        if failed:
-            raise NotifyError("; ".join(failed + ([f"(done: {', '.join(done)})"] if done else [])))
-        return "; ".join(done) or None
+            told.attempt(lambda: alertmanager.post_alerts([alert]),
+                         done=f"{ROLLBACK_FAILED_ALERT} sent to {alertmanager.base_url}",
+                         event=f"{ROLLBACK_FAILED_ALERT} (critical) sent to Alertmanager",
+                         failed_event=f"{ROLLBACK_FAILED_ALERT} NOT sent")
+        return self._report_and_result(change, told)
 
     def alerts_for(self, change: Any) -> list[Alert]:
         notice = stage_change_alert(
@@ -412,40 +405,60 @@ class ReleaseNotifier:
         return [page, notice]
 
     def stage_changed(self, change: Any) -> str | None:
-        done: list[str] = []
-        failed: list[str] = []
-        events: list[tuple[datetime, str]] = []
+        told = _Telling(self.clock)
         if self.alertmanager is not None:
+            alertmanager = self.alertmanager
             alerts = self.alerts_for(change)
             names = ", ".join(a.labels["alertname"] for a in alerts)
-            try:
-                self.alertmanager.post_alerts(alerts)
-            except NotifyError as err:
-                failed.append(str(err))
-                events.append((self.clock(), f"{names} NOT sent: {err}"))
-            else:
-                done.append(f"{names} sent to {self.alertmanager.base_url}")
-                events.append((self.clock(), f"{names} sent to Alertmanager"))
+            told.attempt(lambda: alertmanager.post_alerts(alerts), done=f"{names} sent to {alertmanager.base_url}",
+                         event=f"{names} sent to Alertmanager", failed_event=f"{names} NOT sent")
         if self.grafana is not None:
+            grafana = self.grafana
             text = f"{change.action} {change.source} -> {change.target}: {change.reason}"
             tags = annotation_tags(change.action, change.target)
             version = getattr(change, "version", None)
             if version is not None:
                 tags.append(f"update-{version}")  # one annotation per stack update, also when told again
-            try:
-                if version is None or not self.grafana.find(tags):
-                    self.grafana.annotate(text, tags, change.at, dashboard_uid=self.dashboard_uid)
-            except NotifyError as err:
-                failed.append(str(err))
-            else:
-                done.append("Grafana annotation added")
-                events.append((self.clock(), "Grafana annotation added"))
+
+            def annotate() -> None:
+                if version is None or not grafana.find(tags):
+                    grafana.annotate(text, tags, change.at, dashboard_uid=self.dashboard_uid)
+
+            told.attempt(annotate, done="Grafana annotation added", event="Grafana annotation added")
+        return self._report_and_result(change, told)
+
+    def _report_and_result(self, change: Any, told: _Telling) -> str | None:
+        """The report (with this round's timeline) is written whatever failed; then a failure
+        raises, naming what was done anyway."""
         if self.report_writer is not None:
-            path = self.report_writer(change, events)
-            done.append(f"report written to {path}")
-        if failed:
-            raise NotifyError("; ".join(failed + [f"(done: {', '.join(done)})"] if done else failed))
-        return "; ".join(done) or None
+            told.done.append(f"report written to {self.report_writer(change, told.events)}")
+        return told.result()
+
+
+@dataclass
+class _Telling:
+    """One round of notifications: what was done, what failed, and the timeline for the report."""
+
+    clock: Callable[[], datetime]
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    events: list[tuple[datetime, str]] = field(default_factory=list)
+
+    def attempt(self, action: Callable[[], object], *, done: str, event: str, failed_event: str | None = None) -> None:
+        try:
+            action()
+        except NotifyError as err:
+            self.failed.append(str(err))
+            if failed_event is not None:
+                self.events.append((self.clock(), f"{failed_event}: {err}"))
+        else:
+            self.done.append(done)
+            self.events.append((self.clock(), event))
+
+    def result(self) -> str | None:
+        if self.failed:
+            raise NotifyError("; ".join(self.failed + ([f"(done: {', '.join(self.done)})"] if self.done else [])))
+        return "; ".join(self.done) or None
 
 
 def notifier_from_env(

@@ -326,6 +326,29 @@ def test_a_failed_annotation_still_pages_and_reports_the_failure(alertmanager: s
     assert len(AlertmanagerClient(alertmanager).alerts({"app": "genesis-partial"})) == 2
 
 
+def test_a_rollback_that_cannot_page_still_writes_the_report_with_what_failed(tmp_path: Path) -> None:
+    """Alertmanager is down while a rollback could not be applied: the incident report is still
+    written, its timeline says the page was NOT sent, and the error names what was done."""
+    written: list[list[tuple[datetime, str]]] = []
+
+    def report_writer(_change: Any, events: list[tuple[datetime, str]]) -> Path:
+        written.append(list(events))
+        return tmp_path / "incident.md"
+
+    notifier = ReleaseNotifier(
+        app="genesis-stuck", namespace="genesis", runbook_base_url="https://r.example",
+        alertmanager=AlertmanagerClient(f"http://127.0.0.1:{free_port()}", timeout=2), report_writer=report_writer,
+    )
+    stuck = change()
+    stuck.error = "the stack is locked"
+    with pytest.raises(NotifyError, match=r"Alertmanager: POST .* failed.*\(done: report written to .*incident.md\)"):
+        notifier.rollback_failed(stuck)
+    (events,) = written
+    texts = [text for _, text in events]
+    assert texts[0] == "rollback NOT applied: the stack is locked"
+    assert texts[1].startswith("GenesisRollbackFailed NOT sent: ") and len(texts) == 2
+
+
 def test_grafana_url_without_token_is_refused() -> None:
     with pytest.raises(NotifyError, match="GRAFANA_TOKEN"):
         notifier_from_env(app="a", namespace="n", runbook_base_url="https://r", environ={"GRAFANA_URL": "http://g"})
