@@ -41,6 +41,9 @@ class Scenario:
     fallback: float = 0.005
     fault_start: int = 0  # the canary's own q and mean apply from this interval
     noisy: bool = False
+    # per-minute lognormal swings (this sigma) of the canary's latency alone: pod-local shocks
+    # (GC pauses, a noisy neighbour), which break the judge's independence assumption
+    canary_jitter: float = 0.0
 
 
 def bucket_probabilities(floor: np.ndarray | float, mean: np.ndarray | float) -> np.ndarray:
@@ -75,6 +78,8 @@ def simulate(s: Scenario, stages: int, intervals: int, rng: np.random.Generator)
     qc = np.clip(np.where(faulty, s.q_canary, s.q_stable) * level, 0, 1)
     qs = np.clip(s.q_stable * level, 0, 1)
     mc = np.where(faulty, s.mean_canary, s.mean_stable) * latency
+    if s.canary_jitter:
+        mc = mc * rng.lognormal(0, s.canary_jitter, (S, T))
     ms = s.mean_stable * latency
     wc, ws = rng.binomial(nc, 0.5), rng.binomial(ns, 0.5)
     return {
