@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rollout.analysis.judge import (
+    LOG_CAP,
     first_crossing,
     histogram_quantile,
     latency_log_e_path,
@@ -26,7 +27,6 @@ from rollout.analysis.judge import (
 )
 from rollout.model import Judge
 
-_LOG_CAP = 690.0  # e-values are shown capped near 1e300; the path itself is exact
 RECENT = 10  # intervals behind the descriptive recent ratio
 
 
@@ -149,8 +149,8 @@ class GateJudge:
     def _evidence(self, index: int, log_e: float, log_max: float, crossed: int | None,
                   estimate: tuple[float | None, float, float], extra: dict[str, Any]) -> Evidence:
         return Evidence(
-            gate=self.gate, kind=self.kind, e_value=math.exp(min(log_e, _LOG_CAP)),
-            e_max=math.exp(min(log_max, _LOG_CAP)), alpha=self.alpha, tolerance=self.judge.tolerance,
+            gate=self.gate, kind=self.kind, e_value=math.exp(min(log_e, LOG_CAP)),
+            e_max=math.exp(min(log_max, LOG_CAP)), alpha=self.alpha, tolerance=self.judge.tolerance,
             regression=crossed is not None, crossed_interval=crossed, ratio=estimate[0],
             ratio_low=estimate[1], ratio_high=estimate[2],
             canary_events=float(self.canary_cum[index]) if index >= 0 else 0.0,

@@ -1,17 +1,18 @@
 """The sequential canary-versus-stable judge's statistics: anytime-valid e-processes.
 
 Pure functions, numpy only (no I/O, no state; docs/judge.md explains them for a release
-engineer). Every result at interval t is a deterministic
-function of the per-interval counts 0..t, so a restarted bot recomputes exactly the same
+engineer). Every result at interval t is a deterministic function of the per-interval counts
+0..t, so a restarted bot recomputes exactly the same
 evidence from the stage's counts.
 
-Two tests:
+Two tests (rollout/analysis/evidence.py's GateJudge runs them for a gate):
 
-* `rate_ratio_eprocess`: H0 "canary event rate per unit exposure <= (1 + tolerance) x stable's"
-  (errors per request), against "greater".
-* `latency_eprocess`: H0 "at every histogram boundary b, canary's fraction of requests slower than
-  b is <= (1 + tolerance) x stable's", against "some boundary is worse". It averages one
-  `rate_ratio_eprocess` per boundary (events = requests slower than b, exposure = requests).
+* `rate_ratio_log_e_paths`: H0 "canary event rate per unit exposure <= (1 + tolerance) x
+  stable's" (errors per request), against "greater"; `ratio_estimate` gives the ratio with its
+  confidence sequence.
+* `latency_log_e_path`: H0 "at every histogram boundary b, canary's fraction of requests slower
+  than b is <= (1 + tolerance) x stable's", against "some boundary is worse". It averages one
+  rate-ratio e-process per boundary (events = requests slower than b, exposure = requests).
 
 Decision rule: declare a regression at the first interval t with E_t >= 1/alpha. By Ville's
 inequality for a nonnegative supermartingale with E_0 = 1, P_H0(exists t: E_t >= 1/alpha) <= alpha,
@@ -62,8 +63,8 @@ counts are raw counter differences (integers), not extrapolated `increase()` val
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -74,19 +75,18 @@ StartPrior = Literal["changepoint", "stage"]
 __all__ = [
     "CS_OFFSETS",
     "DEFAULT_PRIOR",
-    "BoundaryResult",
-    "LatencyResult",
+    "LOG_CAP",
     "Prior",
-    "RateRatioResult",
+    "first_crossing",
     "histogram_quantile",
-    "latency_eprocess",
+    "latency_log_e_path",
     "log_e_paths",
-    "rate_ratio_eprocess",
     "rate_ratio_log_e_paths",
+    "ratio_estimate",
     "start_log_weights",
 ]
 
-_LOG_CAP = 690.0  # exp(690) ~ 1e300: e-values are reported capped, log_e is exact
+LOG_CAP = 690.0  # exp(690) ~ 1e300: e-values are reported capped, log_e is exact
 
 
 @dataclass(frozen=True)
@@ -249,8 +249,7 @@ def rate_ratio_log_e_paths(
     start_prior: StartPrior = "changepoint",
 ) -> FloatArray:
     """Batch form of the rate-ratio e-process: log E_t for arrays of shape (..., T) (broadcast),
-    e.g. (stages, T) in a Monte Carlo or (boundaries, T) for latency. Same masking and maths as
-    `rate_ratio_eprocess` (which calls it)."""
+    e.g. (stages, T) in a Monte Carlo or (boundaries, T) for latency."""
     prior = DEFAULT_PRIOR if prior is None else prior
     rho0 = 1.0 + tolerance
     xc, nc, xs, ns, _ = _prepare(canary_counts, canary_exposure, stable_counts, stable_exposure)
@@ -417,8 +416,11 @@ def latency_log_e_path(
     start_prior: StartPrior = "changepoint",
 ) -> tuple[FloatArray, FloatArray]:
     """(log E_t of the equal-weight average over every finite boundary, the canary's running
-    count of requests slower than the smallest boundary): latency_eprocess's path alone, for a
-    caller that reads it at many instants."""
+    count of requests slower than the smallest boundary). canary/stable_bucket_counts: shape
+    (intervals, buckets), per-interval increases of the cumulative `le` buckets, the last column
+    +Inf (the request count). H0: at every boundary b, P_c(T > b) <= (1 + tolerance) P_s(T > b);
+    an average of e-processes on the same filtration is an e-process, whatever the dependence
+    between boundaries (they share the same requests)."""
     cb, sb = _bucket_arrays(canary_bucket_counts, stable_bucket_counts)
     tc, nc = _tail_counts(cb, "canary_bucket_counts")
     ts, ns = _tail_counts(sb, "stable_bucket_counts")
@@ -428,134 +430,6 @@ def latency_log_e_path(
     xc_b, nc_b, xs_b, ns_b, _ = _prepare(tc.T, np.broadcast_to(nc, (B, T)), ts.T, np.broadcast_to(ns, (B, T)))
     per_b = rate_ratio_log_e_paths(xc_b, nc_b, xs_b, ns_b, tolerance, prior, start_prior)
     return _logsumexp(per_b, axis=0, log_w=np.full((B, 1), -math.log(B))), np.cumsum(xc_b.max(axis=0))
-
-
-# --------------------------------------------------------------------------- public API
-
-
-@dataclass(frozen=True)
-class _EProcessResult:
-    """What every e-process reports: E_t now (capped at ~1e300; log_e is exact), its maximum
-    over the stage, whether it crossed 1/alpha (once crossed it stays crossed) and where."""
-
-    e_value: float
-    log_e: float
-    e_max: float
-    rejected: bool
-    first_rejection: int | None
-    rho0: float
-    alpha: float
-
-
-@dataclass(frozen=True)
-class RateRatioResult(_EProcessResult):
-    """Sequential test of canary/stable event-rate ratio rho against rho0 = 1 + tolerance.
-
-    e_value: E_t at the newest interval (capped at ~1e300; log_e is exact);
-    e_max: max over the stage so far; rejected: e_max >= 1/alpha (the regression verdict: once
-    crossed it stays crossed, recomputably); first_rejection: 0-based interval of the crossing;
-    rho_hat: conditional MLE of a common ratio (None: no events at all; inf: none on stable);
-    rho_pooled: (X_c/N_c)/(X_s/N_s); cs_low/cs_high: anytime-valid (1-alpha) confidence
-    sequence for a constant rho at the newest interval (0/inf: unbounded).
-    """
-
-    rho_hat: float | None
-    rho_pooled: float | None
-    cs_low: float
-    cs_high: float
-    canary_events: float
-    canary_exposure: float
-    stable_events: float
-    stable_exposure: float
-    intervals: int
-    intervals_used: int
-    log_e_path: FloatArray = field(repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "log_e_path"}
-        return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-def _summarise(
-    log_path: FloatArray, alpha: float, canary_cum: FloatArray | None = None, min_events: float = 0
-) -> tuple[float, float, float, bool, int | None]:
-    """(e_value, log_e, e_max, rejected, first_rejection). A regression needs E_t >= 1/alpha
-    and, at the same t, at least `min_events` canary events so far: requiring more than the
-    e-process only removes rejections, so validity is untouched."""
-    if log_path.size == 0:
-        return 1.0, 0.0, 1.0, False, None
-    log_e = float(log_path[-1])
-    running = float(np.max(log_path))
-    level = math.log(1.0 / alpha)
-    crossing = log_path >= level
-    if min_events > 0 and canary_cum is not None:
-        crossing &= canary_cum >= min_events
-    hits = np.nonzero(crossing)[0]
-    first = int(hits[0]) if hits.size else None
-    return math.exp(min(log_e, _LOG_CAP)), log_e, math.exp(min(running, _LOG_CAP)), first is not None, first
-
-
-def _check_common(tolerance: float, alpha: float) -> float:
-    if not (0.0 < alpha < 1.0):
-        raise ValueError(f"alpha must be in (0, 1) (got {alpha})")
-    if not (tolerance >= 0.0 and math.isfinite(tolerance)):
-        raise ValueError(f"tolerance must be finite and >= 0 (got {tolerance})")
-    return 1.0 + tolerance
-
-
-def rate_ratio_eprocess(
-    canary_counts: ArrayLike,
-    canary_exposure: ArrayLike,
-    stable_counts: ArrayLike,
-    stable_exposure: ArrayLike,
-    tolerance: float = 0.5,
-    prior: Prior = DEFAULT_PRIOR,
-    *,
-    alpha: float = 0.01,
-    start_prior: StartPrior = "changepoint",
-    confidence_sequence: bool = True,
-    min_canary_events: float = 0,
-) -> RateRatioResult:
-    """Anytime-valid test of H0: canary rate <= (1 + tolerance) x stable rate, per interval.
-
-    Inputs are per-interval counts from the stage start (1-D, same length): events (e.g. errors)
-    and exposures (e.g. requests) per track. Intervals where a track has no exposure, or with a
-    NaN, carry no evidence (their likelihood ratio is 1). Zero events on both tracks leave
-    E at exactly 1. See the module docstring for why E_t is an e-process under H0 (the mixture of
-    binomial-conditional likelihood ratios against the boundary rho0 = 1 + tolerance, over the
-    prior's alternatives and, with start_prior='changepoint', over the start interval).
-    min_canary_events: optional policy guard, a regression also needs that many canary events
-    (with 10 % canary traffic, 4 canary errors and none on stable already cross).
-    """
-    rho0 = _check_common(tolerance, alpha)
-    shapes = {np.shape(a) for a in (canary_counts, canary_exposure, stable_counts, stable_exposure)}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
-        raise ValueError(f"rate_ratio_eprocess takes four 1-D arrays of one length (got {shapes})")
-    xc, nc, xs, ns, ok = _prepare(canary_counts, canary_exposure, stable_counts, stable_exposure)
-    x = xc + xs
-    path = rate_ratio_log_e_paths(xc, nc, xs, ns, tolerance, prior, start_prior)
-    e_value, log_e, e_max, rejected, first = _summarise(path, alpha, np.cumsum(xc), min_canary_events)
-
-    Xc, Xs, Nc, Ns = (float(a.sum()) for a in (xc, xs, nc, ns))
-    log_r, x_strata, xc_tot = _strata(xc, x, nc, ns)
-    rho_hat = _conditional_mle(log_r, x_strata, xc_tot)
-    if Xc + Xs <= 0 or Nc <= 0 or Ns <= 0:
-        rho_pooled: float | None = None
-    elif Xs <= 0:
-        rho_pooled = math.inf
-    else:
-        rho_pooled = (Xc / Nc) / (Xs / Ns)
-    if confidence_sequence:
-        cs_low, cs_high = _confidence_sequence(log_r, x_strata, xc_tot, alpha, rho_hat)
-    else:
-        cs_low, cs_high = 0.0, math.inf
-    return RateRatioResult(
-        e_value=e_value, log_e=log_e, e_max=e_max, rejected=rejected, first_rejection=first,
-        rho0=rho0, alpha=alpha, rho_hat=rho_hat, rho_pooled=rho_pooled, cs_low=cs_low,
-        cs_high=cs_high, canary_events=Xc, canary_exposure=Nc, stable_events=Xs,
-        stable_exposure=Ns, intervals=int(xc.size), intervals_used=int(ok.sum()),
-        log_e_path=path,
-    )
 
 
 # --------------------------------------------------------------------------- latency
@@ -581,37 +455,6 @@ def histogram_quantile(q: float, boundaries: ArrayLike, cumulative: ArrayLike) -
     return lower_b + (float(b[j]) - lower_b) * (rank - lower_c) / width
 
 
-@dataclass(frozen=True)
-class BoundaryResult:
-    boundary: float
-    e_value: float
-    e_max: float
-    canary_tail: float  # canary requests slower than the boundary, whole stage so far
-    stable_tail: float
-    tail_ratio: float | None  # pooled ratio of tail fractions
-
-
-@dataclass(frozen=True)
-class LatencyResult(_EProcessResult):
-    """Average over boundaries of per-boundary tail-rate e-processes (an e-process itself).
-
-    effect_boundary: the boundary nearest stable's P95 (whole stage); effect_ratio /
-    effect_cs_*: tail-fraction ratio canary/stable there (conditional MLE) with an anytime-valid
-    CS at level alpha / (number of boundaries) (Bonferroni, so it stays valid although the
-    boundary is picked from the data). p95_*: histogram_quantile estimates, descriptive only.
-    """
-
-    boundaries: tuple[BoundaryResult, ...]
-    effect_boundary: float | None
-    effect_ratio: float | None
-    effect_cs_low: float
-    effect_cs_high: float
-    p95_canary: float | None
-    p95_stable: float | None
-    intervals: int
-    log_e_path: FloatArray = field(repr=False, compare=False)
-
-
 def _bucket_arrays(canary_bucket_counts: ArrayLike, stable_bucket_counts: ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Both tracks' per-interval bucket counts as float arrays of the same shape."""
     cb = np.asarray(canary_bucket_counts, dtype=float)
@@ -632,93 +475,3 @@ def _tail_counts(buckets: FloatArray, name: str) -> tuple[FloatArray, FloatArray
     if np.any(bad):
         raise ValueError(f"{name}: `le` buckets must be cumulative (non-decreasing) per interval")
     return np.maximum(tails, 0.0), n
-
-
-def latency_eprocess(
-    canary_bucket_counts: ArrayLike,
-    stable_bucket_counts: ArrayLike,
-    tolerance: float = 1.0,
-    prior: Prior = DEFAULT_PRIOR,
-    *,
-    boundaries: ArrayLike | None = None,
-    use: ArrayLike | None = None,
-    weights: ArrayLike | None = None,
-    alpha: float = 0.01,
-    start_prior: StartPrior = "changepoint",
-    min_canary_events: float = 0,
-) -> LatencyResult:
-    """Anytime-valid test that canary latency is not stochastically worse than stable's beyond
-    a tolerance: H0: for every used boundary b, P_c(T > b) <= (1 + tolerance) P_s(T > b).
-
-    canary/stable_bucket_counts: shape (intervals, buckets), per-interval increases of the
-    Prometheus cumulative `le` buckets, the last column being +Inf (= request count).
-    boundaries: the finite `le` values (for reporting and the P95 effect; default 1..B).
-    use: indices of finite boundaries to test (default all), chosen in advance, e.g. from the
-    SLO. weights: prior weights over the used boundaries (default equal). The result is
-    E_t = sum_b v_b E_t^(b): an average of e-processes on the same filtration is an e-process,
-    whatever the dependence between boundaries (they share the same requests).
-    min_canary_events: optional guard, a regression also needs that many canary requests slower
-    than the smallest used boundary.
-    """
-    rho0 = _check_common(tolerance, alpha)
-    cb, sb = _bucket_arrays(canary_bucket_counts, stable_bucket_counts)
-    tc, nc = _tail_counts(cb, "canary_bucket_counts")
-    ts, ns = _tail_counts(sb, "stable_bucket_counts")
-    B = tc.shape[1]
-    bnd = np.arange(1, B + 1, dtype=float) if boundaries is None else np.asarray(boundaries, dtype=float)
-    if bnd.shape != (B,):
-        raise ValueError(f"boundaries must list the {B} finite `le` values")
-    idx = np.arange(B) if use is None else np.asarray(use, dtype=int)
-    if idx.size == 0:
-        raise ValueError("no boundaries to test")
-    v = np.full(idx.size, 1.0 / idx.size) if weights is None else np.asarray(weights, dtype=float)
-    if v.shape != idx.shape or np.any(v <= 0) or abs(v.sum() - 1) > 1e-9:
-        raise ValueError("weights must be positive, one per used boundary, summing to 1")
-
-    # (B', T) arrays; masks per interval are the same for every boundary
-    xc_b, nc_b, xs_b, ns_b, ok = _prepare(tc[:, idx].T, np.broadcast_to(nc, (idx.size, nc.size)),
-                                          ts[:, idx].T, np.broadcast_to(ns, (idx.size, ns.size)))
-    T = tc.shape[0]
-    if T:
-        per_b = rate_ratio_log_e_paths(xc_b, nc_b, xs_b, ns_b, tolerance, prior, start_prior)
-        path = _logsumexp(per_b, axis=0, log_w=np.log(v)[:, None])
-    else:
-        per_b = np.zeros((idx.size, 0))
-        path = np.zeros(0)
-    slow = np.cumsum(xc_b.max(axis=0)) if T else np.zeros(0)
-    e_value, log_e, e_max, rejected, first = _summarise(path, alpha, slow, min_canary_events)
-
-    results = []
-    for j, b in enumerate(idx):
-        Xc, Xs, Nc, Ns = (float(a[j].sum()) for a in (xc_b, xs_b, nc_b, ns_b))
-        ratio = None if (Xs <= 0 or Nc <= 0 or Ns <= 0) else (Xc / Nc) / (Xs / Ns)
-        if ratio is None and Xc > 0 and Nc > 0 and Ns > 0:
-            ratio = math.inf
-        pb = per_b[j] if T else np.zeros(0)
-        results.append(BoundaryResult(
-            boundary=float(bnd[b]),
-            e_value=math.exp(min(float(pb[-1]), _LOG_CAP)) if T else 1.0,
-            e_max=math.exp(min(float(np.max(pb)), _LOG_CAP)) if T else 1.0,
-            canary_tail=Xc, stable_tail=Xs, tail_ratio=ratio,
-        ))
-
-    # effect at the boundary nearest stable's (pooled, used intervals) P95
-    okm = ok[0] if T else np.zeros(0, dtype=bool)
-    c_tot = cb[okm].sum(axis=0) if T else np.zeros(B + 1)
-    s_tot = sb[okm].sum(axis=0) if T else np.zeros(B + 1)
-    p95_s = histogram_quantile(0.95, bnd, s_tot)
-    p95_c = histogram_quantile(0.95, bnd, c_tot)
-    eff_b = eff_ratio = None
-    eff_lo, eff_hi = 0.0, math.inf
-    if p95_s is not None:
-        j = int(np.argmin(np.abs(np.log(bnd[idx]) - math.log(max(p95_s, 1e-12)))))
-        eff_b = float(bnd[idx[j]])
-        log_r, x_strata, xc_tot = _strata(xc_b[j], xc_b[j] + xs_b[j], nc_b[j], ns_b[j])
-        eff_ratio = _conditional_mle(log_r, x_strata, xc_tot)
-        eff_lo, eff_hi = _confidence_sequence(log_r, x_strata, xc_tot, alpha / idx.size, eff_ratio)
-    return LatencyResult(
-        e_value=e_value, log_e=log_e, e_max=e_max, rejected=rejected, first_rejection=first,
-        rho0=rho0, alpha=alpha, boundaries=tuple(results), effect_boundary=eff_b,
-        effect_ratio=eff_ratio, effect_cs_low=eff_lo, effect_cs_high=eff_hi,
-        p95_canary=p95_c, p95_stable=p95_s, intervals=T, log_e_path=path,
-    )

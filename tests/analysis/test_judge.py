@@ -1,4 +1,5 @@
-"""rollout.analysis.judge, the statistics: edge cases, the validity argument checked exactly
+"""rollout.analysis.judge, the statistics, through GateJudge (rollout.analysis.evidence: what the
+bot runs for a gate) and the path functions: edge cases, the validity argument checked exactly
 (scipy's binomial and hypergeometric laws), statelessness, the canary-events guard, and the
 anytime-valid confidence sequence's coverage."""
 
@@ -12,13 +13,30 @@ from scipy import stats
 from support.judge_sim import BOUNDARIES, Scenario, simulate
 
 from rollout.analysis import judge as j
+from rollout.analysis.evidence import Evidence, GateJudge, LatencyCounts, RateCounts
+from rollout.model import Judge
 
 
-def assert_finite(result: j.RateRatioResult) -> None:
-    for name in ("e_value", "log_e", "e_max", "rho0", "cs_low", "cs_high"):
-        assert not math.isnan(getattr(result, name)), name
-    assert not np.any(np.isnan(result.log_e_path))
-    assert 0.0 <= result.cs_low <= result.cs_high
+def rates(xc, nc, xs, ns, tolerance: float = 0.5, alpha: float = 0.01, min_events: int = 0) -> GateJudge:  # noqa: ANN001
+    counts = RateCounts(*(np.asarray(a, dtype=float) for a in (xc, nc, xs, ns)), source="test")
+    return GateJudge("error_rate", Judge(tolerance=tolerance, min_canary_events=min_events), alpha, counts)
+
+
+def latency(canary, stable, tolerance: float = 1.0, alpha: float = 0.01) -> GateJudge:  # noqa: ANN001
+    counts = LatencyCounts(tuple(BOUNDARIES), np.asarray(canary, dtype=float), np.asarray(stable, dtype=float), "test")
+    return GateJudge("p95_latency_seconds", Judge(tolerance=tolerance, min_canary_events=0), alpha, counts)
+
+
+def final(judge: GateJudge) -> Evidence:
+    return judge.at(judge.intervals - 1)
+
+
+def assert_finite(judge: GateJudge) -> None:
+    evidence = final(judge)
+    for name in ("e_value", "e_max", "ratio_low", "ratio_high"):
+        assert not math.isnan(getattr(evidence, name)), name
+    assert not np.any(np.isnan(judge.path))
+    assert 0.0 <= evidence.ratio_low <= evidence.ratio_high
 
 
 # --------------------------------------------------------------------------- edge cases
@@ -26,49 +44,49 @@ def assert_finite(result: j.RateRatioResult) -> None:
 
 def test_no_events_on_either_track_is_exactly_no_evidence() -> None:
     n = np.full(2880, 1200.0)
-    result = j.rate_ratio_eprocess(np.zeros(2880), n, np.zeros(2880), 9 * n)
-    assert (result.e_value, result.e_max, result.log_e) == (1.0, 1.0, 0.0)
-    assert not result.rejected and result.rho_hat is None
-    assert (result.cs_low, result.cs_high) == (0.0, math.inf)
+    evidence = final(rates(np.zeros(2880), n, np.zeros(2880), 9 * n))
+    assert (evidence.e_value, evidence.e_max) == (1.0, 1.0)
+    assert not evidence.regression and evidence.ratio is None
+    assert (evidence.ratio_low, evidence.ratio_high) == (0.0, math.inf)
 
 
 def test_an_interval_without_requests_on_a_track_carries_no_evidence() -> None:
-    assert j.rate_ratio_eprocess([5, 7, 3], [0, 0, 0], [1, 2, 4], [100, 100, 100]).e_value == 1.0
-    full = j.rate_ratio_eprocess([9, 2], [100, 100], [0, 1], [0, 900])
-    assert full.intervals_used == 1
-    assert full.log_e == pytest.approx(j.rate_ratio_eprocess([0, 2], [0, 100], [0, 1], [0, 900]).log_e)
+    assert final(rates([5, 7, 3], [0, 0, 0], [1, 2, 4], [100, 100, 100])).e_value == 1.0
+    full = rates([9, 2], [100, 100], [0, 1], [0, 900]).path
+    assert full[-1] == pytest.approx(rates([0, 2], [0, 100], [0, 1], [0, 900]).path[-1])
 
 
-def test_nan_intervals_are_skipped() -> None:
-    result = j.rate_ratio_eprocess([1.0, np.nan, 2.0, 0.0], [100.0, 100.0, np.nan, 100.0], [1, 1, 1, 1], [900] * 4)
-    assert result.intervals_used == 2
-    assert_finite(result)
+def test_nan_intervals_carry_no_evidence() -> None:
+    """A NaN interval (a counter drop, a missing instant) is a likelihood ratio of 1: the path
+    does not move there."""
+    judge = rates([1.0, np.nan, 2.0, 0.0], [100.0, 100.0, np.nan, 100.0], [1, 1, 1, 1], [900] * 4)
+    assert_finite(judge)
+    assert judge.path[1] == pytest.approx(judge.path[0], abs=1e-12)
+    assert judge.path[2] == pytest.approx(judge.path[1], abs=1e-12)
+    assert judge.path[3] != pytest.approx(judge.path[2], abs=1e-12)  # a usable interval moves it
 
 
-def test_bad_inputs_are_refused() -> None:
+def test_bad_counts_are_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
-        j.rate_ratio_eprocess([1, -1], [10, 10], [0, 0], [10, 10])
-    with pytest.raises(ValueError, match="1-D arrays of one length"):
-        j.rate_ratio_eprocess([1, 1], [10, 10, 10], [0, 0], [10, 10])
-    with pytest.raises(ValueError, match="tolerance"):
-        j.rate_ratio_eprocess([1], [10], [0], [10], tolerance=-0.1)
-    with pytest.raises(ValueError, match="alpha"):
-        j.rate_ratio_eprocess([1], [10], [0], [10], alpha=0)
+        j.rate_ratio_log_e_paths([1, -1], [10, 10], [0, 0], [10, 10])
+    with pytest.raises(ValueError, match="infinite"):
+        j.rate_ratio_log_e_paths([1, np.inf], [10, 10], [0, 0], [10, 10])
     with pytest.raises(ValueError, match="cumulative"):
-        j.latency_eprocess(np.array([[5, 3, 10]]), np.array([[1, 2, 10]]))
+        j.latency_log_e_path(np.array([[5, 3, 10]]), np.array([[1, 2, 10]]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        j.latency_log_e_path(np.zeros((3, 10)), np.zeros((2, 10)))
 
 
 def test_random_edge_inputs_never_give_nan() -> None:
     rng = np.random.default_rng(11)
     for _ in range(200):
-        t = int(rng.integers(0, 30))
+        t = int(rng.integers(1, 30))
         nc = rng.choice([0, 1, 2, 50, 1e6], t).astype(float)
         ns = rng.choice([0, 1, 9, 450, 1e7], t).astype(float)
         xc = np.minimum(rng.poisson(rng.choice([0, 0.5, 5, 1e4], t)), nc).astype(float)
         xs = np.minimum(rng.poisson(rng.choice([0, 0.5, 5, 1e4], t)), ns).astype(float)
-        if t:
-            xc[rng.random(t) < 0.1] = np.nan
-        assert_finite(j.rate_ratio_eprocess(xc, nc, xs, ns, tolerance=float(rng.choice([0, 0.5, 2]))))
+        xc[rng.random(t) < 0.1] = np.nan
+        assert_finite(rates(xc, nc, xs, ns, tolerance=float(rng.choice([0, 0.5, 2]))))
 
 
 def test_a_few_canary_errors_with_none_on_stable() -> None:
@@ -76,12 +94,12 @@ def test_a_few_canary_errors_with_none_on_stable() -> None:
     healthy: one, two or three canary-only errors are not a regression, six are."""
     n = np.full(60, 1200.0)
 
-    def after(k: int) -> j.RateRatioResult:
+    def after(k: int) -> Evidence:
         xc = np.zeros(60)
         xc[:k] = 1
-        return j.rate_ratio_eprocess(xc, n, np.zeros(60), 9 * n)
+        return final(rates(xc, n, np.zeros(60), 9 * n))
 
-    assert not any(after(k).rejected for k in (1, 2, 3)) and after(6).rejected
+    assert not any(after(k).regression for k in (1, 2, 3)) and after(6).regression
     assert after(4).e_value > after(3).e_value > after(2).e_value > 1.0
 
 
@@ -89,10 +107,10 @@ def test_more_canary_events_never_lower_the_evidence() -> None:
     rng = np.random.default_rng(3)
     nc, ns = rng.poisson(1200, 50).astype(float), rng.poisson(10800, 50).astype(float)
     xc, xs = rng.binomial(nc.astype(int), 0.001).astype(float), rng.binomial(ns.astype(int), 0.001).astype(float)
-    base = j.rate_ratio_eprocess(xc, nc, xs, ns).log_e_path
+    base = j.rate_ratio_log_e_paths(xc, nc, xs, ns)
     more = xc.copy()
     more[20] += 3
-    assert np.all(j.rate_ratio_eprocess(more, nc, xs, ns).log_e_path >= base - 1e-12)
+    assert np.all(j.rate_ratio_log_e_paths(more, nc, xs, ns) >= base - 1e-12)
 
 
 def test_a_restarted_bot_recomputes_the_same_evidence() -> None:
@@ -101,29 +119,28 @@ def test_a_restarted_bot_recomputes_the_same_evidence() -> None:
     nc, ns = rng.poisson(1200, 300), rng.poisson(10800, 300)
     xc, xs = rng.binomial(nc, 0.002), rng.binomial(ns, 0.001)
     for start_prior in ("stage", "changepoint"):
-        full = j.rate_ratio_eprocess(xc, nc, xs, ns, start_prior=start_prior)
+        full = j.rate_ratio_log_e_paths(xc, nc, xs, ns, start_prior=start_prior)
         for t in (1, 17, 150, 300):
-            part = j.rate_ratio_eprocess(xc[:t], nc[:t], xs[:t], ns[:t], start_prior=start_prior)
-            assert part.log_e == pytest.approx(full.log_e_path[t - 1], abs=1e-9)
+            part = j.rate_ratio_log_e_paths(xc[:t], nc[:t], xs[:t], ns[:t], start_prior=start_prior)
+            assert part[-1] == pytest.approx(full[t - 1], abs=1e-9)
 
 
 def test_the_canary_events_guard_only_removes_rejections() -> None:
     n = np.full(60, 1200.0)
     xc = np.zeros(60)
     xc[:4] = 1  # four canary-only errors: the bare e-process crosses
-    bare = j.rate_ratio_eprocess(xc, n, np.zeros(60), 9 * n)
-    guarded = j.rate_ratio_eprocess(xc, n, np.zeros(60), 9 * n, min_canary_events=5)
-    assert bare.rejected and not guarded.rejected and guarded.e_max == bare.e_max
+    bare = final(rates(xc, n, np.zeros(60), 9 * n))
+    guarded = final(rates(xc, n, np.zeros(60), 9 * n, min_events=5))
+    assert bare.regression and not guarded.regression and guarded.e_max == bare.e_max
     xc[:8] = 1
-    assert j.rate_ratio_eprocess(xc, n, np.zeros(60), 9 * n, min_canary_events=5).first_rejection == 4
+    assert final(rates(xc, n, np.zeros(60), 9 * n, min_events=5)).crossed_interval == 4
 
 
 def test_latency_edge_cases() -> None:
     every_request_fast = np.tile(np.array([100] * 10), (30, 1))
-    assert j.latency_eprocess(every_request_fast, 9 * every_request_fast, boundaries=BOUNDARIES).e_value == 1.0
-    nothing = np.zeros((30, 10))
-    result = j.latency_eprocess(nothing, nothing, boundaries=BOUNDARIES)
-    assert result.e_value == 1.0 and result.p95_stable is None and result.effect_ratio is None
+    assert final(latency(every_request_fast, 9 * every_request_fast)).e_value == 1.0
+    nothing = final(latency(np.zeros((30, 10)), np.zeros((30, 10))))
+    assert nothing.e_value == 1.0 and nothing.p95_stable is None and nothing.ratio is None
 
 
 def test_histogram_quantile_like_prometheus() -> None:
@@ -186,9 +203,9 @@ def test_the_confidence_sequence_covers_the_true_ratio_at_every_look() -> None:
 
 def test_estimates_of_a_clear_regression() -> None:
     sim = simulate(Scenario("bad", q_canary=0.03, mean_canary=0.07), 1, 3, np.random.default_rng(4))
-    errors = j.rate_ratio_eprocess(sim["xc"][0], sim["nc"][0], sim["xs"][0], sim["ns"][0])
-    assert errors.rejected and errors.first_rejection == 0 and errors.cs_low <= 60 <= errors.cs_high
-    latency = j.latency_eprocess(sim["cb"][0], sim["sb"][0], boundaries=BOUNDARIES)
-    assert latency.rejected and latency.effect_boundary == 0.1
+    errors = final(rates(sim["xc"][0], sim["nc"][0], sim["xs"][0], sim["ns"][0]))
+    assert errors.regression and errors.crossed_interval == 0 and errors.ratio_low <= 60 <= errors.ratio_high
+    slow = final(latency(sim["cb"][0], sim["sb"][0]))
+    assert slow.regression and slow.boundary == 0.1
     true_ratio = math.exp(-(0.1 - 0.02) / 0.07) / math.exp(-(0.1 - 0.02) / 0.03)
-    assert latency.effect_cs_low <= true_ratio <= latency.effect_cs_high
+    assert slow.ratio_low <= true_ratio <= slow.ratio_high

@@ -55,7 +55,6 @@ def test_false_detections_over_a_thousand_healthy_stages_stay_within_alpha(scena
     false = int(np.any(np.stack(list(found.values())) >= 0, axis=0).sum())
     low, high = clopper_pearson(false, STAGES)
     assert false / STAGES <= STAGE_ALPHA, (scenario.name, false, {k: int((v >= 0).sum()) for k, v in found.items()})
-    assert low <= STAGE_ALPHA  # and not significantly above it either
     print(f"{scenario.name}: {false}/{STAGES} stages with a false detection (95% CI {low:.4f}-{high:.4f})")
 
 
