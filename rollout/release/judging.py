@@ -44,9 +44,10 @@ def judge_evidence(
     key = ("judge", app, namespace, since, last, id(stage))
     judges = grid[0].get(key) if grid is not None else None
     if judges is None:
+        read: dict[str, list[Series]] = {}  # Pipelex failures and fallbacks share their exposure
         judges = {
             name: GateJudge(name, gate.judge, stage.judge_alpha(name),  # type: ignore[arg-type]
-                            _counts(prom, COUNT_SOURCES[name], app, namespace, since, last, step))
+                            _counts(prom, COUNT_SOURCES[name], app, namespace, since, last, step, read))
             for name, gate in judged
         } if ended > 0 else {}
         if grid is not None:
@@ -57,12 +58,15 @@ def judge_evidence(
 
 
 def _counts(prom: Prometheus, source: CountSource, app: str, namespace: str | None, since: datetime,
-            last: datetime, step: timedelta) -> RateCounts | LatencyCounts:
+            last: datetime, step: timedelta, read: dict[str, list[Series]]) -> RateCounts | LatencyCounts:
     intervals = round((last - since) / step)
     selector = count_selector(app, namespace)
 
     def cumulative(template: str) -> list[Series]:
-        return prom.query_range(template.replace("{sel}", selector), since, last, step.total_seconds())
+        expr = template.replace("{sel}", selector)
+        if expr not in read:
+            read[expr] = prom.query_range(expr, since, last, step.total_seconds())
+        return read[expr]
 
     if source.kind == "latency":
         series = cumulative(source.events)

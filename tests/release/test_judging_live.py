@@ -95,3 +95,21 @@ def test_a_one_off_check_without_a_stage_start_has_no_evidence(live: LiveStack) 
     stage = live.config.stage
     result = evaluate(stage, measure(live.prom, stage, live.service("genesis-bad")))
     assert all(g.evidence is None for g in result.gates)
+
+
+def test_each_counter_is_read_once_per_check_even_when_gates_share_it(live: LiveStack) -> None:
+    """Pipelex failures and fallbacks are both counted per workflow: the workflows counter is
+    read once. Four judged gates: errors, requests, failed workflows, workflows, fallbacks and
+    the latency buckets, six range queries."""
+    from rollout.release.judging import judge_evidence
+
+    gates = live.config.stage.gates
+    four = gates.model_copy(update={name: getattr(gates, name).model_copy(update={"judge": Judge(tolerance=0.5)})
+                                    for name in gates.JUDGEABLE})
+    stage = live.config.stage.model_copy(update={"gates": four})
+    at = datetime.fromtimestamp(math.floor(time.time()) - 1, UTC)
+    before = live.prom.queries
+    evidence = judge_evidence(live.prom, stage, "genesis-healthy", live.service("genesis-healthy").namespace,
+                              at - timedelta(seconds=8), at)
+    assert set(evidence) == set(gates.JUDGEABLE)
+    assert live.prom.queries - before == 6
