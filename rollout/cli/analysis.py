@@ -20,6 +20,7 @@ from rollout.cli.common import (
     err,
     fail,
     out,
+    parse_time,
     say,
 )
 
@@ -70,16 +71,13 @@ def check(
     """One evaluation of every gate now. Exit 0 pass, 1 fail, 2 hold, 3 error."""
     from rollout.release.bot import check_release
     from rollout.release.prometheus import PrometheusError
-    from rollout.review.replay import ReplayError, parse_time
 
     release = _release(_project(project_dir))
     try:
         target = release.stage(stage)
-        started = None if since is None else parse_time(since, "--since")
     except KeyError as error:
         raise fail(str(error.args[0]))
-    except ReplayError as error:
-        raise fail(str(error))
+    started = None if since is None else parse_time(since, "--since")
     if started is None and target.gates.judged() and not as_json:
         say("judged gates show no evidence without --since (the stage start)", console=err)
     try:

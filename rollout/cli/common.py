@@ -9,6 +9,7 @@ every message (`rollout.release.report.redact`).
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Optional
 
@@ -147,3 +148,19 @@ def _run_bot_action(action):
         return action()
     except (DeployerError, PrometheusError, ValueError, KeyError) as error:
         raise fail(str(error.args[0]) if isinstance(error, KeyError) else str(error))
+
+
+def parse_time(text: str, flag: str) -> datetime:
+    """A time given on the command line: RFC 3339 (with a zone) or unix seconds; anything else
+    is an error naming the flag."""
+    try:
+        return datetime.fromtimestamp(float(text), UTC)
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(f"{flag}: {text!r} is neither RFC 3339 (2026-01-05T00:00:00Z) nor unix seconds") from None
+    if value.tzinfo is None:
+        raise fail(f"{flag}: {text!r} needs a time zone, e.g. a trailing Z for UTC")
+    return value.astimezone(UTC)

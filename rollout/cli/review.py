@@ -19,6 +19,7 @@ from rollout.cli.common import (
     app,
     err,
     fail,
+    parse_time,
     say,
 )
 
@@ -88,7 +89,7 @@ def replay(
     from rollout.config import load_policy_file, load_stack_config
     from rollout.review.backfill import BackfillError
     from rollout.review.openmetrics import OpenMetricsError
-    from rollout.review.replay import ReplayError, parse_time, plot, timeline
+    from rollout.review.replay import ReplayError, plot, timeline
     from rollout.review.replay import replay as run_replay
 
     if (stage is None) == (policy is None):
@@ -100,9 +101,9 @@ def replay(
         last_stage = config.stage.name == config.project.stage_order[-1]
     else:
         config = _or_config_error(lambda: load_policy_file(root, policy))
+    started = parse_time(start, "--start")
+    ended = None if end is None else parse_time(end, "--end")
     try:
-        started = parse_time(start, "--start")
-        ended = None if end is None else parse_time(end, "--end")
         result = run_replay(metrics, config, started, ended, last_stage=last_stage)
     except (ReplayError, OpenMetricsError, BackfillError) as error:
         raise fail(str(error))
@@ -129,15 +130,14 @@ def export(
     from rollout.config import load_stack_config
     from rollout.release.prometheus import PrometheusError
     from rollout.review.export import export as export_metrics
-    from rollout.review.replay import ReplayError, parse_time
 
     root = _project(project_dir)
     config = _or_config_error(lambda: load_stack_config(root, config_stage(root)))
+    started, ended = parse_time(start, "--start"), parse_time(end, "--end")
     try:
-        started, ended = parse_time(start, "--start"), parse_time(end, "--end")
         with _prometheus(prometheus) as prom:
             report = export_metrics(prom, config.project.services, started, ended, out_file)
-    except (ReplayError, PrometheusError, ValueError) as error:
+    except (PrometheusError, ValueError) as error:
         raise fail(str(error))
     say(f"wrote {report.samples} samples of {report.series} series ({', '.join(report.families)}) to {out_file}")
 

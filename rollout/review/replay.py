@@ -82,21 +82,6 @@ def _gate(gate: GateResult) -> dict[str, Any]:
     return {key: full[key] for key in ("name", "status", "value", "baseline", "threshold", "message", "evidence")}
 
 
-def parse_time(text: str, flag: str) -> datetime:
-    """RFC 3339 (with a zone) or unix seconds."""
-    try:
-        return datetime.fromtimestamp(float(text), UTC)
-    except ValueError:
-        pass
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ReplayError(f"{flag}: {text!r} is neither RFC 3339 (2026-01-05T00:00:00Z) nor unix seconds") from None
-    if value.tzinfo is None:
-        raise ReplayError(f"{flag}: {text!r} needs a time zone, e.g. a trailing Z for UTC")
-    return value.astimezone(UTC)
-
-
 def check_instants(stage: Stage, start: datetime, end: datetime) -> list[datetime]:
     """Every check instant of the stage from its start to `end` (decision.check_times' grid)."""
     analysis = stage.analysis
