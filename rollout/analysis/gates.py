@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -185,7 +185,7 @@ def _fmt(value: float | None) -> str:
 
 def evaluate_gate(
     name: str, gate: Gate, measured: GateMeasurement | None, evidence: Evidence | None = None,
-    stable_breach: str = "rollback",
+    stable_breach: Literal["rollback", "hold"] = "rollback",
 ) -> GateResult:
     """One gate on one measurement: pass, hold (target missed, no data, or a critical breach on a
     gate with rollback: false) or fail (critical breach). With the judge's evidence: a
@@ -209,8 +209,8 @@ def evaluate_gate(
             if stable_breach == "hold":
                 status = "hold"
                 message += ": holding and paging instead of rolling back (analysis.stableBreach: hold)"
-    return GateResult(**{**result.__dict__, "status": status, "ok": status == "pass", "message": message,
-                         "evidence": evidence, "judged_regression": regression})
+    return replace(result, status=status, ok=status == "pass", message=message, evidence=evidence,
+                   judged_regression=regression)
 
 
 def _worst(a: Verdict, b: Verdict) -> Verdict:
