@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from support.judge_sim import (
+    ALPHA,
+    GATES,
     Scenario,
     clopper_pearson,
     crossings,
@@ -28,7 +30,7 @@ from rollout.analysis.judge import (
     rate_ratio_log_e_paths,
 )
 
-STAGE_ALPHA = 0.01  # the stage's, shared by the four judged gates (support.judge_sim.ALPHA each)
+STAGE_ALPHA = ALPHA * len(GATES)  # the stage's budget: each judged gate spends ALPHA of it
 STAGES, INTERVALS = 1000, 720  # 12-hour stages checked every minute: 720 looks each
 
 

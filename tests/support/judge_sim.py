@@ -16,15 +16,28 @@ from scipy.stats import beta
 
 from rollout.analysis.evidence import Evidence, GateJudge, RateCounts
 from rollout.analysis.judge import first_crossing, rate_ratio_log_e_paths
+from rollout.config import REPO_ROOT, load_policy_file
 from rollout.local.synthetic import LATENCY_BUCKETS
 from rollout.model import Judge
 
 BOUNDARIES = np.array(LATENCY_BUCKETS)
-# the recommended policy's judge (benchmarks/policies/recommended.yaml): alpha 0.01 for the
-# stage shared by four judged gates, these tolerances, at least 5 canary events
-ALPHA = 0.01 / 4
-TOLERANCE = {"errors": 0.5, "latency": 1.0, "failures": 0.5, "fallbacks": 0.5}
-MIN_EVENTS = 5
+# the simulated counts and the gates that judge them
+GATES = {"errors": "error_rate", "latency": "p95_latency_seconds", "failures": "pipelex_success_rate",
+         "fallbacks": "fallback_rate"}
+
+
+def _recommended_judge() -> tuple[float, dict[str, float], int]:
+    """(alpha per gate, tolerances, min canary events) of benchmarks/policies/recommended.yaml,
+    read from the file so the simulations test the policy the benchmarks publish."""
+    stage = load_policy_file(REPO_ROOT, REPO_ROOT / "benchmarks" / "policies" / "recommended.yaml").stage
+    judges = {key: getattr(stage.gates, gate).judge for key, gate in GATES.items()}
+    alphas = {stage.judge_alpha(gate) for gate in GATES.values()}
+    events = {judge.min_canary_events for judge in judges.values()}
+    assert len(alphas) == 1 and len(events) == 1, "the simulator assumes one alpha and one guard for all gates"
+    return alphas.pop(), {key: judge.tolerance for key, judge in judges.items()}, events.pop()
+
+
+ALPHA, TOLERANCE, MIN_EVENTS = _recommended_judge()
 
 
 @dataclass(frozen=True)
