@@ -58,10 +58,6 @@ class Sample:
     value: float
 
 
-# Prometheus refuses a range query of more than 11,000 points per series
-MAX_POINTS = 11_000
-
-
 @dataclass(frozen=True)
 class Series:
     labels: dict[str, str]
@@ -198,6 +194,7 @@ class _Grid:
     start: float  # unix seconds of the first instant
     step: float
     count: int
+    ranged: bool = True  # value() at these instants is answered from range queries
     answers: dict[str, dict[int, list[Sample]]] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)  # what callers compute once per grid
 
@@ -352,8 +349,9 @@ class Prometheus:
         self, expr: str, start: datetime, end: datetime, step_seconds: float
     ) -> list[Series]:
         """Every series of `expr` at start, start + step, ... <= end. A range longer than
-        Prometheus accepts in one query (MAX_POINTS per series: a long stage judged on a fine
-        grid) is asked in consecutive pieces on the same grid and joined per label set."""
+        Prometheus accepts in one query (11,000 points per series; MAX_POINTS leaves a margin:
+        a long stage on a fine grid, a replay) is asked in consecutive pieces on the same grid
+        and joined per label set."""
         step = timedelta(seconds=step_seconds)
         if (end - start) // step + 1 <= MAX_POINTS:
             return self._query_range(expr, start, end, step_seconds)
@@ -402,15 +400,17 @@ class Prometheus:
         query per instant: a tick that re-judges a whole stage (cumulative counting, a replay)
         costs a few queries, not thousands. A range query evaluates its expression at
         start + k x step exactly as an instant query at that time would: same values."""
-        if len(instants) < GRID_MIN_INSTANTS or self._grid is not None:
-            yield  # a handful of instants (the usual tick): instant queries cost as little
+        if not instants or self._grid is not None:
+            yield
             return
-        step = (instants[1] - instants[0]).total_seconds()
+        step = (instants[1] - instants[0]).total_seconds() if len(instants) > 1 else 1.0
         if step <= 0 or any(
             abs((b - a).total_seconds() - step) > 1e-3 for a, b in zip(instants, instants[1:])
         ):
             raise ValueError("grid instants must be evenly spaced, oldest first")
-        self._grid = _Grid(instants[0].timestamp(), step, len(instants))
+        # a handful of instants (the usual tick): instant queries cost as little, but the memo
+        # still spares the judge's range queries from the stage start at every check
+        self._grid = _Grid(instants[0].timestamp(), step, len(instants), ranged=len(instants) >= GRID_MIN_INSTANTS)
         try:
             yield
         finally:
@@ -426,19 +426,17 @@ class Prometheus:
         assert grid is not None
         if expr not in grid.answers:
             answers: dict[int, list[Sample]] = {}
-            for first in range(0, grid.count, MAX_POINTS):
-                last = min(grid.count, first + MAX_POINTS) - 1
-                start = datetime.fromtimestamp(grid.start + first * grid.step, UTC)
-                end = datetime.fromtimestamp(grid.start + last * grid.step, UTC)
-                for series in self.query_range(expr, start, end, grid.step):
-                    for t, v in series.points:
-                        answers.setdefault(round((t - grid.start) / grid.step), []).append(Sample(series.labels, v))
+            start = datetime.fromtimestamp(grid.start, UTC)
+            end = datetime.fromtimestamp(grid.start + (grid.count - 1) * grid.step, UTC)
+            for series in self.query_range(expr, start, end, grid.step):  # split when long
+                for t, v in series.points:
+                    answers.setdefault(round((t - grid.start) / grid.step), []).append(Sample(series.labels, v))
             grid.answers[expr] = answers
         return grid.answers[expr].get(index, [])
 
     def value(self, expr: str, at: datetime | None = None) -> float | None:
         """The one value of a query that names one series; None when there is no series."""
-        index = None if self._grid is None or at is None else self._grid.index(at)
+        index = None if self._grid is None or not self._grid.ranged or at is None else self._grid.index(at)
         samples = self.query(expr, at) if index is None else self._grid_samples(expr, index)
         if not samples:
             return None

@@ -113,3 +113,27 @@ def test_each_counter_is_read_once_per_check_even_when_gates_share_it(live: Live
                               at - timedelta(seconds=8), at)
     assert set(evidence) == set(gates.JUDGEABLE)
     assert live.prom.queries - before == 6
+
+
+def test_a_usual_tick_of_three_checks_reads_the_judges_counts_once(live: LiveStack) -> None:
+    """The bot re-judges its last few checks every tick (ReleaseBot.recent_checks, inside
+    Prometheus.grid): the gates' instant queries are made per check, the judge's range queries
+    from the stage start only once for all of them."""
+    stage, service = live.config.stage, live.service("genesis-healthy")
+    newest = datetime.fromtimestamp(math.floor(time.time()) - 1, UTC)
+    instants = [newest - timedelta(seconds=s) for s in (2, 1, 0)]
+    since = newest - timedelta(seconds=8)
+
+    def queries(grid: bool) -> int:
+        before = live.prom.queries
+        if grid:
+            with live.prom.grid(instants):
+                for at in instants:
+                    measure(live.prom, stage, service, at, since=since)
+        else:
+            for at in instants:
+                measure(live.prom, stage, service, at, since=since)
+        return live.prom.queries - before
+
+    judge_queries = 3  # errors, requests, latency buckets (two judged gates)
+    assert queries(grid=False) - queries(grid=True) == 2 * judge_queries
