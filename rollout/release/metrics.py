@@ -69,8 +69,8 @@ class BotMetrics:
         self.weight.labels(**labels).set(outcome.state.weight)
         for action in ACTIONS:
             self.decision.labels(**labels, action=action).set(int(outcome.decision.action == action))
-        for metric in (self.gate, self.evidence, self.threshold, self.ratio):
-            metric.clear()
+        for metric in (self.verdict, self.gate, self.evidence, self.threshold, self.ratio):
+            metric.clear()  # a tick without checks (weight 0) must not keep the last verdict
         if outcome.checks:
             newest = outcome.checks[-1]
             self.verdict.labels(**labels).set(VERDICT_VALUE[newest.verdict])

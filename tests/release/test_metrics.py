@@ -55,6 +55,7 @@ def test_the_next_tick_replaces_the_last_ones_stage_and_verdicts() -> None:
     assert sample(metrics, "rollout_stage_info", stage="gradual") is None  # one stage at a time
     assert sample(metrics, "rollout_stage_info", stage="stable") == 1
     assert sample(metrics, "rollout_gate_verdict", gate="error_rate") is None
+    assert sample(metrics, "rollout_check_verdict") is None  # no check this tick: no stale verdict
     assert sample(metrics, "rollout_decision", action="rollback") == 0
 
 
