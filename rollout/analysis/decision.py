@@ -140,6 +140,9 @@ def decide(
     )
 
 
+EVERY_CHECK = 1 << 62  # check_times(count=...): every check of the stage
+
+
 def check_times(
     stage: Stage, started_at: datetime, now: datetime, count: int | None = None
 ) -> list[datetime]:
@@ -155,7 +158,7 @@ def check_times(
     if count is None:
         count = max(analysis.consecutive_failures, analysis.passing_checks_to_promote)
         if analysis.cumulative_failures is not None:
-            count = 1 << 62  # all of them
+            count = EVERY_CHECK
     interval = analysis.check_interval
     first = max(1, math.ceil(analysis.rate_window / interval))
     latest = math.floor((now - started_at) / interval)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rollout.analysis.decision import decide
+from rollout.analysis.decision import EVERY_CHECK, check_times, decide
 from rollout.analysis.gates import CheckResult, GateResult
 from rollout.model import ServiceConfig, StackConfig, Stage, format_duration
 from rollout.release.bot import check_services
@@ -82,14 +82,6 @@ def _gate(gate: GateResult) -> dict[str, Any]:
     return {key: full[key] for key in ("name", "status", "value", "baseline", "threshold", "message", "evidence")}
 
 
-def check_instants(stage: Stage, start: datetime, end: datetime) -> list[datetime]:
-    """Every check instant of the stage from its start to `end` (decision.check_times' grid)."""
-    analysis = stage.analysis
-    first = max(1, math.ceil(analysis.rate_window / analysis.check_interval))
-    count = math.floor((end - start) / analysis.check_interval) - first + 1
-    return [start + (first + k) * analysis.check_interval for k in range(max(0, count))]
-
-
 def _services(config: StackConfig, report: FileReport, path: Path) -> list[ServiceConfig]:
     present = [s for s in config.project.services if (s.namespace, s.name) in report.services]
     if not present:
@@ -133,7 +125,7 @@ class ReplaySession:
             raise ReplayError(f"--start {_rfc3339(start)} is after the end of the replay {_rfc3339(end)} "
                               "(the file's last sample unless --end is given)")
         services = _services(config, self.report, self.path)
-        instants = check_instants(stage, start, end)
+        instants = check_times(stage, start, end, count=EVERY_CHECK)  # the bot's grid, all of it
         if not instants:
             raise ReplayError(f"no check fits between --start and the end: the stage checks every "
                               f"{format_duration(stage.analysis.check_interval)} once a "

@@ -21,12 +21,12 @@ from pathlib import Path
 from support.live import compressed_config, live_stack
 from typer.testing import CliRunner
 
-from rollout.analysis.decision import decide
+from rollout.analysis.decision import EVERY_CHECK, check_times, decide
 from rollout.cli import app
 from rollout.monitoring.alert_rules import recording_interval
 from rollout.release.bot import check_services
 from rollout.review.openmetrics import check_file
-from rollout.review.replay import check_instants, replay
+from rollout.review.replay import replay
 
 APP = "genesis"
 
@@ -41,7 +41,7 @@ def test_a_replay_of_exported_metrics_gives_the_live_bots_verdicts(tmp_path: Pat
         live.workloads[(APP, "canary")].set_profile("bad")
         time.sleep(14)
         end = datetime.fromtimestamp(math.floor(time.time()) - 2, UTC)
-        instants = check_instants(stage, start, end)
+        instants = check_times(stage, start, end, count=EVERY_CHECK)  # the live bot's grid
         live_checks = [check_services(config.project.services, live.prom, stage, at, since=start) for at in instants]
 
         exported = tmp_path / "exported.om"
