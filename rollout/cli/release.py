@@ -80,9 +80,8 @@ def status(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Stage, weight, time in stage, the last verdicts, and who paused, approved or froze what."""
-    from rollout.analysis.decision import decide
     from rollout.analysis.policy import promotion_block
-    from rollout.release.bot import ReleaseBot, TickOutcome, utcnow
+    from rollout.release.bot import ReleaseBot, TickOutcome, next_decision, utcnow
     from rollout.release.controls import read_controls
 
     root = _project(project_dir)
@@ -95,7 +94,7 @@ def status(
         bot = ReleaseBot(release, deployer, _prometheus(prometheus))
         checks = _run_bot_action(lambda: bot.recent_checks(stage, state.since, utcnow()))
     now = utcnow()
-    decision = decide(stage, state.since, now, checks, last_stage=release.next_stage(stage.name) is None)
+    decision = next_decision(release, state, now, checks)
     target = release.next_stage(stage.name)
     controls = read_controls(state.tags, target.name if target else None, state.head_version)
     block = promotion_block(release.project.release_policy, target, now, controls) if target else None

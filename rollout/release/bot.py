@@ -153,6 +153,21 @@ def check_services(
     return merge_service_checks(stage, results)
 
 
+def next_decision(release: Release, state: DeployedState, now: datetime, checks: Sequence[CheckResult]) -> Decision:
+    """What the bot decides on these checks: the stage's rules, then the operator controls and
+    the release policy, which can only turn a promotion into a wait. Pure; the one place for
+    `tick`, `rollout status` and the daily report."""
+    stage = release.stage(state.stage)
+    target = release.next_stage(stage.name)
+    decision = decide(stage, state.since, now, checks, last_stage=target is None)
+    if decision.action == "promote" and target is not None:
+        controls = read_controls(state.tags, target.name, state.head_version)
+        block = promotion_block(release.project.release_policy, target, now, controls)
+        if block:
+            decision = dataclasses.replace(decision, action="wait", reason=f"{decision.reason}, but {block}")
+    return decision
+
+
 class ReleaseBot:
     def __init__(
         self,
@@ -206,14 +221,8 @@ class ReleaseBot:
         stage = self.release.stage(state.stage)
         now = self.clock()
         checks = [] if stage.weight == 0 else self.recent_checks(stage, state.since, now)
-        is_last = self.release.next_stage(stage.name) is None
-        decision = decide(stage, state.since, now, checks, last_stage=is_last)
+        decision = next_decision(self.release, state, now, checks)
         target = self.release.next_stage(stage.name)
-        if decision.action == "promote" and target is not None:
-            controls = read_controls(state.tags, target.name, state.head_version)
-            block = promotion_block(self.release.project.release_policy, target, now, controls)
-            if block:
-                decision = dataclasses.replace(decision, action="wait", reason=f"{decision.reason}, but {block}")
         outcome = TickOutcome(state=state, decision=decision, checks=checks)
         if decision.action == "promote":
             assert target is not None  # decide() says 'complete' at the last stage

@@ -23,10 +23,11 @@ from typing import Any, Mapping, Sequence
 
 import httpx
 
-from rollout.analysis.decision import Decision, check_times, decide
+from rollout.analysis.decision import Decision, check_times
 from rollout.analysis.gates import CheckResult
 from rollout.model import EmailReceiver, Release, format_duration
 from rollout.monitoring.names import ROLLOUT_LABEL, ROLLOUT_VALUE
+from rollout.release.bot import next_decision
 from rollout.release.deployer import DeployedState, parse_update_message
 from rollout.release.notify import NotifyError, Secret, read_token
 from rollout.release.report import format_value, redact, unit_of
@@ -149,18 +150,23 @@ def compose(
     now: datetime,
     window: timedelta = WINDOW,
 ) -> DailyStatus:
-    """`check(stage, at, since)` runs one check (ReleaseBot.check): the unchanged gate code."""
+    """`check(stage, at, since)` runs one check (ReleaseBot.check): the unchanged gate code. The
+    report shows the window's checks; the next decision is the bot's own (next_decision) on the
+    checks the bot judges, all of the stage's when failures are counted cumulatively."""
     stage = release.stage(state.stage)
     start = now - window
     checks: list[CheckResult] = []
+    judged: list[CheckResult] = []
     if stage.weight > 0:
         span = now - max(start, state.since)
         count = max(0, int(span / stage.analysis.check_interval))
-        instants = check_times(stage, state.since, now, count) if count else []
+        shown = check_times(stage, state.since, now, count) if count else []
+        bots = check_times(stage, state.since, now)
+        instants = bots if len(bots) > len(shown) else shown  # both end at the same check
         with prometheus.grid(instants):  # a day of checks: one range query per expression
-            checks = [check(stage, at, state.since) for at in instants]
-    is_last = release.next_stage(stage.name) is None
-    decision = decide(stage, state.since, now, checks, last_stage=is_last)
+            judged = [check(stage, at, state.since) for at in instants]
+        checks = judged[len(judged) - len(shown):]
+    decision = next_decision(release, state, now, judged)
     return DailyStatus(
         app=release.project.services[0].name,
         at=now,

@@ -7,6 +7,7 @@ SMTP and Slack from the bot itself, composed from a real Prometheus fed by synth
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -139,15 +140,21 @@ def test_the_daily_status_arrives_by_mail_with_its_plot_and_in_slack(outside, tm
     with live_stack(config, {"genesis": "healthy"}) as live:
         live.wait_for_full_window()
         now = datetime.now(UTC)
-        state = DeployedState(stage="canary", weight=10, since=now - timedelta(seconds=20))
+        state = DeployedState(stage="canary", weight=10, since=now - timedelta(seconds=40))  # past the 30 s hold
         bot = ReleaseBot(release, None, live.prom)  # type: ignore[arg-type]  # checks only, no deployer
         status = daily.compose(release, state, [], bot.check, live.prom, now, window=timedelta(seconds=10))
+        paused = dataclasses.replace(state, tags={"rollout:paused": "by bob at 2026-11-30T09:00:00Z: INC-9"})
+        held = daily.compose(release, paused, [], bot.check, live.prom, now, window=timedelta(seconds=10))
         markdown, png = daily.write(status, tmp_path)
         monkeypatch.setenv("SMTP_PASSWORD", SMTP_PASSWORD)
         monkeypatch.setenv("SLACK_WEBHOOK_URL", outside.slack.url + "daily")
         done = daily.deliver(status, markdown, png, email)
     assert done == ["e-mailed to team@genesis.com", "posted to Slack"]
-    assert sum(status.counts.values()) == len(status.checks) >= 5
+    assert len(status.checks) >= 5  # the window's checks only, from the bot's grid
+    assert all(now - timedelta(seconds=10) <= datetime.fromisoformat(c.at) <= now for c in status.checks)
+    # the next action is the bot's: promote after the hold, but a pause turns it into a wait
+    assert status.decision.action == "promote", status.decision.reason
+    assert held.decision.action == "wait" and "paused by bob" in held.decision.reason
     mail = outside.mailbox.wait_for(lambda m: "daily status" in m["Subject"])
     assert mail["Subject"].strip().startswith("Genesis rollout daily status") and "canary (10%)" in mail["Subject"]
     (attachment,) = [part for part in mail.iter_attachments()]
