@@ -50,7 +50,6 @@ class Row:
     transient: bool
     onset: timedelta | None
     hold: timedelta
-    seconds: float
 
     @property
     def delay(self) -> timedelta | None:
@@ -98,10 +97,9 @@ def run_dataset(job: tuple[str, int, dict[str, StackConfig]]) -> list[Row]:
         services = next(iter(policies.values())).project.services
         with ReplaySession(path, services, Path(tmp)) as session:
             for policy, config in policies.items():
-                clock = time.perf_counter()
                 result = session.judge(config, spec.start)
                 rows.append(Row(name, seed, policy, result.action, result.decided_after, spec.regression,
-                                spec.transient, spec.onset, config.stage.analysis.hold, time.perf_counter() - clock))
+                                spec.transient, spec.onset, config.stage.analysis.hold))
     return rows
 
 

@@ -196,10 +196,6 @@ class ScenarioSpec:
     def start_ts(self) -> int:
         return int(self.start.timestamp())
 
-    @property
-    def end_ts(self) -> int:
-        return self.start_ts + int(self.duration.total_seconds())
-
 
 # --------------------------------------------------------------------------- simulation
 
@@ -213,28 +209,15 @@ class TrackData:
     gauges: dict[str, np.ndarray]  # family -> (P, N) float64
     buckets: np.ndarray  # (P, N, len(LATENCY_BUCKETS)+1) int64 cumulative in le and time
     duration_sum: np.ndarray  # (P, N) float64 cumulative
-    requests: np.ndarray  # (P, N) int64 increments, for oracles/tests
-    errors: np.ndarray  # (P, N) int64 increments
     alive: np.ndarray  # (P, N) bool: the pod runs (ready), scraped or not
-
-    @property
-    def count(self) -> np.ndarray:
-        return self.buckets[:, :, -1]
 
 
 @dataclass
 class Simulation:
     spec: ScenarioSpec
-    seed: int
     t: np.ndarray  # (N,) seconds from the stage start
     timestamps: np.ndarray  # (N,) unix seconds
     tracks: dict[str, TrackData] = field(default_factory=dict)
-
-    @property
-    def samples(self) -> int:
-        per_pod = 4 + 2 + len(LATENCY_BUCKETS) + 3 + (1 if self.spec.errors_counter else 0)
-        ksm = 2 * len(self.t) * len(self.tracks) if self.spec.kube_state_metrics else 0
-        return int(sum(d.present.sum() for d in self.tracks.values())) * per_pod + ksm
 
 
 def _active(t: np.ndarray, fault: Fault, end: timedelta) -> tuple[np.ndarray, np.ndarray]:
@@ -353,20 +336,18 @@ def _simulate_track(spec: ScenarioSpec, track: str, t: np.ndarray, rng: np.rando
         },
         buckets=np.cumsum(np.cumsum(bucket_inc, axis=2), axis=1),
         duration_sum=np.round(np.cumsum(sum_inc, axis=1), 4),
-        requests=requests,
-        errors=errors,
         alive=alive,
     )
 
 
-def simulate(spec: ScenarioSpec, seed: int | None = None) -> Simulation:
-    seed = spec.seed if seed is None else seed
+def simulate(spec: ScenarioSpec) -> Simulation:
+    seed = spec.seed
     dt = spec.scrape_interval.total_seconds()
     n = int(spec.duration.total_seconds() // dt) + 1  # both ends included
     t = np.arange(n) * dt
     ts = spec.start_ts + t
     timestamps = ts.astype(np.int64) if float(dt).is_integer() else ts
-    sim = Simulation(spec, seed, t, timestamps)
+    sim = Simulation(spec, t, timestamps)
     for i, track in enumerate(TRACKS):
         if spec.pods(track) > 0:
             sim.tracks[track] = _simulate_track(spec, track, t, np.random.default_rng([seed, i]))
@@ -422,10 +403,10 @@ def write_openmetrics(sim: Simulation, path: Path | str) -> OpenMetricsWriter:
     return w
 
 
-def generate(spec: ScenarioSpec, path: Path | str, seed: int | None = None) -> dict[str, float]:
+def generate(spec: ScenarioSpec, path: Path | str) -> dict[str, float]:
     """simulate + write; returns timings and sizes."""
     t0 = time.perf_counter()
-    sim = simulate(spec, seed)
+    sim = simulate(spec)
     t1 = time.perf_counter()
     w = write_openmetrics(sim, path)
     t2 = time.perf_counter()
@@ -553,8 +534,6 @@ LIBRARY: dict[str, ScenarioSpec] = {
         ),
     ]
 }
-# the scenarios where a rollback is wrong: the benchmark runs them with many seeds
-NO_REGRESSION = tuple(name for name, spec in LIBRARY.items() if not spec.regression and not spec.transient)
 
 
 def speed_spec(pods: int = 10, hours: float = 48) -> ScenarioSpec:

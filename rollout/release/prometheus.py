@@ -447,9 +447,6 @@ class Prometheus:
 
     # ------------------------------------------------------------------ preflight helpers
 
-    def ready(self) -> bool:
-        return self.ready_status() == 200
-
     def ready_status(self) -> int | str:
         """The HTTP status of /-/ready, or why there is none (secrets redacted)."""
         try:

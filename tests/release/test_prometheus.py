@@ -111,4 +111,4 @@ def test_unreachable_is_an_error() -> None:
     prom = Prometheus("http://127.0.0.1:9", timeout=0.5, retries=1, backoff=0.01)
     with pytest.raises(PrometheusError, match="unreachable .* \\(after 2 attempts\\)"):
         prom.query("up")
-    assert prom.ready() is False
+    assert prom.ready_status() == "ConnectError: [Errno 111] Connection refused"  # a reason, never a 200
