@@ -256,7 +256,7 @@ def main() -> None:
         print(f"\nTargets, policy {TARGET_POLICY}:\n\n| target | | measured |\n|---|---|---|")
         print("\n".join(met))
     if args.search:
-        print("\nSearch, fastest first among those without a false rollback:\n")
+        print("\nSearch, fewest false rollbacks and missed faults first, then fastest:\n")
         print("\n".join(search_table(rows, [p for p in policies if p not in POLICIES])))
     if args.png:
         plot(rows, list(POLICIES), args.png)
