@@ -20,10 +20,11 @@ import numpy as np
 from rollout.analysis.signals import DEPLOYMENT_FAMILIES, RAW_FAMILIES
 from rollout.model import ServiceConfig
 from rollout.release.prometheus import Prometheus
-from rollout.review.openmetrics import OpenMetricsWriter
+from rollout.review.openmetrics import SUFFIXES, OpenMetricsWriter
 
 CHUNK = timedelta(hours=2)  # one range selector per chunk keeps each answer small
-SAMPLE_NAMES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+# what Prometheus stores of each kind: OpenMetrics' suffixes but _created (not scraped as a series)
+SAMPLE_NAMES = {kind: tuple(s for s in SUFFIXES[kind] if s != "_created") for kind in ("counter", "gauge", "histogram")}
 DEPLOYMENT_NAMES = {name for name, _, _ in DEPLOYMENT_FAMILIES}
 
 
