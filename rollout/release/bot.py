@@ -66,7 +66,11 @@ class StageChange:
     checks: Sequence[CheckResult]
     applied: ApplyResult | None
     error: str | None = None  # why it could not be applied
-    version: int | None = None  # the stack update that applied it
+
+    @property
+    def version(self) -> int | None:
+        """The stack update that applied it."""
+        return None if self.applied is None else self.applied.version
 
 
 class ReleaseHook(Protocol):
@@ -286,7 +290,7 @@ class ReleaseBot:
         return StageChange(
             action=action, source=source or outcome.state.stage, target=target, reason=reason,
             started_at=outcome.state.since, at=at, checks=outcome.checks, applied=applied,
-            error=error, version=None if applied is None else applied.version,
+            error=error,
         )
 
     def _change(
@@ -331,7 +335,6 @@ class ReleaseBot:
         change = StageChange(
             action=parsed.action, source=parsed.source or parsed.target, target=parsed.target,
             reason=parsed.reason, started_at=None, at=state.head_finished, checks=[], applied=applied,
-            version=state.head_version,
         )
         outcome.effects.append(f"finishing the notifications of update {state.head_version}: {state.head_message}")
         if self._notify(outcome, change):

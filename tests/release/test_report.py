@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -142,7 +143,7 @@ def test_missing_data_shows_as_no_data_and_stage_report_title(release, tmp_path:
 
 def test_reports_never_carry_credentials(release, tmp_path: Path) -> None:
     change = rollback_change(release)
-    leaky = StageChange(**{**change.__dict__, "reason": "Prometheus at https://bot:hunter2@prom.example/ said Bearer abc.def token=s3cr3t"})
+    leaky = dataclasses.replace(change, reason="Prometheus at https://bot:hunter2@prom.example/ said Bearer abc.def token=s3cr3t")
     text = write_report(report_for_change(leaky, release, "genesis"), tmp_path).read_text()
     for secret in ("hunter2", "abc.def", "s3cr3t"):
         assert secret not in text
