@@ -131,22 +131,30 @@ class PrometheusAuth:
 
     def client_options(self, url_credentials: tuple[str, str] | None) -> dict[str, Any]:
         """httpx.Client keyword arguments; reads the secret files (ValueError names the file)."""
+        return self.connection(url_credentials)[0]
+
+    def connection(self, url_credentials: tuple[str, str] | None) -> tuple[dict[str, Any], list[str]]:
+        """(httpx.Client keyword arguments, the secret values to keep out of every message),
+        each secret file read once."""
         options: dict[str, Any] = {"headers": dict(self.headers)}
+        secrets = [url_credentials[1]] if url_credentials else []
         if self.bearer_token_file and (self.basic_auth_file or url_credentials):
             raise ValueError("a bearer token and basic auth exclude each other")
         if self.bearer_token_file:
             token = _read_secret(self.bearer_token_file, "PROMETHEUS_BEARER_TOKEN_FILE")
             options["headers"]["Authorization"] = f"Bearer {token}"
+            secrets.append(token)
         elif self.basic_auth_file:
             user, sep, password = _read_secret(self.basic_auth_file, "PROMETHEUS_BASIC_AUTH_FILE").partition(":")
             if not sep:
                 raise ValueError(f"PROMETHEUS_BASIC_AUTH_FILE: {self.basic_auth_file} must hold user:password")
             options["auth"] = httpx.BasicAuth(user, password)
+            secrets.append(password)
         elif url_credentials:
             options["auth"] = httpx.BasicAuth(*url_credentials)
         if self.ca_file or self.client_cert_file or self.client_key_file:
             options["verify"] = self.tls_context()
-        return options
+        return options, [v for v in secrets if v]
 
     def tls_context(self) -> ssl.SSLContext:
         """Server verification against the CA bundle (or the system's), plus the client
@@ -166,15 +174,6 @@ class PrometheusAuth:
                     f"PROMETHEUS_CLIENT_CERT_FILE/PROMETHEUS_CLIENT_KEY_FILE: cannot load {files}: {_ssl_reason(err)}"
                 ) from None
         return context
-
-    def secrets(self) -> list[str]:
-        """Secret values to keep out of every message."""
-        out = []
-        if self.bearer_token_file:
-            out.append(_read_secret(self.bearer_token_file, "PROMETHEUS_BEARER_TOKEN_FILE"))
-        if self.basic_auth_file:
-            out.append(_read_secret(self.basic_auth_file, "PROMETHEUS_BASIC_AUTH_FILE").partition(":")[2])
-        return out
 
 
 def _number(raw: Any, url: str, query: str) -> float:
@@ -234,8 +233,8 @@ class Prometheus:
         self._deadline: float | None = None
         self._grid: _Grid | None = None
         auth = auth or PrometheusAuth()
-        self._secrets = [v for v in (*auth.secrets(), credentials[1] if credentials else "") if v]
-        self._client = client or httpx.Client(timeout=timeout, **auth.client_options(credentials))
+        options, self._secrets = auth.connection(credentials)
+        self._client = client or httpx.Client(timeout=timeout, **options)
 
     def close(self) -> None:
         self._client.close()
