@@ -42,10 +42,9 @@ from typing import Literal
 import numpy as np
 
 from rollout.analysis.signals import DEPLOYMENT_FAMILIES, RAW_FAMILIES
-from rollout.local.synthetic import LATENCY_BUCKETS
+from rollout.local.synthetic import LATENCY_BUCKETS, TRACKS
 from rollout.review.openmetrics import OpenMetricsWriter
 
-TRACKS = ("stable", "canary")
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
 
@@ -421,7 +420,7 @@ def generate(spec: ScenarioSpec, path: Path | str) -> dict[str, float]:
 # --------------------------------------------------------------------------- library
 
 LIB_DURATION = 49 * H  # the 48h hold plus an hour, so a late promotion shows
-BOTH = ("stable", "canary")
+BOTH = TRACKS  # a fault on both tracks: shared by stable and canary
 # a faster service whose healthy P95 is 90 ms, for the relative comparisons (issue: P95 x2)
 FAST = Baseline(latency_floor_seconds=0.015, latency_extra_mean_seconds=0.025)
 
