@@ -218,6 +218,7 @@ def start_prometheus(
     alertmanager_url: str | None = None,
     web_config: Mapping[str, Any] | None = None,
     client_options: Mapping[str, Any] | None = None,
+    data_dir: Path | None = None,
     timeout: float = 30.0,
 ) -> Running:
     """Start the real `prometheus` binary on 127.0.0.1.
@@ -226,6 +227,9 @@ def start_prometheus(
     Rule groups with their own `interval` keep it; eval_interval is the default.
     web_config: a --web.config.file document (tls_server_config, basic_auth_users); with TLS
     the URL is https, and client_options (httpx verify/auth) are how the ready check gets in.
+    data_dir: an existing TSDB to serve (backfilled blocks) instead of a fresh one, kept 100
+    years: Prometheus counts retention from the newest block, and the default 15 days would
+    delete a replayed stage at start.
     """
     binary = require_binary("prometheus")
     tmp = tempfile.TemporaryDirectory(prefix="rollout-prometheus-")
@@ -253,7 +257,8 @@ def start_prometheus(
         return [
             binary,
             f"--config.file={config_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--storage.tsdb.path={data_dir or workdir / 'data'}",
+            *(["--storage.tsdb.retention.time=100y"] if data_dir else []),
             f"--web.listen-address={HOST}:{port}",
             "--web.enable-lifecycle",
             "--log.level=warn",
@@ -265,25 +270,8 @@ def start_prometheus(
 
 
 def serve_tsdb(data_dir: Path, *, timeout: float = 60.0) -> Running:
-    """The real `prometheus` on 127.0.0.1 serving an existing TSDB directory (backfilled
-    blocks), scraping nothing. Retention is 100 years: Prometheus counts retention from the
-    newest block, and the default 15 days would delete a replayed stage at start."""
-    binary = require_binary("prometheus")
-    tmp = tempfile.TemporaryDirectory(prefix="rollout-tsdb-")
-    config_path = Path(tmp.name) / "prometheus.yml"
-    config_path.write_text("global:\n  scrape_interval: 1m\nscrape_configs: []\n")
-
-    def argv(workdir: Path, port: int) -> list[str]:
-        return [
-            binary,
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={data_dir}",
-            "--storage.tsdb.retention.time=100y",
-            f"--web.listen-address={HOST}:{port}",
-            "--log.level=warn",
-        ]
-
-    return _start("prometheus", argv, tmp, timeout)
+    """The real `prometheus` on 127.0.0.1 serving an existing TSDB directory, scraping nothing."""
+    return start_prometheus(data_dir=data_dir, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- Alertmanager
