@@ -335,17 +335,19 @@ def alert_rules(
 # --------------------------------------------------------------------------- public API
 
 
+def recording_group(stage: Stage) -> dict[str, Any]:
+    """The stage's recording rules as one rule group (the alerts read them; so does a replay)."""
+    return {"name": RECORDING_GROUP, "interval": format_duration(recording_interval(stage)),
+            "rules": recording_rules(stage)}
+
+
 def rule_groups(
     stage: Stage, monitoring: MonitoringConfig, services: Sequence[ServiceConfig]
 ) -> dict[str, Any]:
     """The rule file document {"groups": [...]}; also the `spec` of a PrometheusRule."""
     return {
         "groups": [
-            {
-                "name": RECORDING_GROUP,
-                "interval": format_duration(recording_interval(stage)),
-                "rules": recording_rules(stage),
-            },
+            recording_group(stage),
             {
                 "name": ALERT_GROUP,
                 "interval": format_duration(stage.analysis.check_interval),

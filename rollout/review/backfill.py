@@ -33,12 +33,8 @@ from typing import Iterator
 
 import yaml
 
-from rollout.model import Stage, format_duration
-from rollout.monitoring.alert_rules import (
-    RECORDING_GROUP,
-    recording_interval,
-    recording_rules,
-)
+from rollout.model import Stage
+from rollout.monitoring.alert_rules import recording_group
 from rollout.review.localstack import Running, require_binary, serve_tsdb
 
 RULE_FILE = "recording.rules.yaml"  # one fixed name: the evaluation offset depends on it
@@ -73,13 +69,9 @@ def backfill_openmetrics(path: Path, data_dir: Path, min_ts: float, max_ts: floa
          "promtool tsdb create-blocks-from openmetrics")
 
 
-def write_recording_rules(stage: Stage, directory: Path) -> Path:
+def recording_rule_file(stage: Stage) -> str:
     """The stage's recording group as a plain rule file (what promtool reads)."""
-    group = {"name": RECORDING_GROUP, "interval": format_duration(recording_interval(stage)),
-             "rules": recording_rules(stage)}
-    path = directory / RULE_FILE
-    path.write_text(yaml.safe_dump({"groups": [group]}, sort_keys=False, width=10_000))
-    return path
+    return yaml.safe_dump({"groups": [recording_group(stage)]}, sort_keys=False, width=10_000)
 
 
 def backfill_rules(rule_file: Path, url: str, start: int, end: int, out_dir: Path) -> None:
@@ -116,13 +108,14 @@ class Backfill:
         self._raw_server: Running | None = None
 
     def _rule_blocks(self, stage: Stage, end: int) -> Path:
-        rules = yaml.safe_dump(recording_rules(stage), sort_keys=True) + format_duration(recording_interval(stage))
-        key = (rules, end)
+        rules = recording_rule_file(stage)
+        key = (rules, end)  # stages with the same window and interval share their rule blocks
         if key not in self._rules:
             directory = self.workdir / f"rules-{len(self._rules)}"
             blocks = directory / "blocks"
             blocks.mkdir(parents=True)
-            rule_file = write_recording_rules(stage, directory)
+            rule_file = directory / RULE_FILE
+            rule_file.write_text(rules)
             if self._raw_server is None:
                 self._raw_server = serve_tsdb(self.raw)
             backfill_rules(rule_file, self._raw_server.url, self.first, end, blocks)
