@@ -1,5 +1,5 @@
 """The release bot end to end against a REAL Prometheus fed by synthetic Genesis pods, deploying
-through the REAL Automation API. Only the Pulumi CLI is a stand-in (tests/support/fake_pulumi: it cannot
+through the REAL Automation API. Only the Pulumi CLI is a stand-in (rollout/local/pulumi_standin: it cannot
 be installed here); the stage files it is handed are the repo's own.
 
 The bot is given the repo's release with compressed timing (1 s checks, 10 s window, 30 s hold)

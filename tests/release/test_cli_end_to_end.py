@@ -3,7 +3,7 @@ and an operator run them: the Typer CLI in-process on a project directory (the r
 Pulumi.yaml and stage files, analysis compressed to 1 s checks and a 30 s hold), a REAL
 Prometheus fed by synthetic Genesis pods, a REAL Alertmanager delivering to a webhook
 receiver, and the real Automation API driving the recording Pulumi CLI stand-in
-(tests/support/fake_pulumi: the Pulumi CLI cannot be installed here).
+(rollout/local/pulumi_standin: the Pulumi CLI cannot be installed here).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A canary whose pods never become ready is rolled back, end to end: a REAL Prometheus scrapes
 the kube-state-metrics stand-in (it reports 0 of 1 canary pods ready) and a canary that exports
 nothing, with the stage's real rules; the bot ticks through the REAL Automation API. Stand-ins:
-the Pulumi CLI (tests/support/fake_pulumi) and kube-state-metrics (no cluster runs here).
+the Pulumi CLI (rollout/local/pulumi_standin) and kube-state-metrics (no cluster runs here).
 Compressed timing: 1 s checks, a 10 s window, a 5 s progress deadline."""
 
 from __future__ import annotations

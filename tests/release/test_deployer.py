@@ -1,6 +1,6 @@
 """PulumiDeployer through the real Automation API (pulumi 3.272) against a recording CLI stand-in.
 
-The Pulumi CLI cannot be installed here, so `tests/support/fake_pulumi/bin/pulumi` stands in for it at
+The Pulumi CLI cannot be installed here, so `rollout/local/pulumi_standin/bin/pulumi` stands in for it at
 the process boundary: everything above it (LocalWorkspace, Stack.up/preview/history/outputs,
 the SDK's error mapping, its version check) is the real SDK code.
 """

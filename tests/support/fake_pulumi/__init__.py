@@ -1,4 +1,5 @@
-"""Test harness around the recording Pulumi CLI stand-in in `bin/pulumi`.
+"""Test harness around the recording Pulumi CLI stand-in (rollout/local/pulumi_standin/bin/pulumi;
+the demo's sandbox runs it too).
 
 The Pulumi CLI cannot be installed here, so the deployer's tests run the real Automation API
 against this stand-in: `FakePulumi` seeds the stand-in's stack state, puts it first on PATH and
@@ -8,14 +9,14 @@ reads back every command the SDK ran.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent  # PulumiCommand(root=ROOT) runs ROOT/bin/pulumi
-BIN = ROOT / "bin"
-REPO = ROOT.parents[2]
+from rollout.local.pulumi_standin import BIN, LOG_ENV, ROOT, STATE_ENV, read_state, search_path, stack_state, write_state
+
+REPO = Path(__file__).resolve().parents[3]
+__all__ = ["BIN", "REPO", "ROOT", "FakePulumi", "history_time", "update"]
 
 
 def history_time(value: datetime) -> str:
@@ -51,10 +52,9 @@ class FakePulumi:
     def __init__(self, tmp_path: Path, monkeypatch: Any) -> None:
         self.state_file = tmp_path / "fake-pulumi-state.json"
         self.log_file = tmp_path / "fake-pulumi-calls.jsonl"
-        monkeypatch.setenv("FAKE_PULUMI_STATE", str(self.state_file))
-        monkeypatch.setenv("FAKE_PULUMI_LOG", str(self.log_file))
-        # the stand-in's `#!/usr/bin/env python3` must find this interpreter (grpc, pulumi, yaml)
-        monkeypatch.setenv("PATH", f"{BIN}:{Path(sys.executable).parent}:/usr/bin:/bin")
+        monkeypatch.setenv(STATE_ENV, str(self.state_file))
+        monkeypatch.setenv(LOG_ENV, str(self.log_file))
+        monkeypatch.setenv("PATH", search_path())
         self.root = ROOT
         self.sleeps: list[float] = []  # the deployer's scale-down delays, recorded instead of slept
         self.seed()
@@ -72,21 +72,10 @@ class FakePulumi:
         fail_next_up: bool = False,
         tags: dict[str, str] | None = None,
     ) -> None:
-        state = {
-            "stacks": {
-                stack: {
-                    "outputs": outputs or {},
-                    "history": history or [],
-                    "lock": lock,
-                    "failNextUp": fail_next_up,
-                    "tags": tags or {},
-                }
-            }
-        }
-        self.state_file.write_text(json.dumps(state))
+        write_state(self.state_file, {stack: stack_state(outputs, history, lock, fail_next_up, tags)})
 
     def state(self, stack: str = "prod") -> dict[str, Any]:
-        return json.loads(self.state_file.read_text())["stacks"][stack]
+        return read_state(self.state_file)["stacks"][stack]
 
     def calls(self) -> list[dict[str, Any]]:
         if not self.log_file.exists():
