@@ -77,6 +77,14 @@ def pod_labels(service: ServiceConfig, track: str) -> dict[str, str]:
     }
 
 
+def max_unavailable(service: ServiceConfig, replicas: int) -> str | int:
+    """The PDB budget of a track running `replicas` pods. A percentage rounds up (10% of 1 pod
+    allows evicting it), so a track down to one pod (the replica-ratio canary at a small share;
+    weighted routers never run a canary below MIN_CANARY_PODS) keeps it: a node drain waits for
+    the next stage change instead of sending that track's traffic to no pod (docs/stack.md)."""
+    return 0 if replicas == 1 else service.max_unavailable
+
+
 def track_name(service: ServiceConfig, track: str) -> str:
     return f"{service.name}-{track}"
 
@@ -270,7 +278,7 @@ class WeightedService(pulumi.ComponentResource):
                 ),
                 spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
                     # per track, so an unready canary pod never blocks draining a stable pod's node
-                    max_unavailable=service.max_unavailable,
+                    max_unavailable=max_unavailable(service, self.split.replicas(track)),
                     unhealthy_pod_eviction_policy="AlwaysAllow",
                     selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(service, track)),
                 ),

@@ -374,6 +374,10 @@ def rollback_target_problem(stage: Stage, release_flags: list[str]) -> str | Non
 
 TRACKS: tuple[str, ...] = ("stable", "canary")
 MAX_SHARE_ERROR = 5  # percentage points the replica-ratio router may miss a stage's weight by
+# A track taking traffic through a weighted route runs at least this many pods: one node drain or
+# autoscaler eviction (a PDB percentage rounds up, so 10% of 1 pod allows evicting it) never
+# leaves it with none while the route still sends it its share and the header-pinned testers.
+MIN_CANARY_PODS = 2
 
 
 @dataclass(frozen=True)
@@ -394,8 +398,9 @@ class Split:
 
 def weighted_split(replicas: int, weight: int) -> Split:
     """Routers that split traffic by weight: stable keeps all its pods in every stage (so it can
-    take 100% back at once), canary gets pods in proportion to its share (none at weight 0)."""
-    canary = 0 if weight == 0 else max(1, math.ceil(replicas * weight / 100))
+    take 100% back at once), canary gets pods in proportion to its share (none at weight 0), and
+    never fewer than MIN_CANARY_PODS while it takes traffic."""
+    canary = 0 if weight == 0 else max(MIN_CANARY_PODS, math.ceil(replicas * weight / 100))
     return Split(replicas, canary, 100 - weight, weight)
 
 
@@ -521,6 +526,11 @@ class RoutingConfig(Model):
     drain_seconds: int = Field(15, ge=0, le=300)
     # after traffic left a track, wait this long before scaling it down (Argo's scaleDownDelaySeconds)
     scale_down_delay: Duration = timedelta(seconds=30)
+    # after a flags ConfigMap changed, wait this long before traffic grows on pods that read it:
+    # the kubelet projects a ConfigMap change into running pods after its sync period plus its
+    # cache (up to about a minute, kubelet --sync-frequency 1m) and the flagd Python/Java
+    # in-process providers poll the file every 5 s; 75 s covers both with a margin
+    flags_propagation: Duration = timedelta(seconds=75)
 
     @model_validator(mode="after")
     def _affinity_where_supported(self) -> RoutingConfig:

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from rollout.cli.common import (
+    EXIT_ERROR,
     ProjectDir,
     PrometheusUrl,
     StackName,
@@ -52,18 +53,33 @@ def plan(
     from_stage: str = typer.Argument(..., metavar="FROM"),
     to_stage: str = typer.Argument(..., metavar="TO"),
     markdown: bool = typer.Option(False, "--markdown", help="Markdown for a pull-request comment."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object: from, to, router, phases (name, wait_seconds, targets, changes), diff."
+    ),
     project_dir: Optional[Path] = ProjectDir,
     stack: str = StackName,
 ) -> None:
     """The order of a stage change and the resource diff between two stages (review aid).
 
     Prints the change's phases with their exact commands, then the resource-level diff between
-    the two stages' desired states. Not `pulumi preview`: no engine, no live state."""
+    the two stages' desired states. TO may be `complete` (from the last stage): the completion
+    of the release. Not `pulumi preview`: no engine, no live state. Exit 0, or 3 with an error."""
+    import json
+
+    from rollout.config import ConfigError
     from rollout.review.plan import plan as plan_stages
 
-    result = _or_config_error(lambda: plan_stages(_project(project_dir), from_stage, to_stage, stack))
-    sys.stdout.write(result.to_markdown() if markdown else result.to_text())
-    sys.stdout.write("\n")
+    if not as_json:
+        result = _or_config_error(lambda: plan_stages(_project(project_dir), from_stage, to_stage, stack))
+        sys.stdout.write(result.to_markdown() if markdown else result.to_text())
+        sys.stdout.write("\n")
+        return
+    try:
+        document = plan_stages(_project(project_dir), from_stage, to_stage, stack).to_json()
+    except ConfigError as error:
+        sys.stdout.write(json.dumps({"error": str(error), "exit": EXIT_ERROR}) + "\n")
+        raise typer.Exit(EXIT_ERROR)
+    sys.stdout.write(json.dumps(document) + "\n")
 
 
 

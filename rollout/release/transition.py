@@ -1,22 +1,28 @@
-"""A stage change in phases: traffic moves to a track only once it has the ready pods its new
-share needs, and leaves a track before that track scales down. Pure: stages in, phases out.
+"""A stage change in phases. Pure: stages in, phases out. Three rules, checked over every phase
+(tests/release/test_transition.py, tests/review/test_plan_contract.py):
 
-Every phase is the same `pulumi up --stack prod --config-file Pulumi.<target>.yaml`, the early
+- traffic moves to a track only once it has the ready pods its new share needs, and leaves a
+  track before that track scales down (after `routing.scaleDownDelay`, Argo Rollouts'
+  scaleDownDelaySeconds);
+- a track's flags are in effect on its pods before its share grows: its flags ConfigMap changes in
+  an earlier phase and the change waits `routing.flagsPropagation` (the kubelet projects a
+  ConfigMap into running pods within about a minute, flagd's in-process providers poll the file
+  every 5 s), unless the track had no pods before or its pods roll (new pods read the new file
+  at start: the Deployment depends on its ConfigMap);
+- flags of a track losing traffic change last, with its scale-down (a rollback stays fast).
+
+Every phase is the same `pulumi up --stack prod --config-file Pulumi.<stage>.yaml`, the early
 ones limited with `--target` (pulumi-kubernetes waits until a Deployment's new replicas are
-ready before it reports the update done):
+ready before it reports the update done); the last one is untargeted and converges everything
+else (alert rules, dashboard, outputs).
 
-1. scale-up: the Deployments that grow (`--target` them);
-2. shift: the routing objects whose weights change and the canary's flags ConfigMap, only when a
-   Deployment shrinks afterwards (otherwise the final update shifts, after the scale-up);
-3. the final update, untargeted, which converges everything else: a shrinking Deployment (after
-   `routing.scaleDownDelay`, Argo Rollouts' scaleDownDelaySeconds), the stage's alert rules and
-   dashboard, the stack outputs.
-
-A promotion is scale-up, then shift. A rollback is shift, wait, scale-down. With the
-replica-ratio router traffic follows ready pods: the receiving track scales up, then the other
-one down. The program's own resource dependencies give the same order within one update
-(components/weighted_service.py), so a person applying a promotion with one `pulumi up` is
-safe too; a rollback by hand takes the two commands `rollout plan` prints.
+A promotion is scale-up (with the canary's new flags), wait for the flags, shift. A rollback is
+shift, wait, scale-down (with the canary's flags). With the replica-ratio router traffic follows
+ready pods, so a gaining track's flags get a phase of their own before its pods grow. The
+completion of a release (`completion`) rolls the stable pods to the released image with the
+released flags before traffic returns to them. The program's own resource dependencies give the
+promotion order within one update (components/weighted_service.py); a step back to a lower
+weight above 0 is refused (rollout.release.transition.step_back_problem).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from typing import Any, Mapping
 
 from rollout.model import (
     TRACKS,
+    FeatureFlags,
     ProjectSettings,
+    Release,
     Split,
     Stage,
     format_duration,
@@ -36,6 +44,10 @@ from rollout.model import (
 
 # roles a phase targets, resolved to URNs through the stack output services.<name>.resources
 ROUTING = "routing"
+COMPLETE = "complete"  # `rollout plan <last stage> complete`: the completion of a release
+# what a change is, in `rollout plan --json` (a contract other tools read)
+WHAT = ("replicas", "weight", "flags", "pods", "other")
+FLAGS_SHOWN = 4  # flags named per line for people; the JSON carries them all
 
 
 def deployment_role(track: str) -> str:
@@ -48,7 +60,7 @@ def flags_role(track: str) -> str:
 
 @dataclass(frozen=True)
 class Phase:
-    name: str  # scale-up | shift | scale-down | apply
+    name: str  # flags | scale-up | shift | scale-down | apply
     roles: tuple[tuple[str, str], ...]  # (service, role) to --target; () = the whole stack
     wait: timedelta  # before this phase starts
     changes: tuple[str, ...]  # what it changes, for people
@@ -62,6 +74,22 @@ class Phase:
 class TrackState:
     replicas: int
     weight: int  # percent of the service's traffic
+    flags: Mapping[str, bool] = field(default_factory=dict)  # the track's flags file
+    image: str = ""  # the pod template's image
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing a phase changes on one track: `what` in WHAT, `old` -> `new`."""
+
+    service: str | None
+    track: str | None
+    what: str
+    old: Any
+    new: Any
+
+    def as_json(self) -> dict[str, Any]:
+        return {"service": self.service, "track": self.track, "what": self.what, "from": self.old, "to": self.new}
 
 
 @dataclass(frozen=True)
@@ -72,6 +100,12 @@ class Transition:
     phases: tuple[Phase, ...]
     # states[0] before the first phase, states[i] after phase i: (service, track) -> state
     states: tuple[Mapping[tuple[str, str], TrackState], ...] = field(default=())
+    apply_stage: str = ""  # the stage file every phase applies ('' = target)
+    edits: tuple[str, ...] = ()  # file edits to make before the first phase (the completion)
+
+    @property
+    def stage_file_stage(self) -> str:
+        return self.apply_stage or self.target
 
     def marker(self, index: int) -> str:
         """`[1/2 scale-up]` for update messages; '' when the change is a single update."""
@@ -79,87 +113,237 @@ class Transition:
             return ""
         return f"[{index + 1}/{len(self.phases)} {self.phases[index].name}]"
 
+    def track_changes(self, index: int) -> list[Change]:
+        """What phase `index` changes, track by track, from the states before and after it."""
+        return _changes(self.states[index], self.states[index + 1])
+
+
+def _changes(before: Mapping[tuple[str, str], TrackState], after: Mapping[tuple[str, str], TrackState]) -> list[Change]:
+    out: list[Change] = []
+    for (service, track), now in after.items():
+        was = before[(service, track)]
+        if now.image != was.image:
+            out.append(Change(service, track, "pods", was.image, now.image))
+        if now.flags != was.flags:
+            changed = sorted(f for f in now.flags if was.flags.get(f) != now.flags[f])
+            out.append(Change(service, track, "flags", {f: was.flags.get(f) for f in changed}, {f: now.flags[f] for f in changed}))
+        if now.replicas != was.replicas:
+            out.append(Change(service, track, "replicas", was.replicas, now.replicas))
+        if now.weight != was.weight:
+            out.append(Change(service, track, "weight", was.weight, now.weight))
+    return out
+
 
 def _splits(project: ProjectSettings, stage: Stage) -> dict[str, Split]:
     router = project.routing.router
     return {s.name: split_for(router, s.replicas, stage.weight) for s in project.services}
 
 
-def _state(before: Mapping[str, Split], replicas: Mapping[tuple[str, str], int], weights: Mapping[str, Split], weighted: bool):
-    state = {}
-    for service, split in before.items():
-        total = sum(replicas[(service, t)] for t in TRACKS)
-        for track in TRACKS:
-            count = replicas[(service, track)]
-            if weighted:
-                weight = weights[service].weight(track)
-            else:  # traffic follows ready pods
-                weight = round(100 * count / total) if total else 0
-            state[(service, track)] = TrackState(count, weight)
-    return state
+def _images(project: ProjectSettings) -> dict[tuple[str, str], str]:
+    return {(s.name, t): (s.stable if t == "stable" else s.canary).image for s in project.services for t in TRACKS}
 
 
-def plan_transition(project: ProjectSettings, source: Stage, target: Stage) -> Transition:
-    """The phases that take every service from `source`'s split and flags to `target`'s."""
+def _weights(split: Split, replicas: Mapping[str, int], weighted: bool) -> dict[str, int]:
+    if weighted:
+        return {t: split.weight(t) for t in TRACKS}
+    total = sum(replicas.values())  # traffic follows ready pods
+    return {t: round(100 * replicas[t] / total) if total else 0 for t in TRACKS}
+
+
+def plan_transition(
+    project: ProjectSettings,
+    source: Stage,
+    target: Stage,
+    *,
+    stable_flags: tuple[FeatureFlags, FeatureFlags] | FeatureFlags | None = None,
+    target_project: ProjectSettings | None = None,
+) -> Transition:
+    """The phases that take every service from `source`'s split and flags to `target`'s.
+
+    `stable_flags` is the stable track's flags file before and after (one value: unchanged; by
+    default the stable flags are not modelled, they are the rollback target's in every stage);
+    `target_project` the project settings after the change when they differ (the completion
+    gives the stable track the released image)."""
+    after_project = target_project or project
     router = project.routing.router
     weighted = router != "replica-ratio"
-    before, after = _splits(project, source), _splits(project, target)
-    grow, shrink, shift, grow_lines, shrink_lines, shift_lines = [], [], [], [], [], []
-    for service in before:
-        a, b = before[service], after[service]
-        for track in TRACKS:
-            old, new = a.replicas(track), b.replicas(track)
-            if new > old:
-                grow.append((service, deployment_role(track)))
-                grow_lines.append(f"{service}: {track} replicas {old} -> {new} (pulumi waits until they are ready)")
-            elif new < old:
-                shrink.append((service, deployment_role(track)))
-                shrink_lines.append(f"{service}: {track} replicas {old} -> {new}")
-        if weighted and (a.stable_weight, a.canary_weight) != (b.stable_weight, b.canary_weight):
-            shift.append((service, ROUTING))
-            shift_lines.append(
-                f"{service}: weights stable/canary {a.stable_weight}/{a.canary_weight} -> "
-                f"{b.stable_weight}/{b.canary_weight}"
-            )
-        elif not weighted and (a.canary_weight != b.canary_weight):
-            shift_lines.append(f"{service}: canary share follows the ready pods, {a.canary_weight}% -> {b.canary_weight}%")
-        if source.flags != target.flags:
-            shift.append((service, flags_role("canary")))
-            changed = sorted(f for f in target.flags.values if target.flags.values[f] != source.flags.values[f])
-            shown = ", ".join(f"{f} {'on' if target.flags.enabled(f) else 'off'}" for f in changed[:4])
-            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-            shift_lines.append(f"{service}: canary flags {shown}{more}")
-
-    if not weighted and grow:
-        # no routing objects: the receiving track's new pods are the shift; its flags go with them
-        grow, grow_lines, shift, shift_lines = grow + shift, grow_lines + shift_lines, [], []
-    phases: list[Phase] = []
-    if grow:
-        phases.append(Phase("scale-up", tuple(grow), timedelta(0), tuple(grow_lines)))
-    rest = "everything else the stage changes (rules, dashboard, outputs)"
-    if shrink:
-        if shift:
-            phases.append(Phase("shift", tuple(shift), timedelta(0), tuple(shift_lines)))
-        lines = ([] if shift else shift_lines) + shrink_lines + [rest]
-        phases.append(Phase("scale-down", (), project.routing.scale_down_delay, tuple(lines)))
+    if stable_flags is None:
+        stable_before = stable_after = {}
+    elif isinstance(stable_flags, FeatureFlags):
+        stable_before = stable_after = dict(stable_flags.values)
     else:
-        name = "shift" if (shift or shift_lines) else "apply"
-        phases.append(Phase(name, (), timedelta(0), (*shift_lines, rest)))
+        stable_before, stable_after = dict(stable_flags[0].values), dict(stable_flags[1].values)
+    flags = {
+        "stable": (stable_before, stable_after),
+        "canary": (dict(source.flags.values), dict(target.flags.values)),
+    }
+    before, after = _splits(project, source), _splits(after_project, target)
+    images_before, images_after = _images(project), _images(after_project)
+    start: dict[tuple[str, str], TrackState] = {}
+    end: dict[tuple[str, str], TrackState] = {}
+    for service in before:
+        w0 = _weights(before[service], {t: before[service].replicas(t) for t in TRACKS}, weighted)
+        w1 = _weights(after[service], {t: after[service].replicas(t) for t in TRACKS}, weighted)
+        for track in TRACKS:
+            key = (service, track)
+            start[key] = TrackState(before[service].replicas(track), w0[track], flags[track][0], images_before[key])
+            end[key] = TrackState(after[service].replicas(track), w1[track], flags[track][1], images_after[key])
+
+    grow, shrink, rolls, early_flags, waiting_flags = [], [], [], [], []
+    weights_move = False
+    for (service, track), was in start.items():
+        now = end[(service, track)]
+        deployment = (service, deployment_role(track))
+        if now.replicas > was.replicas:
+            grow.append(deployment)
+        elif now.replicas < was.replicas:
+            shrink.append(deployment)
+        rolled = now.image != was.image and now.replicas > 0
+        if rolled and deployment not in grow:
+            rolls.append(deployment)
+        weights_move |= now.weight != was.weight
+        if now.flags != was.flags and (now.weight > was.weight or rolled):
+            # the track gains traffic (or its pods roll): its flags first
+            early_flags.append((service, flags_role(track)))
+            if was.replicas > 0 and not rolled and now.weight > was.weight:
+                waiting_flags.append((service, flags_role(track)))
+
+    propagation = project.routing.flags_propagation if waiting_flags else timedelta(0)
+    rest = (*grow, *rolls, *[f for f in early_flags if f not in waiting_flags])
+    plan: list[tuple[str, tuple[tuple[str, str], ...], timedelta]] = []
+    if weighted:
+        if rest or waiting_flags:
+            name = "scale-up" if (grow or rolls) else "flags"
+            plan.append((name, (*rest, *waiting_flags), timedelta(0)))
+        shift_wait = propagation
+        if weights_move and shrink:
+            plan.append(("shift", tuple((s, ROUTING) for s in before), shift_wait))
+            plan.append(("scale-down", (), project.routing.scale_down_delay))
+        elif weights_move:
+            plan.append(("shift", (), shift_wait))
+        else:
+            plan.append(("apply", (), timedelta(0)))
+    else:
+        # traffic follows ready pods, so the scale-up is the shift: a gaining track's flags go first
+        if early_flags:
+            plan.append(("flags", tuple(early_flags), timedelta(0)))
+        scale = tuple(r for r in rest if r not in early_flags)
+        if scale:
+            plan.append(("scale-up", scale, propagation))
+        if shrink:
+            plan.append(("scale-down", (), project.routing.scale_down_delay if scale else max(propagation, project.routing.scale_down_delay)))
+        else:
+            plan.append(("shift" if weights_move else "apply", (), timedelta(0) if scale else propagation))
 
     # the state after each phase, for review and for the invariant checks
-    replicas = {(s, t): before[s].replicas(t) for s in before for t in TRACKS}
-    weights = dict(before)
-    states = [_state(before, replicas, weights, weighted)]
-    for phase in phases:
-        targeted = set(phase.roles)
+    states = [dict(start)]
+    state = dict(start)
+    for _, roles, _ in plan:
+        targeted = set(roles)
+        nxt = {}
         for service in before:
+            moved = not roles or (service, ROUTING) in targeted
+            replicas = {}
             for track in TRACKS:
-                if not phase.targeted or (service, deployment_role(track)) in targeted:
-                    replicas[(service, track)] = after[service].replicas(track)
-            if not phase.targeted or (service, ROUTING) in targeted:
-                weights[service] = after[service]
-        states.append(_state(before, replicas, weights, weighted))
+                key, was, now = (service, track), state[(service, track)], end[(service, track)]
+                deployed = not roles or (service, deployment_role(track)) in targeted
+                flagged = not roles or (service, flags_role(track)) in targeted
+                replicas[track] = now.replicas if deployed else was.replicas
+                nxt[key] = TrackState(
+                    replicas[track],
+                    was.weight,
+                    now.flags if flagged else was.flags,
+                    now.image if deployed else was.image,
+                )
+            if weighted:
+                for track in TRACKS:
+                    if moved:
+                        nxt[(service, track)] = _with_weight(nxt[(service, track)], end[(service, track)].weight)
+            else:
+                shares = _weights(before[service], replicas, weighted=False)
+                for track in TRACKS:
+                    nxt[(service, track)] = _with_weight(nxt[(service, track)], shares[track])
+        states.append(nxt)
+        state = nxt
+    phases = []
+    for index, (name, roles, wait) in enumerate(plan):
+        lines = _lines(_changes(states[index], states[index + 1]), weighted)
+        if not roles:
+            lines.append("everything else the stage changes (rules, dashboard, outputs)")
+        phases.append(Phase(name, roles, wait, tuple(lines)))
     return Transition(source.name, target.name, router, tuple(phases), tuple(states))
+
+
+def _with_weight(state: TrackState, weight: int) -> TrackState:
+    return TrackState(state.replicas, weight, state.flags, state.image)
+
+
+def _lines(changes: list[Change], weighted: bool) -> list[str]:
+    """The changes of one phase as lines for people."""
+    lines: list[str] = []
+    weights: dict[str, dict[str, Change]] = {}
+    for change in changes:
+        if change.what == "weight":
+            weights.setdefault(change.service or "", {})[change.track or ""] = change
+    for service, by_track in weights.items():
+        if weighted and len(by_track) == 2:
+            a, b = by_track["stable"], by_track["canary"]
+            lines.append(f"{service}: weights stable/canary {a.old}/{b.old} -> {a.new}/{b.new}")
+        elif not weighted and "canary" in by_track:
+            c = by_track["canary"]
+            lines.append(f"{service}: canary share follows the ready pods, {c.old}% -> {c.new}%")
+    for change in changes:
+        who = f"{change.service}: {change.track}"
+        if change.what == "pods":
+            lines.append(f"{who} pods roll {change.old} -> {change.new} (pulumi waits for the rollout)")
+        elif change.what == "replicas":
+            ready = " (pulumi waits until they are ready)" if change.new > change.old else ""
+            lines.append(f"{who} replicas {change.old} -> {change.new}{ready}")
+        elif change.what == "flags":
+            names = list(change.new)
+            shown = ", ".join(f"{f} {'on' if change.new[f] else 'off'}" for f in names[:FLAGS_SHOWN])
+            more = f" and {len(names) - FLAGS_SHOWN} more" if len(names) > FLAGS_SHOWN else ""
+            lines.append(f"{who} flags {shown}{more}")
+    return lines
+
+
+def completion(release: Release) -> tuple[Transition, ProjectSettings, Stage]:
+    """The completion of a release, after the last stage held: the stable track becomes the
+    released version (the canary's image, the last stage's flags), then traffic returns to it
+    and the canary scales to 0. Returns the transition, the project settings after the edits and
+    the rollback target's stage after them (for rendering). The stable pods roll with their new
+    flags file before any traffic moves to them."""
+    last, target = release.stages[-1], release.rollback_target
+    services = [s.model_copy(update={"stable": s.canary}) for s in release.project.services]
+    after_project = release.project.model_copy(update={"services": services, "release_flags": []})
+    after_target = target.model_copy(update={"flags": last.flags})
+    transition = plan_transition(
+        release.project, last, after_target, stable_flags=(target.flags, last.flags), target_project=after_project
+    )
+    first = release.project.stage_order[0]
+    edits = tuple(
+        [f"Pulumi.yaml: services[{i}].stable = services[{i}].canary ({s.canary.image})" for i, s in enumerate(release.project.services)]
+        + ["Pulumi.yaml: releaseFlags: []", f"Pulumi.{first}.yaml: flags = the flags of Pulumi.{last.name}.yaml"]
+    )
+    transition = Transition(
+        last.name, COMPLETE, transition.router, transition.phases, transition.states, apply_stage=first, edits=edits
+    )
+    return transition, after_project, after_target
+
+
+def step_back_problem(release: Release, deployed_weight: int | None, target: Stage) -> str | None:
+    """A step back to a lower weight above 0 in one `pulumi up` would scale the canary down while
+    the routes still send it the old share (routes depend on the Deployments whenever the target
+    weight is above 0). Refused, naming the safe ways."""
+    if deployed_weight is None or not (0 < target.weight < deployed_weight):
+        return None
+    rollback = release.rollback_target.name
+    return (
+        f"stage '{target.name}' ({target.weight}%) is below the deployed canary weight ({deployed_weight}%): "
+        f"a step back in one `pulumi up` would scale the canary down before its traffic leaves it. "
+        f"Roll back with `rollout rollback` (to '{rollback}', traffic first, then the scale-down), "
+        f"then promote again; the phases are printed by `rollout plan <deployed stage> {rollback}`"
+    )
 
 
 # --------------------------------------------------------------------------- URNs and commands
@@ -190,6 +374,9 @@ def describe(transition: Transition, resources: Mapping[str, Any] | None = None,
     """The phases in order with what each changes and its command."""
     count = len(transition.phases)
     out = [f"Stage change {transition.source} -> {transition.target}: {count} phase{'s' if count > 1 else ''} ({transition.router})"]
+    if transition.edits:
+        out.append("  first edit:")
+        out += [f"       {edit}" for edit in transition.edits]
     for index, phase in enumerate(transition.phases):
         wait = f" after {format_duration(phase.wait)}" if phase.wait else ""
         scope = "targeted" if phase.targeted else "whole stack"
@@ -198,5 +385,5 @@ def describe(transition: Transition, resources: Mapping[str, Any] | None = None,
         if resources is not None:
             urns = phase_urns(phase, resources)
             targets = " ".join(f"--target '{u}'" for u in urns)
-            out.append(f"       $ pulumi up --stack {stack} --config-file Pulumi.{transition.target}.yaml {targets}".rstrip())
+            out.append(f"       $ pulumi up --stack {stack} --config-file Pulumi.{transition.stage_file_stage}.yaml {targets}".rstrip())
     return "\n".join(out) + "\n"

@@ -13,12 +13,25 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rollout.config import load_release
-from rollout.release.transition import Transition, plan_transition
+import yaml
+
+from rollout.config import PROJECT_FILE, ConfigError, load_release, project_name, stage_file
+from rollout.model import Release
+from rollout.release.transition import (
+    COMPLETE,
+    Change,
+    Transition,
+    completion,
+    phase_urns,
+    plan_transition,
+    step_back_problem,
+)
 from rollout.release.transition import describe as describe_phases
 from rollout.review.mock_runtime import RecordedResource, RenderedStack, render_stage
 
@@ -48,6 +61,7 @@ class ResourceChange:
     type: str
     object: str  # 'Kind namespace/name' for Kubernetes objects, else the type
     fields: list[FieldChange] = field(default_factory=list)
+    urn: str = ""
 
     @property
     def may_replace(self) -> bool:
@@ -84,6 +98,46 @@ class PlanResult:
         return (
             f"{len(self.changed)} changed, {len(self.added)} added, {len(self.removed)} removed"
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract other tools read (`rollout plan FROM TO --json`): the phases in order,
+        each with its wait, the URNs it targets ([] = the whole stack) and what it changes track
+        by track (`what`: replicas | weight | flags | pods | other), then the resource diff."""
+        phases = []
+        transition = self.transition
+        assert transition is not None
+        for index, phase in enumerate(transition.phases):
+            changes = [c.as_json() for c in transition.track_changes(index)]
+            if not phase.targeted:
+                changes += [c.as_json() for c in self.other_changes()]
+            phases.append({
+                "name": phase.name,
+                "wait_seconds": int(phase.wait.total_seconds()),
+                "targets": phase_urns(phase, self.resources),
+                "changes": changes,
+            })
+        return {
+            "from": self.from_stage,
+            "to": self.to_stage,
+            "router": transition.router,
+            "phases": phases,
+            "diff": [_diff_json(c, kind) for kind, group in (("added", self.added), ("removed", self.removed), ("changed", self.changed)) for c in group],
+        }
+
+    def other_changes(self) -> list[Change]:
+        """Changed resources no track role covers (alert rules, dashboards, ...): the final,
+        untargeted update applies them."""
+        covered: set[str] = set()
+        for summary in self.resources.values():
+            known = summary.get("resources", {}) if isinstance(summary, dict) else {}
+            covered |= set(known.get("deployments", {}).values()) | set(known.get("flags", {}).values())
+            covered |= set(known.get("routing", []))
+        return [
+            Change(None, None, "other", None, c.object)
+            for group in (self.added, self.removed, self.changed)
+            for c in group
+            if c.urn not in covered
+        ]
 
     def to_text(self) -> str:
         lines = [
@@ -164,6 +218,20 @@ def _show_pair(old: Any, new: Any) -> tuple[str, str]:
     return _show(old, start), _show(new, start)
 
 
+def _diff_json(change: ResourceChange, kind: str) -> dict[str, Any]:
+    return {
+        "change": kind,
+        "name": change.name,
+        "type": change.type,
+        "object": change.object,
+        "may_replace": change.may_replace,
+        "fields": [
+            {"path": f.path, "from": None if f.old is MISSING else f.old, "to": None if f.new is MISSING else f.new}
+            for f in change.fields
+        ],
+    }
+
+
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'")
 
@@ -234,15 +302,15 @@ def diff_stacks(
     before: RenderedStack, after: RenderedStack, from_stage: str, to_stage: str
 ) -> PlanResult:
     old, new = before.resources, after.resources
-    added = [ResourceChange(n, new[n].type, describe(new[n])) for n in sorted(set(new) - set(old))]
-    removed = [ResourceChange(n, old[n].type, describe(old[n])) for n in sorted(set(old) - set(new))]
+    added = [ResourceChange(n, new[n].type, describe(new[n]), urn=new[n].urn) for n in sorted(set(new) - set(old))]
+    removed = [ResourceChange(n, old[n].type, describe(old[n]), urn=old[n].urn) for n in sorted(set(old) - set(new))]
     changed = []
     for name in sorted(set(old) & set(new)):
         fields = diff_inputs(old[name].inputs, new[name].inputs)
         if old[name].type != new[name].type:
             fields.insert(0, FieldChange("(type)", old[name].type, new[name].type))
         if fields:
-            changed.append(ResourceChange(name, new[name].type, describe(new[name]), fields))
+            changed.append(ResourceChange(name, new[name].type, describe(new[name]), fields, urn=new[name].urn))
     return PlanResult(
         from_stage,
         to_stage,
@@ -256,13 +324,60 @@ def diff_stacks(
 
 def plan(project_dir: Path | str, from_stage: str, to_stage: str, stack: str = "prod") -> PlanResult:
     """The phases and the resource-level diff between two stage files' desired states (for
-    review, not apply).
+    review, not apply). `to_stage` may be `complete` (after the last stage): the completion of
+    the release, rendered from a copy of the project with the completion's edits made.
 
-    Raises rollout.config.ConfigError naming the file, key path and rule if either is refused.
+    Raises rollout.config.ConfigError naming the file, key path and rule if either is refused,
+    or the change is not one the release makes (a step back to a lower weight above 0).
     """
+    project_dir = Path(project_dir)
+    release = load_release(project_dir)
+    if to_stage == COMPLETE:
+        return _plan_completion(project_dir, release, from_stage, stack)
     before = render_stage(project_dir, from_stage, stack=stack)
     after = render_stage(project_dir, to_stage, stack=stack)
-    release = load_release(Path(project_dir))
+    source, target = release.stage(from_stage), release.stage(to_stage)
+    problem = step_back_problem(release, source.weight, target)
+    if problem:
+        raise ConfigError(f"Pulumi.{to_stage}.yaml", [problem])
     result = diff_stacks(before, after, from_stage, to_stage)
-    transition = plan_transition(release.project, release.stage(from_stage), release.stage(to_stage))
+    transition = plan_transition(release.project, source, target, stable_flags=release.rollback_target.flags)
     return replace(result, transition=transition, resources=after.outputs.get("services", {}), stack=stack)
+
+
+def _plan_completion(project_dir: Path, release: Release, from_stage: str, stack: str) -> PlanResult:
+    last = release.stages[-1].name
+    if from_stage != last:
+        raise ConfigError(
+            f"Pulumi.{from_stage}.yaml",
+            [f"a release completes from its last stage '{last}', not from '{from_stage}'"],
+        )
+    transition, _, _ = completion(release)
+    first = release.rollback_target.name
+    with tempfile.TemporaryDirectory(prefix="rollout-complete-") as tmp:
+        completed = completed_project(project_dir, release, Path(tmp))
+        after = render_stage(completed, first, stack=stack)
+    before = render_stage(project_dir, last, stack=stack)
+    result = diff_stacks(before, after, last, COMPLETE)
+    return replace(result, transition=transition, resources=after.outputs.get("services", {}), stack=stack)
+
+
+def completed_project(project_dir: Path, release: Release, into: Path) -> Path:
+    """A copy of the project's Pulumi files with the completion's edits made (the released image
+    becomes stable, no release flags, the rollback target takes the last stage's flags)."""
+    namespace = project_name(project_dir)
+    for path in project_dir.glob("Pulumi*.yaml"):
+        shutil.copy(path, into / path.name)
+    project_file = into / PROJECT_FILE
+    data = yaml.safe_load(project_file.read_text())
+    config = data["config"]
+    for service in config[f"{namespace}:services"]["value"]:
+        service["stable"] = dict(service["canary"])
+    config[f"{namespace}:releaseFlags"] = {"value": []}
+    project_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    first = stage_file(into, release.rollback_target.name)
+    stage = yaml.safe_load(first.read_text())
+    last = yaml.safe_load(stage_file(project_dir, release.stages[-1].name).read_text())
+    stage["config"][f"{namespace}:flags"] = last["config"][f"{namespace}:flags"]
+    first.write_text(yaml.safe_dump(stage, sort_keys=False))
+    return into

@@ -6,6 +6,7 @@ per-track flags, and the order in which one `pulumi up` changes things."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -166,3 +167,36 @@ def test_the_stack_exports_what_a_phased_stage_change_targets(router):
     assert resources["flags"] == {t: urns[f"genesis-{t}-flags-configmap"] for t in ("stable", "canary")}
     expected_routing = {"gateway-api": ["genesis-httproute"], "istio": ["genesis-virtualservice"], "replica-ratio": []}
     assert resources["routing"] == [urns[name] for name in expected_routing[router]]
+
+
+def evictions_allowed(max_unavailable, replicas: int) -> int:
+    """What the disruption controller allows: a percentage of the pods, rounded up."""
+    if isinstance(max_unavailable, str) and max_unavailable.endswith("%"):
+        return math.ceil(replicas * int(max_unavailable[:-1]) / 100)
+    return int(max_unavailable)
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_a_track_taking_traffic_never_runs_a_single_evictable_pod(stage, router):
+    """A node drain or an autoscaler (voluntary evictions, which respect the PDB) never takes the
+    last pod of a track the route still sends traffic to."""
+    stack = with_router(stage, router)
+    weights = {"canary": RELEASE.stage(stage).weight}
+    weights["stable"] = 100 - weights["canary"]
+    for track, weight in weights.items():
+        replicas = stack.resources[f"genesis-{track}-deployment"].inputs["spec"]["replicas"]
+        pdb = stack.resources[f"genesis-{track}-pdb"].inputs["spec"]
+        assert pdb["selector"]["matchLabels"] == {"app": "genesis", "track": track}
+        if replicas == 0:
+            assert weight == 0 or (router == "replica-ratio" and track == "stable" and weight == 0)
+            continue
+        left = replicas - evictions_allowed(pdb["maxUnavailable"], replicas)
+        assert left >= 1, (track, replicas, pdb)
+        if track == "canary" and router != "replica-ratio":
+            assert replicas >= 2  # and a second pod, not a blocked drain, carries it
+
+
+def test_the_percentage_rule_is_what_a_single_pod_would_break():
+    assert evictions_allowed("10%", 1) == 1  # 10% of 1 pod rounds up: the only pod may go
+    assert evictions_allowed("10%", 2) == 1 and evictions_allowed(0, 1) == 0

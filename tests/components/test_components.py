@@ -27,7 +27,7 @@ def test_router_factory_knows_exactly_three_routers():
         router_for("smi")
 
 
-@pytest.mark.parametrize(("replicas", "weight", "canary"), [(10, 0, 0), (10, 10, 1), (10, 50, 5), (10, 80, 8), (10, 100, 10), (4, 10, 1), (3, 50, 2)])
+@pytest.mark.parametrize(("replicas", "weight", "canary"), [(10, 0, 0), (10, 10, 2), (10, 50, 5), (10, 80, 8), (10, 100, 10), (4, 10, 2), (3, 50, 2), (1, 100, 2)])
 def test_weighted_split_keeps_stable_whole_and_scales_canary(replicas, weight, canary):
     split = weighted_split(replicas, weight)
     assert (split.stable_replicas, split.canary_replicas) == (replicas, canary)

@@ -12,7 +12,7 @@ import pytest
 from support.stack import REPO_ROOT
 
 from rollout.config import load_release
-from rollout.model import TRACKS
+from rollout.model import MIN_CANARY_PODS, TRACKS
 from rollout.release.transition import (
     ROUTING,
     MissingResources,
@@ -35,7 +35,7 @@ def project(router: str, replicas: int = 10):
 
 
 def needed(replicas: int, weight: int) -> int:
-    return 0 if weight == 0 else max(1, math.ceil(replicas * weight / 100))
+    return 0 if weight == 0 else max(MIN_CANARY_PODS, math.ceil(replicas * weight / 100))
 
 
 def assert_safe(transition, replicas: int, delay: timedelta) -> None:
@@ -87,26 +87,32 @@ def test_ordering_holds_for_other_service_sizes(source, target, replicas):
 def test_a_promotion_scales_the_canary_up_then_shifts():
     transition = plan_transition(project("gateway-api"), RELEASE.stage("canary"), RELEASE.stage("gradual"))
     assert [p.name for p in transition.phases] == ["scale-up", "shift"]
-    assert transition.phases[0].roles == (("genesis", deployment_role("canary")),)
-    assert transition.phases[0].changes == ("genesis: canary replicas 1 -> 5 (pulumi waits until they are ready)",)
-    assert transition.phases[1].wait == timedelta(0)
+    assert set(transition.phases[0].roles) == {("genesis", deployment_role("canary")), ("genesis", flags_role("canary"))}
+    assert transition.phases[0].changes == (
+        "genesis: canary flags pipelex-parallel-steps on",
+        "genesis: canary replicas 2 -> 5 (pulumi waits until they are ready)",
+    )
+    # the canary's running pods see their new flags before their share grows
+    assert transition.phases[1].wait == timedelta(seconds=75)
     assert transition.marker(0) == "[1/2 scale-up]" and transition.marker(1) == "[2/2 shift]"
 
 
 def test_a_rollback_shifts_waits_then_scales_down():
     transition = plan_transition(project("istio"), RELEASE.stage("majority"), RELEASE.stage("stable"))
     assert [p.name for p in transition.phases] == ["shift", "scale-down"]
-    assert set(transition.phases[0].roles) == {("genesis", ROUTING), ("genesis", flags_role("canary"))}
+    assert set(transition.phases[0].roles) == {("genesis", ROUTING)}  # traffic first, nothing else
     assert transition.phases[1].wait == timedelta(seconds=30)
     assert "genesis: canary replicas 8 -> 0" in transition.phases[1].changes
 
 
 def test_replica_ratio_scales_the_receiving_track_first():
     promotion = plan_transition(project("replica-ratio"), RELEASE.stage("canary"), RELEASE.stage("gradual"))
-    # no routing objects: the canary's new pods (and its flags) are the shift, then stable shrinks
-    assert [(p.name, p.roles) for p in promotion.phases] == [
-        ("scale-up", (("genesis", deployment_role("canary")), ("genesis", flags_role("canary")))),
-        ("scale-down", ()),
+    # no routing objects: the canary's new pods are the shift, so its flags go first, then the
+    # pods after the flags reached the running canary pod, then stable shrinks
+    assert [(p.name, p.roles, p.wait.total_seconds()) for p in promotion.phases] == [
+        ("flags", (("genesis", flags_role("canary")),), 0),
+        ("scale-up", (("genesis", deployment_role("canary")),), 75),
+        ("scale-down", (), 30),
     ]
     rollback = plan_transition(project("replica-ratio"), RELEASE.stage("majority"), RELEASE.stage("stable"))
     assert rollback.phases[0].roles[0] == ("genesis", deployment_role("stable"))
@@ -131,7 +137,7 @@ def test_phase_urns_come_from_the_stack_outputs_and_missing_ones_are_named():
         "deployments": {"stable": "urn:s", "canary": "urn:c"}, "routing": ["urn:r"], "flags": {"stable": "urn:fs", "canary": "urn:fc"},
     }}}
     rollback = plan_transition(project("gateway-api"), RELEASE.stage("canary"), RELEASE.stage("stable"))
-    assert phase_urns(rollback.phases[0], outputs) == ["urn:r", "urn:fc"]
+    assert phase_urns(rollback.phases[0], outputs) == ["urn:r"]
     assert phase_urns(rollback.phases[1], outputs) == []
     with pytest.raises(MissingResources, match="no URN for genesis routing"):
         phase_urns(rollback.phases[0], {"genesis": {"namespace": "genesis"}})
