@@ -35,10 +35,16 @@ from rollout.monitoring.alertmanager_config import (
     render_alertmanager_config,
     secret_names,
 )
+from rollout.monitoring.chart import read_lock
 from rollout.monitoring.dashboard import build_dashboard, dashboard_json
 
+
+def chart_archive(version: str):
+    """Where the vendored chart archive of `version` is (checked by components/program.py)."""
+    lock = read_lock()
+    return lock.archive.with_name(f"{lock.name}-{version}.tgz")
+
 CHART = "kube-prometheus-stack"
-CHART_REPO = "https://prometheus-community.github.io/helm-charts"
 MONITORING_API = "monitoring.coreos.com/v1"
 POD_TARGET_LABELS = ["app", "track", "version"]
 TRACKS = ["stable", "canary"]
@@ -76,11 +82,57 @@ def _volume_claim(size: str, storage_class: str | None) -> dict[str, Any]:
     return {"volumeClaimTemplate": {"spec": spec}}
 
 
+# What the release does not need, off (kube-prometheus-stack 79.5.0 values.yaml and templates,
+# github:prometheus-community/helm-charts tag kube-prometheus-stack-79.5.0):
+NO_HOOKS = {
+    # `kubernetes:helm.sh/v4:Chart` never runs Helm hooks (pulumi-kubernetes
+    # provider/pkg/provider/helm/v4/chart.go: `cmd.DisableHooks = true`). The chart's only hooks are
+    # the admission webhook's certificate Jobs (templates/prometheus-operator/admission-webhooks/
+    # job-patch/*.yaml, gated by admissionWebhooks.enabled and .patch.enabled) and the CRD upgrade
+    # Job (charts/crds/templates/upgrade/*.yaml, crds.upgradeJob.enabled, false by default). The
+    # Operator Deployment mounts the `<fullname>-admission` Secret those Jobs create whenever
+    # prometheusOperator.tls.enabled (default true; templates/prometheus-operator/deployment.yaml,
+    # the `tls-secret` volume); so does the webhook Deployment with admissionWebhooks.deployment.
+    # tls.enabled (its Deployment is off by default). All off: nothing waits for a hook.
+    "tls": {"enabled": False},
+    "admissionWebhooks": {
+        "enabled": False,
+        "patch": {"enabled": False},
+        "certManager": {"enabled": False},
+        "deployment": {"enabled": False, "tls": {"enabled": False}},
+    },
+    # the Operator would create and maintain a kubelet Service + Endpoints in kube-system
+    "kubeletService": {"enabled": False},
+}
+# ServiceMonitors, Services and Endpoints for cluster components, most of them in kube-system
+# (templates/exporters/*, all gated by kubernetesServiceMonitors.enabled), the node-exporter
+# DaemonSet (host network, host PID, host paths) and the cluster's default alert rules (several
+# alert on the absence of exactly those scrape jobs, so they would fire forever): not what a
+# release needs. kube-state-metrics stays: the canary's availability gate reads it.
+CLUSTER_COMPONENTS_OFF = {
+    "kubernetesServiceMonitors": {"enabled": False},
+    "kubeApiServer": {"enabled": False},
+    "kubelet": {"enabled": False},
+    "kubeControllerManager": {"enabled": False},
+    "coreDns": {"enabled": False},
+    "kubeDns": {"enabled": False},
+    "kubeEtcd": {"enabled": False},
+    "kubeScheduler": {"enabled": False},
+    "kubeProxy": {"enabled": False},
+    "nodeExporter": {"enabled": False},
+    "windowsMonitoring": {"enabled": False},
+    "defaultRules": {"create": False},
+    "crds": {"enabled": True, "upgradeJob": {"enabled": False}},
+    "kubeStateMetrics": {"enabled": True},
+}
+
+
 def values_for(monitoring: MonitoringConfig) -> dict[str, Any]:
     """kube-prometheus-stack values generated from MonitoringConfig."""
     interval = format_duration(monitoring.scrape_interval)
     external_grafana = monitoring.grafana.url is not None
     return {
+        **CLUSTER_COMPONENTS_OFF,
         "prometheus": {
             "prometheusSpec": {
                 "retention": format_duration(monitoring.retention),
@@ -121,7 +173,7 @@ def values_for(monitoring: MonitoringConfig) -> dict[str, Any]:
                 }
             },
         },
-        "prometheusOperator": {"resources": COMPONENT_RESOURCES["operator"]},
+        "prometheusOperator": {"resources": COMPONENT_RESOURCES["operator"], **NO_HOOKS},
     }
 
 
@@ -182,9 +234,10 @@ class MonitoringStack(pulumi.ComponentResource):
         if monitoring.mode == "install":
             self.chart = k8s.helm.v4.Chart(
                 f"{name}-{CHART}",
-                chart=CHART,
-                version=monitoring.chart_version,
-                repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=CHART_REPO),
+                # the vendored archive only (rollout.monitoring.chart): no chart repository is
+                # asked, so a rollback needs nothing from the internet; its digest is checked
+                # before the program registers anything (components/program.py)
+                chart=str(chart_archive(monitoring.chart_version)),
                 name=monitoring.release_name,
                 namespace=monitoring.namespace,
                 values=values_for(monitoring),

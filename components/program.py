@@ -90,7 +90,32 @@ def read_stack_config(project_dir: Path | str = ".") -> tuple[StackConfig, Featu
         config = parse_stack_config(values, namespace, source, PROJECT_FILE)
     except ConfigError as err:
         raise StackConfigError(err.source, err.problems) from err
-    return config, _stable_flags(Path(project_dir), config)
+    stable_flags = _stable_flags(Path(project_dir), config)
+    if config.project.monitoring.mode == "install" and not under_mocks():
+        check_vendored_chart(config.project.monitoring.chart_version)
+    return config, stable_flags
+
+
+def under_mocks() -> bool:
+    """True under the Pulumi SDK's mock runtime (`rollout render`, `rollout plan`, the tests):
+    nothing reads the chart there (mocks never expand a provider-side Chart), so its archive is
+    not required; a real engine (`pulumi up`, `pulumi preview`) always checks it."""
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import SETTINGS
+
+    return isinstance(SETTINGS.monitor, MockMonitor)
+
+
+def check_vendored_chart(version: str, lock_file: Path | None = None) -> Path:
+    """The vendored chart archive, digest checked, or a StackConfigError naming the file and the
+    command that fixes it (before any resource is registered)."""
+    from rollout.monitoring.chart import LOCK_FILE, ChartError, verified_archive
+
+    lock = lock_file or LOCK_FILE
+    try:
+        return verified_archive(version, lock)
+    except ChartError as err:
+        raise StackConfigError(f"charts/{lock.name}", [str(err)]) from err
 
 
 def _stable_flags(project_dir: Path, config: StackConfig) -> FeatureFlags:

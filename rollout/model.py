@@ -731,7 +731,9 @@ class ProjectSettings(Model):
         if outside:
             raise ValueError(
                 f"cluster.namespaces: {', '.join(outside)} not in the namespaces the program may "
-                f"touch {sorted(allowed)}"
+                f"touch {sorted(allowed)} (this covers every namespaced object the program and the "
+                "chart create; install mode also creates the cluster-scoped CRDs, ClusterRoles and "
+                "ClusterRoleBindings listed in docs/stack.md, 'Cluster-scoped rights')"
             )
         return self
 
