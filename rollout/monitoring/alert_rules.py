@@ -241,14 +241,20 @@ def _missing_data_alert(
     ]
 
 
-def _bot_silent_alert(stage: Stage, monitoring: MonitoringConfig) -> list[dict[str, Any]]:
+def _bot_silent_alert(stage: Stage, monitoring: MonitoringConfig, services: Sequence[ServiceConfig]) -> list[dict[str, Any]]:
     """The dead man's switch: a stale last-check time (a Pushgateway keeps serving the last
-    push), or no such series at all for as long (absent_over_time)."""
+    push), or no such series at all for as long (absent_over_time).
+
+    Both aggregate the `namespace` label away, so the alert carries the first service's
+    namespace as a static label: in existing mode the Prometheus Operator adds a
+    `namespace="<its namespace>"` matcher to every AlertmanagerConfig route (default
+    alertmanagerConfigMatcherStrategy OnNamespace; prometheus-operator v0.86.2
+    pkg/alertmanager/amcfg.go, namespaceEnforcer.processRoute), and an alert without it would
+    fall to the cluster's root receiver (`null` in the chart defaults)."""
     silence = stage.analysis.check_interval * BOT_SILENT_INTERVALS
     metric = f'{LAST_CHECK_METRIC}{{{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"}}'
     window = format_duration(silence)
-    return [
-        _alert(
+    alert = _alert(
             BOT_SILENT_ALERT,
             f"time() - max({metric}) > {int(silence.total_seconds())} or absent_over_time({metric}[{window}])",
             "critical", stage, monitoring,
@@ -261,7 +267,8 @@ def _bot_silent_alert(stage: Stage, monitoring: MonitoringConfig) -> list[dict[s
             ),
             for_=timedelta(0),
         )
-    ]
+    alert["labels"]["namespace"] = services[0].namespace
+    return [alert]
 
 
 def _canary_unavailable_alert(
@@ -324,7 +331,7 @@ def alert_rules(
             "GenesisRouterErrorRate", "router_error_rate", gates.router_error_rate, stage, monitoring, None, False
         )
     if canary_live:
-        rules += _bot_silent_alert(stage, monitoring)
+        rules += _bot_silent_alert(stage, monitoring, services)
         rules += _canary_unavailable_alert(services, stage, monitoring)
         rules += _missing_data_alert("GenesisCanaryDataMissing", CANARY, "critical", services, stage, monitoring)
     if stage.weight < 100:

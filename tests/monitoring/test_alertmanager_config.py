@@ -364,3 +364,76 @@ def test_real_alertmanager_reads_the_slack_webhook_url_from_the_mounted_file(tmp
     body = payload["attachments"][0]
     assert body["title"] == "[FIRING] GenesisSpiceTaskRateLow genesis canary"
     assert "GenesisSpiceTaskRateLow test" in body["text"]
+
+
+# --------------------------------------------------------------------------- existing mode, merged
+
+
+def operator_merged(base: dict[str, Any], specs: dict[str, dict[str, Any]], name: str = "genesis-rollout") -> dict[str, Any]:
+    """The Alertmanager config the Prometheus Operator builds from the cluster's base config and
+    our AlertmanagerConfigs (one per namespace), as prometheus-operator v0.86.2 does it
+    (pkg/alertmanager/amcfg.go): ConfigBuilder.AddAlertmanagerConfigs converts each CR's route
+    (convertRoute: receivers renamed `<namespace>/<name>/<receiver>` by makeNamespacedString),
+    namespaceEnforcer.processRoute appends the matcher `namespace="<CR namespace>"` to the CR's top
+    route, continueToNextRoute sets `continue: true` on it, and the CR routes are prepended to the
+    base config's routes. Receivers are kept by name only: routing does not read their
+    integrations (the operator renders them from the CR's Secrets). A stand-in for the Operator,
+    which cannot run here; amtool then routes on the result."""
+
+    def route(spec: dict[str, Any], namespace: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "receiver": f"{namespace}/{name}/{spec['receiver']}",
+            "matchers": [f'{m["name"]}{m.get("matchType", "=")}"{m["value"]}"' for m in spec.get("matchers", [])],
+        }
+        if spec.get("continue"):
+            out["continue"] = True
+        if spec.get("routes"):
+            out["routes"] = [route(child, namespace) for child in spec["routes"]]
+        return out
+
+    merged = yaml.safe_load(yaml.safe_dump(base))
+    top = []
+    for namespace in sorted(specs):
+        converted = route(specs[namespace]["route"], namespace)
+        converted["matchers"].append(f'namespace="{namespace}"')  # namespaceEnforcer
+        converted["continue"] = True  # continueToNextRoute
+        top.append(converted)
+        merged["receivers"] += [{"name": f"{namespace}/{name}/{r['name']}"} for r in specs[namespace]["receivers"]]
+    merged["route"]["routes"] = top + merged["route"].get("routes", [])
+    return merged
+
+
+@pytest.fixture(scope="module")
+def existing_mode(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("operator") / "alertmanager.yaml"
+    path.write_text(yaml.safe_dump(operator_merged(chart_alertmanager_config(), {"genesis": alertmanager_config_spec(monitoring())})))
+    run_ok("amtool", "check-config", path)
+    return path
+
+
+def rule_labels_as_fired(alert: str) -> list[str]:
+    """The labels the dead man's switch fires with: `max()` and `absent_over_time()` keep no
+    series label but the selector's equality matcher (`rollout`); the rest are the rule's."""
+    rules = [r for g in stack_rule_groups(config())["groups"] for r in g["rules"] if r.get("alert") == alert]
+    labels = {"alertname": alert, ROLLOUT_LABEL_NAME: "genesis-rollout", **rules[0]["labels"]}
+    return [f"{k}={v}" for k, v in labels.items()]
+
+
+ROLLOUT_LABEL_NAME = "rollout"
+
+
+def test_the_dead_mans_switch_reaches_the_pagers_through_the_operator_merged_routing(existing_mode: Path) -> None:
+    labels = rule_labels_as_fired("GenesisReleaseBotSilent")
+    assert "namespace=genesis" in labels  # a static label: the aggregation dropped the series' one
+    routes_test(existing_mode, [f"genesis/genesis-rollout/{r}" for r in PAGE], labels)
+
+
+def test_without_the_namespace_label_the_operator_merged_routing_drops_it(existing_mode: Path) -> None:
+    """What the static label fixes: the Operator's namespace matcher sends it to the root (`null`)."""
+    labels = [label for label in rule_labels_as_fired("GenesisReleaseBotSilent") if not label.startswith("namespace=")]
+    routes_test(existing_mode, [NULL], labels)
+
+
+def test_the_operator_merged_routing_still_routes_our_series_alerts_and_leaves_the_clusters(existing_mode: Path) -> None:
+    routes_test(existing_mode, [f"genesis/genesis-rollout/{r}" for r in PAGE], rule_labels("GenesisErrorRateCritical", track="canary"))
+    routes_test(existing_mode, [NULL], CLUSTER_ALERTS["watchdog"])
