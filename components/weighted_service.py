@@ -25,6 +25,7 @@ gaining Deployment comes first. The bot applies a stage change in phases on top 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
@@ -43,6 +44,14 @@ SHUTDOWN_SECONDS = 30  # after the drain, the app's own graceful shutdown budget
 # dials localhost:8013 and never reads the file; `in-process` plus an offline source path makes
 # the Python, Java and Go providers use their file resolver and watch the file for changes).
 FLAGD_RESOLVER = "in-process"
+
+
+ISTIO_PROXY_CONFIG = "proxy.istio.io/config"
+PROXY_DRAIN_MARGIN = 5  # seconds the sidecar outlives the app's drain, for responses in flight
+
+
+def proxy_drain_seconds(routing: RoutingConfig) -> int:
+    return routing.drain_seconds + PROXY_DRAIN_MARGIN
 
 
 def object_labels(service: ServiceConfig) -> dict[str, str]:
@@ -178,6 +187,12 @@ def pod_template(
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(service.port),
                 "prometheus.io/path": service.metrics_path,
+                # an Istio sidecar drains for terminationDrainDuration (5 s by default) when the pod
+                # stops, independently of the app's preStop sleep: keep it serving as long as the app
+                # (istio.io ProxyConfig.terminationDrainDuration via the proxy.istio.io/config pod
+                # annotation). Set with every router so the pod template stays router-independent;
+                # without a sidecar nothing reads it.
+                ISTIO_PROXY_CONFIG: json.dumps({"terminationDrainDuration": f"{proxy_drain_seconds(routing)}s"}),
             },
         ),
         spec=k8s.core.v1.PodSpecArgs(

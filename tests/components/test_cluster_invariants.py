@@ -200,3 +200,16 @@ def test_a_track_taking_traffic_never_runs_a_single_evictable_pod(stage, router)
 def test_the_percentage_rule_is_what_a_single_pod_would_break():
     assert evictions_allowed("10%", 1) == 1  # 10% of 1 pod rounds up: the only pod may go
     assert evictions_allowed("10%", 2) == 1 and evictions_allowed(0, 1) == 0
+
+
+@pytest.mark.parametrize("drain", [0, 15, 120])
+def test_an_istio_sidecar_drains_at_least_as_long_as_the_app(drain):
+    """Istio's sidecar stops after terminationDrainDuration (5 s default) whatever the app's
+    preStop does; the pod's proxy.istio.io/config keeps it serving for the app's drain."""
+    stack = with_router("gradual", "istio", drainSeconds=drain)
+    for track in ("stable", "canary"):
+        template = stack.resources[f"genesis-{track}-deployment"].inputs["spec"]["template"]
+        proxy = json.loads(template["metadata"]["annotations"]["proxy.istio.io/config"])
+        seconds = int(proxy["terminationDrainDuration"].removesuffix("s"))
+        assert seconds >= drain
+        assert seconds < template["spec"]["terminationGracePeriodSeconds"]  # inside the grace period
