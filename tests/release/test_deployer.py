@@ -271,10 +271,14 @@ def test_a_promotion_scales_the_canary_up_with_a_targeted_update_then_shifts(fak
         "rollout: promote canary -> gradual [1/2 scale-up]: hold over, 3 passes",
         "rollout: promote canary -> gradual [2/2 shift]: hold over, 3 passes",
     ]
-    assert targets(ups[0]) == [URN + "kubernetes:apps/v1:Deployment::genesis-canary-deployment"]
+    assert targets(ups[0]) == [
+        URN + "kubernetes:apps/v1:Deployment::genesis-canary-deployment",
+        URN + "genesis:rollout:FeatureFlagSet$kubernetes:core/v1:ConfigMap::genesis-canary-flags-configmap",
+    ]
     assert targets(ups[1]) == []  # the last update converges the whole stack
     assert all(option(a, "--config-file") == "Pulumi.gradual.yaml" for a in ups)
-    assert fake.sleeps == []  # nothing scales down: no delay
+    # the running canary pods read their new flags file before their share grows
+    assert fake.sleeps == [75.0]  # routing.flagsPropagation
     assert result.phases == tuple(option(a, "--message") for a in ups) and result.message == result.phases[-1]
 
 
@@ -286,10 +290,8 @@ def test_a_rollback_moves_traffic_first_waits_then_scales_the_canary_down(fake: 
         "rollout: rollback majority -> stable [1/2 shift]: error rate 2% > 1%",
         "rollout: rollback majority -> stable [2/2 scale-down]: error rate 2% > 1%",
     ]
-    assert targets(ups[0]) == [
-        URN + "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute::genesis-httproute",
-        URN + "genesis:rollout:FeatureFlagSet$kubernetes:core/v1:ConfigMap::genesis-canary-flags-configmap",
-    ]
+    # traffic first and nothing else: the canary's flags change with its scale-down
+    assert targets(ups[0]) == [URN + "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute::genesis-httproute"]
     assert targets(ups[1]) == []
     assert fake.sleeps == [30.0]  # routing.scaleDownDelay, between the shift and the scale-down
 
