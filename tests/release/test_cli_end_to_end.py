@@ -68,13 +68,14 @@ def rig() -> Iterator[Rig]:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """The repo's project files with every stage's analysis compressed as the live Prometheus's
-    rules are, and a 1 s scale-down delay so a rollback's phases do not wait 30 s."""
+    rules are, and 1 s scale-down and flags waits so the phases do not wait 30 s and 75 s."""
     project = copy_project(tmp_path)
     for stage in ("stable", "canary", "gradual", "majority", "full"):
         edit_stage_file(project, stage, "analysis", ANALYSIS)
     path = project / "Pulumi.yaml"
     data = yaml.safe_load(path.read_text())
     data["config"]["genesis-rollout:routing"]["value"]["scaleDownDelay"] = "1s"
+    data["config"]["genesis-rollout:routing"]["value"]["flagsPropagation"] = "1s"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return project
 
