@@ -13,12 +13,15 @@ from components.program import (
     export_summary,
     kubernetes_provider,
     read_stack_config,
+    step_back_guard,
 )
 
 
 def main() -> None:
     config, stable_flags = read_stack_config()  # refuses bad config before any resource is registered
-    provider = kubernetes_provider(config.project.cluster)  # never the ambient kubeconfig context
+    # never the ambient kubeconfig context; nothing changes when this stage is a step back from
+    # the deployed weight (refused: `rollout rollback`, then promote again)
+    provider = kubernetes_provider(config.project.cluster, step_back_guard(config))
     services = deploy_services(config, stable_flags, provider)
     MonitoringStack("monitoring", config, provider)  # Prometheus/Alertmanager/Grafana, rules, dashboards
 

@@ -22,7 +22,7 @@ from rollout.config import (
     parse_stack_config,
     stage_file,
 )
-from rollout.model import ClusterConfig, FeatureFlags, StackConfig
+from rollout.model import ClusterConfig, FeatureFlags, StackConfig, step_back_problem
 
 
 class StackConfigError(ConfigError, pulumi.RunError):
@@ -138,13 +138,38 @@ def _stable_flags(project_dir: Path, config: StackConfig) -> FeatureFlags:
     return release.rollback_target.flags
 
 
-def kubernetes_provider(cluster: ClusterConfig) -> k8s.Provider:
+def deployed_weight() -> pulumi.Output[Any]:
+    """The canary weight the stack's last update exported (None on the first update): this
+    stack's own outputs, read through a StackReference to itself (a stack may read back its own
+    outputs this way: pulumi/pulumi#3722)."""
+    name = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    # outputs is None when the stack has none yet (and under the mock runtime)
+    return pulumi.StackReference(name).outputs.apply(lambda outputs: (outputs or {}).get("weight"))
+
+
+def step_back_guard(config: StackConfig) -> pulumi.Output[None]:
+    """Resolves when applying this stage is not a step back from the deployed weight, and fails
+    the update otherwise. Every Kubernetes resource waits on it through the provider, so a
+    refused step back changes nothing in the cluster."""
+
+    def check(weight: Any) -> None:
+        deployed = int(weight) if isinstance(weight, (int, float)) else None
+        problem = step_back_problem(config.project.stage_order[0], deployed, config.stage)
+        if problem:
+            raise StackConfigError(stage_file(Path("."), config.stage.name).name, [problem])
+
+    return deployed_weight().apply(check)
+
+
+def kubernetes_provider(cluster: ClusterConfig, guard: pulumi.Output[None] | None = None) -> k8s.Provider:
     """The one provider every Kubernetes resource uses: the cluster named in config, never the
     ambient kubeconfig context; ConfigMaps updated in place so a flags change reaches running
-    pods (the default replaces a ConfigMap whose data changes)."""
+    pods (the default replaces a ConfigMap whose data changes). With `guard`, the provider (and
+    so every Kubernetes resource) is registered only once the guard resolved."""
+    context = cluster.context if guard is None else guard.apply(lambda _: cluster.context)
     return k8s.Provider(
         "kubernetes",
-        context=cluster.context,
+        context=context,
         kubeconfig=cluster.kubeconfig,
         enable_config_map_mutable=True,
         enable_server_side_apply=True,

@@ -444,6 +444,21 @@ def replica_ratio_problem(project: ProjectSettings, stage: Stage) -> str | None:
     return None
 
 
+def step_back_problem(rollback: str, deployed_weight: int | None, target: Stage) -> str | None:
+    """A step back to a lower weight above 0 in one `pulumi up` would scale the canary down while
+    the routes still send it the old share (routes depend on the Deployments whenever the target
+    weight is above 0). Refused (by `rollout plan` and by the program), naming the safe way:
+    `rollout rollback` to the rollback target `rollback`, then promote again."""
+    if deployed_weight is None or not (0 < target.weight < deployed_weight):
+        return None
+    return (
+        f"stage '{target.name}' ({target.weight}%) is below the deployed canary weight ({deployed_weight}%): "
+        f"a step back in one `pulumi up` would scale the canary down before its traffic leaves it. "
+        f"Roll back with `rollout rollback` (to '{rollback}', traffic first, then the scale-down), "
+        f"then promote again; the phases are printed by `rollout plan <deployed stage> {rollback}`"
+    )
+
+
 # --------------------------------------------------------------------------- project-level
 
 

@@ -22,7 +22,7 @@ ready pods, so a gaining track's flags get a phase of their own before its pods 
 completion of a release (`completion`) rolls the stable pods to the released image with the
 released flags before traffic returns to them. The program's own resource dependencies give the
 promotion order within one update (components/weighted_service.py); a step back to a lower
-weight above 0 is refused (rollout.release.transition.step_back_problem).
+weight above 0 is refused, by `rollout plan` and by the program (rollout.model.step_back_problem).
 """
 
 from __future__ import annotations
@@ -329,21 +329,6 @@ def completion(release: Release) -> tuple[Transition, ProjectSettings, Stage]:
         last.name, COMPLETE, transition.router, transition.phases, transition.states, apply_stage=first, edits=edits
     )
     return transition, after_project, after_target
-
-
-def step_back_problem(release: Release, deployed_weight: int | None, target: Stage) -> str | None:
-    """A step back to a lower weight above 0 in one `pulumi up` would scale the canary down while
-    the routes still send it the old share (routes depend on the Deployments whenever the target
-    weight is above 0). Refused, naming the safe ways."""
-    if deployed_weight is None or not (0 < target.weight < deployed_weight):
-        return None
-    rollback = release.rollback_target.name
-    return (
-        f"stage '{target.name}' ({target.weight}%) is below the deployed canary weight ({deployed_weight}%): "
-        f"a step back in one `pulumi up` would scale the canary down before its traffic leaves it. "
-        f"Roll back with `rollout rollback` (to '{rollback}', traffic first, then the scale-down), "
-        f"then promote again; the phases are printed by `rollout plan <deployed stage> {rollback}`"
-    )
 
 
 # --------------------------------------------------------------------------- URNs and commands

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from rollout.config import PROJECT_FILE, ConfigError, load_release, project_name, stage_file
-from rollout.model import Release
+from rollout.model import Release, step_back_problem
 from rollout.release.transition import (
     COMPLETE,
     Change,
@@ -30,7 +30,6 @@ from rollout.release.transition import (
     completion,
     phase_urns,
     plan_transition,
-    step_back_problem,
 )
 from rollout.release.transition import describe as describe_phases
 from rollout.review.mock_runtime import RecordedResource, RenderedStack, render_stage
@@ -337,7 +336,7 @@ def plan(project_dir: Path | str, from_stage: str, to_stage: str, stack: str = "
     before = render_stage(project_dir, from_stage, stack=stack)
     after = render_stage(project_dir, to_stage, stack=stack)
     source, target = release.stage(from_stage), release.stage(to_stage)
-    problem = step_back_problem(release, source.weight, target)
+    problem = step_back_problem(release.rollback_target.name, source.weight, target)
     if problem:
         raise ConfigError(f"Pulumi.{to_stage}.yaml", [problem])
     result = diff_stacks(before, after, from_stage, to_stage)

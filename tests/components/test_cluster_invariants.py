@@ -23,7 +23,7 @@ from components.feature_flags import flagd_json
 from components.program import StackConfigError
 from rollout.config import load_release
 from rollout.model import STAGE_ORDER
-from rollout.review.mock_runtime import RenderedStack
+from rollout.review.mock_runtime import RecordingMocks, RenderedStack
 
 ROUTERS = ("gateway-api", "istio", "replica-ratio")
 RELEASE = load_release(REPO_ROOT)
@@ -213,3 +213,36 @@ def test_an_istio_sidecar_drains_at_least_as_long_as_the_app(drain):
         seconds = int(proxy["terminationDrainDuration"].removesuffix("s"))
         assert seconds >= drain
         assert seconds < template["spec"]["terminationGracePeriodSeconds"]  # inside the grace period
+
+
+class DeployedAt(RecordingMocks):
+    """The mock runtime with a stack whose last update exported `weight` (what the StackReference
+    to the stack itself reads back from the state backend)."""
+
+    def __init__(self, weight: int):
+        super().__init__()
+        self.weight = weight
+
+    def new_resource(self, args):
+        resource_id, state = super().new_resource(args)
+        if args.typ == "pulumi:pulumi:StackReference":
+            state = {**state, "outputs": {"stage": "majority", "weight": self.weight}}
+        return resource_id, state
+
+
+def test_a_step_back_by_hand_is_refused_before_any_kubernetes_object_changes():
+    """`pulumi up --config-file Pulumi.canary.yaml` while majority (80%) is deployed: one update
+    would scale the canary 8 -> 2 before 80% of the traffic leaves it."""
+    mocks = DeployedAt(80)
+    # the SDK wraps the refusal raised while resolving the provider's inputs (a ValueError naming
+    # the provider), keeping its message: file, rule and the way out
+    with pytest.raises(ValueError, match=r"(?s)pulumi:providers:kubernetes.*Pulumi.canary.yaml.*below the deployed canary weight \(80%\).*rollout rollback"):
+        run_values(stage_values("canary"), mocks=mocks)
+    assert [r.name for r in mocks.registrations if r.is_kubernetes or r.type == "pulumi:providers:kubernetes"] == []
+
+
+@pytest.mark.parametrize(("deployed", "stage"), [(80, "stable"), (80, "full"), (10, "gradual"), (50, "gradual"), (None, "canary")])
+def test_promotions_reapplies_and_the_rollback_are_not_step_backs(deployed, stage):
+    mocks = DeployedAt(deployed) if deployed is not None else RecordingMocks()
+    stack = run_values(stage_values(stage), mocks=mocks)
+    assert provider_of(stack) and stack.kubernetes_objects()
