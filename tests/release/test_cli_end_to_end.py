@@ -133,9 +133,11 @@ def test_tick_promotes_a_healthy_canary_in_phases_and_tells_everyone(rig: Rig, p
     assert outcome["decision"]["action"] == "promote" and [c["verdict"] for c in outcome["checks"]] == ["pass"] * 3
     assert outcome["notified"] is True
     applied = ups(fake)
-    # the canary scales up first (targeted), then the untargeted update moves traffic and the rest
+    # the canary scales up with its new flags first (targeted), then, after the flags wait, the
+    # untargeted update moves traffic and the rest
+    resources = SERVICES[APP]["resources"]
     assert [(f, t) for f, _, t in applied] == [
-        ("Pulumi.gradual.yaml", [SERVICES[APP]["resources"]["deployments"]["canary"]]),
+        ("Pulumi.gradual.yaml", [resources["deployments"]["canary"], resources["flags"]["canary"]]),
         ("Pulumi.gradual.yaml", []),
     ]
     assert [m.split(":")[1].strip() for _, m, _ in applied] == ["promote canary -> gradual [1/2 scale-up]",
@@ -161,9 +163,9 @@ def test_tick_rolls_back_a_failing_canary_pages_and_reports(rig: Rig, project: P
     outcome = json.loads(result.stdout)
     assert outcome["decision"]["action"] == "rollback" and outcome["notified"] is True
     resources = SERVICES[APP]["resources"]
-    # traffic and the canary's flags leave first (targeted), the canary shrinks only afterwards
+    # traffic leaves first (targeted), the canary shrinks (and takes the stable flags) afterwards
     assert [(f, sorted(t)) for f, _, t in ups(fake)] == [
-        ("Pulumi.stable.yaml", sorted([*resources["routing"], resources["flags"]["canary"]])),
+        ("Pulumi.stable.yaml", sorted(resources["routing"])),
         ("Pulumi.stable.yaml", []),
     ]
     assert fake.state()["outputs"]["stage"] == "stable"
