@@ -10,8 +10,9 @@ autonamed suffix):
 - the router's objects (HTTPRoute, or VirtualService + DestinationRule, or a Service);
 - a PodDisruptionBudget per track.
 
-Only Deployment replica counts, route weights and the canary's flags file depend on the stage.
-A pod template never does, so no stage change restarts a pod.
+Only Deployment replica counts, route weights, the canary's flags file and (for a track down to
+one pod) its PDB budget depend on the stage. A pod template never does, so no stage change
+restarts a pod.
 
 Order within one `pulumi up` (pulumi-kubernetes waits for a Deployment's new replicas to be
 ready before it reports the update done): the track that gains traffic is scaled before the
