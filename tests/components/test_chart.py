@@ -228,3 +228,15 @@ def test_vendor_chart_refuses_an_archive_that_is_not_the_published_or_pinned_one
     lock = _lock(charts, "e" * 64, repository=_repository(tmp_path, data).as_uri())
     result = _vendor(lock)
     assert result.returncode != 0 and "the published archive changed" in result.stderr
+
+
+def test_the_cluster_scoped_rights_are_documented_under_their_stable_heading():
+    """docs/stack.md's table and rollout.monitoring.cluster_scope (which the bot's RBAC reads)
+    name the same API groups and resources."""
+    from rollout.monitoring.cluster_scope import CLUSTER_SCOPED_RIGHTS
+
+    text = (REPO_ROOT / "docs" / "stack.md").read_text()
+    section = text.split("### Cluster-scoped rights", 1)[1].split("\n## ", 1)[0]
+    rows = {tuple(cell.strip(" `") for cell in line.split("|")[1:3]) for line in section.splitlines() if line.startswith("| `")}
+    assert rows == {(r.api_group, r.resource) for r in CLUSTER_SCOPED_RIGHTS}
+    assert "rollout/monitoring/cluster_scope.py" in section
