@@ -122,7 +122,21 @@ def test_a_breach_the_stable_track_shares_is_reported_and_follows_the_setting(po
     assert "the canary is not worse than stable (stable breaches the critical threshold too)" in gate.message
 
 
-def test_the_stage_alpha_is_shared_by_its_judged_gates() -> None:
+def test_explicit_alphas_come_off_the_top_and_the_rest_splits_over_gates_and_services() -> None:
     s = stage(p95LatencySeconds={"target": 0.2, "critical": 0.5, "judge": {"tolerance": 1.0, "alpha": 0.001}})
     assert s.judge_alpha("p95_latency_seconds") == 0.001
-    assert s.judge_alpha("error_rate") == pytest.approx(0.01 / 3)
+    assert s.judge_alpha("error_rate") == pytest.approx((0.01 - 0.001) / 2)
+    # two services: each has its explicit 0.001, the other 2 gates x 2 services share the rest
+    assert s.judge_alpha("error_rate", services=2) == pytest.approx((0.01 - 0.002) / 4)
+    per_release = sum(s.judge_alpha(name, services=2) for name, _ in s.gates.judged()) * 2
+    assert per_release == pytest.approx(0.01)
+
+
+def test_explicit_alphas_that_leave_nothing_are_an_error_naming_the_budget() -> None:
+    with pytest.raises(ValueError, match="leaves nothing of analysis.judgeAlpha"):
+        stage(p95LatencySeconds={"target": 0.2, "critical": 0.5, "judge": {"tolerance": 1.0, "alpha": 0.01}})
+
+
+def test_a_quantile_on_a_rate_gate_is_an_error_naming_the_gate() -> None:
+    with pytest.raises(ValueError, match="errorRate.judge.quantile: only the latency gate"):
+        stage(errorRate={"target": 0.001, "critical": 0.01, "judge": {"tolerance": 0.5, "quantile": 0.95}})
