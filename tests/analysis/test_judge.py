@@ -267,7 +267,7 @@ def test_the_confidence_sequence_covers_the_true_ratio_at_every_look() -> None:
 
 
 def test_estimates_of_a_clear_regression() -> None:
-    sim = simulate(Scenario("bad", q_canary=0.03, mean_canary=0.07), 1, 8, np.random.default_rng(4))
+    sim = simulate(Scenario("bad", q_canary=0.03, mean_canary=0.07), 1, 20, np.random.default_rng(4))
     errors = final(rates(sim["xc"][0], sim["nc"][0], sim["xs"][0], sim["ns"][0]))
     assert errors.regression and errors.crossed_interval <= 4 and errors.ratio_low <= 60 <= errors.ratio_high
     slow = final(latency(sim["cb"][0], sim["sb"][0]))

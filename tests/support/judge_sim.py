@@ -61,6 +61,7 @@ class Scenario:
     q_stable: float = 0.0005  # error probability
     q_canary: float = 0.0005
     floor: float = 0.02  # latency floor + Exponential(mean)
+    canary_floor: float | None = None  # the canary's own floor (None: `floor`)
     mean_stable: float = 0.03
     mean_canary: float = 0.03
     workflow_failure: float = 0.002
@@ -124,7 +125,8 @@ def simulate(s: Scenario, stages: int, intervals: int, rng: np.random.Generator)
         mc = np.where(cold, mc * 1.5, mc)
         qc = np.where(cold, np.clip(qc * 3, 0, 1), qc)
     wc, ws = rng.binomial(nc, 0.5), rng.binomial(ns, 0.5)
-    floor_c = np.where(t < cold_intervals, s.floor * 1.5, s.floor) if s.cold_minutes else s.floor
+    own_floor = s.floor if s.canary_floor is None else s.canary_floor
+    floor_c = np.where(t < cold_intervals, own_floor * 1.5, own_floor) if s.cold_minutes else own_floor
     return {
         "nc": nc, "ns": ns,
         "xc": _pod_errors(nc, qc, s.canary_pods, s, rng, noisy_pod=False),
