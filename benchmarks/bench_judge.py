@@ -7,7 +7,7 @@ and latency buckets, one canary pod and nine stable pods) through the product's 
 and decision with benchmarks/policies/recommended.yaml's judge settings (alpha per gate,
 tolerances, latency quantile, warm-up, at least 5 canary events).
 
-    uv run python benchmarks/bench_judge.py [--stages 1000] [--effect-stages 200]
+    uv run python benchmarks/bench_judge.py [--stages 1000] [--effect-stages 200] [--only nulls|detection|tradeoff]
 """
 
 from __future__ import annotations
@@ -144,16 +144,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stages", type=int, default=1000, help="healthy 24 h stages per null")
     parser.add_argument("--effect-stages", type=int, default=200, help="stages per fault and per trade-off cell")
+    parser.add_argument("--only", choices=("nulls", "detection", "tradeoff"), action="append",
+                        help="print only these tables (repeatable; default: all)")
     args = parser.parse_args()
+    only = set(args.only or ("nulls", "detection", "tradeoff"))
     clock = time.perf_counter()
     print(f"recommended.yaml: check interval {INTERVAL} s, alpha per gate {ALPHA:g} (stage 0.01 over 4 judged "
           f"gates), tolerances {TOLERANCE}, latency quantile {QUANTILE:g}, warm-up {WARMUP_MINUTES:g} min, "
           f"bets {BETS.fractions}\n")
-    print("\n".join(false_detections(args.stages)))
-    print()
-    print("\n".join(detection(args.effect_stages)))
-    print()
-    print("\n".join(tradeoff(args.effect_stages)))
+    for name, table in (("nulls", lambda: false_detections(args.stages)),
+                        ("detection", lambda: detection(args.effect_stages)),
+                        ("tradeoff", lambda: tradeoff(args.effect_stages))):
+        if name in only:
+            print("\n".join(table()) + "\n", flush=True)
     print(f"\n({time.perf_counter() - clock:.0f} s)")
 
 

@@ -575,17 +575,20 @@ def bet_log_e_paths(z: ArrayLike, bets: Bets = BETS, start_prior: StartPrior = "
 def _mix_paths(log_l: FloatArray, log_weights: FloatArray, start_prior: StartPrior) -> FloatArray:
     """log of sum_k w_k sum_s pi_s prod_{s<=i<=t} L_ik (+ the mass not started yet), for
     per-interval log factors log_l of shape (..., K, T): the mixtures of log_e_paths."""
-    cum = np.cumsum(log_l, axis=-1)
-    T = cum.shape[-1]
+    T = log_l.shape[-1]
     log_pi, log_rest = start_log_weights(T, start_prior)
     if start_prior == "stage":
-        log_s = cum
-    else:
-        a = np.empty_like(cum)
-        a[..., 0] = log_pi[0]
-        np.subtract(log_pi[1:], cum[..., :-1], out=a[..., 1:])
-        log_s = cum + np.logaddexp.accumulate(a, axis=-1)
-    log_s = log_s + np.asarray(log_weights, dtype=float)[:, None]
+        log_s = np.cumsum(log_l, axis=-1)
+    else:  # log S_t = log L_t + log(S_{t-1} + pi_t), S = sum_{s<=t} pi_s prod_{s<=i<=t} L_i: one
+        # pass over time on small arrays (the cumulative-sum form needs a logaddexp.accumulate
+        # over the whole (stages, bets, T) array, several times slower in a Monte Carlo)
+        steps = np.ascontiguousarray(np.moveaxis(log_l, -1, 0))  # time first: each step contiguous
+        state = np.full(log_l.shape[:-1], -np.inf)
+        for t in range(T):
+            state = steps[t] + np.logaddexp(state, log_pi[t])
+            steps[t] = state
+        log_s = np.moveaxis(steps, 0, -1)
+    log_s += np.asarray(log_weights, dtype=float)[:, None]
     m = np.max(log_s, axis=-2)
     m = np.where(np.isfinite(m), m, 0.0)
     log_e = m + np.log(np.sum(np.exp(log_s - m[..., None, :]), axis=-2))
@@ -636,8 +639,11 @@ def rate_log_e_paths(canary_events: ArrayLike, canary_exposure: ArrayLike, stabl
 # survival function is convex there and the chord lies above it, so the interpolated stable
 # tail is at least the true one: conservative. A boundary votes in interval i only if, over the
 # intervals before i (warm-up included), (a) b / (1 + tol) is at or above stable's estimated
-# q-quantile (the region H0 speaks about) and (b) both tracks have at least MIN_TAIL_EVENTS
-# requests beyond it (too few events on either track: no vote), both predictable. Each
+# q-quantile (the region H0 speaks about) and (b) both tracks have served enough requests to
+# place their q-quantile: (1 - q) x requests >= MIN_TAIL_EVENTS on each (too few events on
+# either track: no vote), both predictable. Few slow requests AT the boundary are no reason to
+# abstain: a bet on a share is valid whatever the number of events (a canary slower than every
+# stable request is the clearest evidence there is). Each
 # boundary's e-process bets per interval as the rate test does, so per-pod jitter (a pod
 # slower for a minute: all its slow requests at once) is one bounded factor, as a burst is.
 # The gate's e-process is the equal-weight average of the boundaries' e-processes.
@@ -699,9 +705,11 @@ def latency_scores(canary_bucket_counts: ArrayLike, stable_bucket_counts: ArrayL
         usable = row_ok & np.isfinite(xc) & np.isfinite(xs)
         xc, xs = np.where(usable, np.maximum(xc, 0.0), 0.0), np.where(usable, np.maximum(xs, 0.0), 0.0)
         # predictable voting: from the intervals before this one only (warm-up included)
-        past_c, past_s = _exclusive_cumsum(xc), _exclusive_cumsum(xs)
-        at_or_above_q = past_s <= (1.0 - quantile) * _exclusive_cumsum(np.where(usable, ns, 0.0))
-        votes = usable & at_or_above_q & (past_c >= MIN_TAIL_EVENTS) & (past_s >= MIN_TAIL_EVENTS)
+        past_ns = _exclusive_cumsum(np.where(usable, ns, 0.0))
+        past_nc = _exclusive_cumsum(np.where(usable, nc, 0.0))
+        at_or_above_q = _exclusive_cumsum(xs) <= (1.0 - quantile) * past_ns
+        enough = np.minimum(past_nc, past_ns) * (1.0 - quantile) >= MIN_TAIL_EVENTS
+        votes = usable & at_or_above_q & enough
         x = xc + xs
         share = np.divide(xc, x, out=np.zeros_like(x), where=x > 0)
         zj = np.divide(share, p0, out=np.ones_like(p0), where=p0 > 0) - 1.0
@@ -724,15 +732,14 @@ def latency_quantile_log_e_path(canary_bucket_counts: ArrayLike, stable_bucket_c
     B, T = z.shape[-2:]
     if T == 0 or B == 0:
         return np.zeros(slow.shape), np.zeros(slow.shape)
-    # a boundary that never votes has log E = 0 throughout: compute only the others (exact)
+    # a boundary that never votes has log E = 0 throughout: compute only the others (exact),
+    # the silent ones as one row of log E = 0 with their total weight
     live = np.flatnonzero(np.any(z != 0.0, axis=tuple(a for a in range(z.ndim) if a != z.ndim - 2)))
-    per_b = np.zeros((*z.shape[:-2], B - live.size + min(live.size, 1), T))
-    if live.size:
-        per_b[..., : live.size, :] = bet_log_e_paths(z[..., live, :], bets, start_prior, warmup)
-    weights = np.full((per_b.shape[-2], 1), -math.log(B))
-    if live.size and live.size < B:  # the silent boundaries, as one row of weight (B - live) / B
-        per_b = per_b[..., : live.size + 1, :]
-        weights = np.concatenate([np.full((live.size, 1), -math.log(B)), [[math.log((B - live.size) / B)]]])
-    elif not live.size:
+    if not live.size:
         return np.zeros(slow.shape), np.cumsum(slow, axis=-1)
+    per_b = bet_log_e_paths(z[..., live, :], bets, start_prior, warmup)
+    weights = np.full((live.size, 1), -math.log(B))
+    if live.size < B:
+        per_b = np.concatenate([per_b, np.zeros((*per_b.shape[:-2], 1, T))], axis=-2)
+        weights = np.concatenate([weights, [[math.log((B - live.size) / B)]]])
     return _logsumexp(per_b, axis=-2, log_w=weights), np.cumsum(slow, axis=-1)
