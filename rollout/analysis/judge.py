@@ -653,7 +653,7 @@ def rate_log_e_paths(canary_events: ArrayLike, canary_exposure: ArrayLike, stabl
 # bucket added or removed by the new version) does not vote, nor does one whose interpolation
 # needs an absent stable boundary.
 
-MIN_TAIL_EVENTS = 20
+MIN_TAIL_EVENTS = 10
 
 
 def _interpolated_cumulative(cum: FloatArray, bounds: FloatArray, x: float) -> FloatArray:
