@@ -5,14 +5,21 @@ engineer). Every result at interval t is a deterministic function of the per-int
 0..t, so a restarted bot recomputes exactly the same
 evidence from the stage's counts.
 
-Two tests (rollout/analysis/evidence.py's GateJudge runs them for a gate):
+What the bot runs (rollout/analysis/evidence.py's GateJudge), in the sections at the end:
 
-* `rate_ratio_log_e_paths`: H0 "canary event rate per unit exposure <= (1 + tolerance) x
-  stable's" (errors per request), against "greater"; `ratio_estimate` gives the ratio with its
-  confidence sequence.
-* `latency_log_e_path`: H0 "at every histogram boundary b, canary's fraction of requests slower
-  than b is <= (1 + tolerance) x stable's", against "some boundary is worse". It averages one
-  rate-ratio e-process per boundary (events = requests slower than b, exposure = requests).
+* `rate_log_e_paths`: H0 "canary events (errors, failed workflows, fallbacks) per request are at
+  most (1 + tolerance) x stable's, arriving in clusters of a common law" (bursts, retries and
+  overdispersion allowed), by betting once per interval on the interval's canary share of events.
+* `latency_quantile_log_e_path`: H0 "beyond stable's q-quantile, the canary's latency tail is at
+  most stable's stretched by (1 + tolerance)" (so canary P95 <= (1 + tolerance) x stable's), by
+  the same interval betting on requests slower than bucket boundaries.
+
+Both mix constant bets and change-point starts, and skip the warm-up intervals; their validity
+arguments are with them. The per-event likelihood-ratio e-processes below (`rate_ratio_log_e_paths`,
+`latency_log_e_path`) are what the judge ran before: valid only if every request fails or is
+slow independently of every other, which per-pod bursts and jitter break (docs/judge.md). They
+remain for `ratio_estimate`'s confidence sequence (a description of the effect, not the
+decision) and for the trade-off table of benchmarks/bench_judge.py.
 
 Decision rule: declare a regression at the first interval t with E_t >= 1/alpha. By Ville's
 inequality for a nonnegative supermartingale with E_0 = 1, P_H0(exists t: E_t >= 1/alpha) <= alpha,
