@@ -55,11 +55,11 @@ NULLS = (
 CANDIDATES: list[tuple[str, int, dict]] = [
     ("per-event likelihood ratios (the old judge), 1m, no warm-up", 60, {"method": "event", "warmup": 0}),
     ("interval bets up to 0.8, 1m", 60, {}),
-    ("interval bets up to 0.8, 30s", 30, {}),
-    ("interval bets up to 0.5, 20s", 20, {"bets": Bets.even(0.1, 0.25, 0.5)}),
-    ("interval bets up to 0.8, 20s (chosen)", 20, {}),
-    ("interval bets up to 0.95, 20s", 20, {"bets": Bets.even(0.1, 0.25, 0.5, 0.8, 0.95)}),
-    ("interval bets up to 0.8, 20s, no warm-up", 20, {"warmup": 0}),
+    ("interval bets up to 0.8, 30s (chosen: the project's scrape interval)", 30, {}),
+    ("interval bets up to 0.5, 30s", 30, {"bets": Bets.even(0.1, 0.25, 0.5)}),
+    ("interval bets up to 0.8, 20s", 20, {}),
+    ("interval bets up to 0.95, 30s", 30, {"bets": Bets.even(0.1, 0.25, 0.5, 0.8, 0.95)}),
+    ("interval bets up to 0.8, 30s, no warm-up", 30, {"warmup": 0}),
     ("interval bets up to 0.8, 15s", 15, {}),
 ]
 WARMUP_MINUTES = WARMUP * INTERVAL / 60
