@@ -87,9 +87,13 @@ class Judge(Model):
     (1 + tolerance) x stable reaches 1/alpha, however often it is looked at."""
 
     # the canary may be this much worse before it counts: 0.5 = 1.5x stable's error rate; for
-    # latency, 1.0 = twice stable's share of requests slower than any bucket boundary
+    # latency, 0.2 = the canary's `quantile` may be up to 1.2x stable's (in seconds)
     tolerance: float = Field(ge=0, le=100)
-    # None: the stage's analysis.judgeAlpha, shared evenly by its judged gates
+    # latency only: which quantile the tolerance is about (0.95: P95). Ignored on rate gates
+    # (Gates rejects it there, so a misplaced setting is an error, not a silent no-op)
+    quantile: float | None = Field(None, ge=0.5, le=0.999)
+    # None: what is left of analysis.judgeAlpha after the explicit gate alphas, shared evenly
+    # by the other judged gates and the services (StackConfig.judge_alpha)
     alpha: float | None = Field(None, gt=0, lt=1)
     # a regression also needs this many canary events (errors, slow requests): a handful of
     # warm-up errors on a fresh pod is not a verdict. Only removes rejections: alpha still holds
@@ -196,6 +200,14 @@ class Gates(Model):
         return [(name, gate) for name, gate in self.items() if gate.judge is not None]
 
     @model_validator(mode="after")
+    def _quantile_on_latency_only(self) -> Gates:
+        for name, gate in self.judged():
+            if gate.judge is not None and gate.judge.quantile is not None and name != "p95_latency_seconds":
+                raise ValueError(f"{to_camel(name)}.judge.quantile: only the latency gate (p95LatencySeconds) judges a "
+                                 f"quantile; a rate gate's judge takes tolerance, alpha and minCanaryEvents")
+        return self
+
+    @model_validator(mode="after")
     def _triggers_roll_back(self) -> Gates:
         for name in self.ROLLBACK_TRIGGERS:
             gate = getattr(self, name)
@@ -236,13 +248,25 @@ class Analysis(Model):
     progress_deadline: Duration = timedelta(minutes=10)
     # "required": the bot promotes *into* this stage only after `rollout approve <stage>`
     approval: Literal["none", "required"] = "none"
-    # the judge's false-alarm budget for the whole stage, shared evenly by the judged gates
-    # (a gate's judge.alpha overrides its share); the chance that a healthy canary is ever
-    # declared a regression during the stage is at most the sum of the gates' alphas
+    # the judge's false-alarm budget for one attempt of this stage by one release, over all
+    # its services: the explicit gate alphas (judge.alpha) come off the top, the rest is split
+    # evenly over the other judged gates and the services (StackConfig.judge_alpha); the chance
+    # that a healthy canary is ever declared a regression during the stage is at most this
     judge_alpha: float = Field(0.01, gt=0, lt=1)
+    # the judge's evidence starts this long after the stage start: cold canary pods (JIT, empty
+    # caches, connection pools) are slower and fail more for their first minutes. Fixed before
+    # the stage starts, so the guarantee holds. Chosen with benchmarks/bench_judge.py
+    warmup: Duration = timedelta(minutes=10)
     # when the stable track breaches a gate's critical threshold too and the judge finds the
     # canary no worse: "rollback" (the plan: the thresholds are absolute) or "hold" (and page)
     stable_breach: Literal["rollback", "hold"] = "rollback"
+
+    @field_validator("warmup")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 0:
+            raise ValueError("must be 0s or longer")
+        return value
 
     @field_validator("check_interval", "hold", "progress_deadline")
     @classmethod
@@ -342,14 +366,38 @@ class Stage(Model):
     def weight(self) -> int:
         return self.stage.weight
 
-    def judge_alpha(self, gate_name: str) -> float:
-        """The false-alarm budget of one judged gate."""
+    @model_validator(mode="after")
+    def _judge_alphas_fit(self) -> Stage:
+        judged = [g.judge for _, g in self.gates.judged() if g.judge is not None]
+        explicit = sum(j.alpha for j in judged if j.alpha is not None)
+        if any(j.alpha is None for j in judged) and explicit >= self.analysis.judge_alpha:
+            raise ValueError(f"gates' judge.alpha add up to {explicit:g}, which leaves nothing of "
+                             f"analysis.judgeAlpha ({self.analysis.judge_alpha:g}) for the judged gates without one")
+        return self
+
+    def judge_alpha(self, gate_name: str, services: int = 1) -> float:
+        """The false-alarm budget of one judged gate on one of `services` services judged in
+        this stage: an explicit judge.alpha is the gate's own (per service); the others share
+        what is left of analysis.judgeAlpha once the explicit alphas of all services are taken,
+        evenly over gates and services. The sum over every judged gate and service is at most
+        judgeAlpha (when the explicit alphas leave anything), so k services do not each spend
+        the whole budget."""
+        if services < 1:
+            raise ValueError(f"services must be >= 1 (got {services})")
         gate = getattr(self.gates, gate_name)
         if gate.judge is None:
             raise ValueError(f"gate {gate_name!r} has no judge")
         if gate.judge.alpha is not None:
             return gate.judge.alpha
-        return self.analysis.judge_alpha / len(self.gates.judged())
+        judged = [g.judge for _, g in self.gates.judged() if g.judge is not None]
+        explicit = sum(j.alpha for j in judged if j.alpha is not None) * services
+        shared = sum(1 for j in judged if j.alpha is None) * services
+        left = self.analysis.judge_alpha - explicit
+        if left <= 0:
+            raise ValueError(f"judge alphas: the gates' explicit judge.alpha ({explicit:g} over {services} "
+                             f"service(s)) use up analysis.judgeAlpha ({self.analysis.judge_alpha:g}); "
+                             f"nothing is left for {gate_name}")
+        return left / shared
 
 
 def rollback_target_problem(stage: Stage, release_flags: list[str]) -> str | None:

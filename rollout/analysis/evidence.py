@@ -21,8 +21,8 @@ from rollout.analysis.judge import (
     LOG_CAP,
     first_crossing,
     histogram_quantile,
-    latency_log_e_path,
-    rate_ratio_log_e_paths,
+    latency_quantile_log_e_path,
+    rate_log_e_paths,
     ratio_estimate,
 )
 from rollout.model import Judge
@@ -76,6 +76,13 @@ class Evidence:
     boundary: float | None = None  # latency: the bucket boundary nearest stable's P95
     p95_canary: float | None = None
     p95_stable: float | None = None
+    quantile: float | None = None  # latency: the judged quantile and both tracks' value of it
+    quantile_canary: float | None = None
+    quantile_stable: float | None = None
+    warmup_intervals: int = 0  # intervals from the stage start that carry no evidence
+    # the stage attempt's judge budget (analysis.judgeAlpha) of which `alpha` is this gate's
+    # spend on this service (StackConfig.judge_alpha); None when the caller did not say
+    alpha_budget: float | None = None
 
     @property
     def threshold(self) -> float:
@@ -101,6 +108,9 @@ class Evidence:
             "intervals": self.intervals, "source": self.source, "recent_ratio": _json(self.recent_ratio),
             "boundary": self.boundary,
             "p95_canary": self.p95_canary, "p95_stable": self.p95_stable,
+            "quantile": self.quantile, "quantile_canary": self.quantile_canary,
+            "quantile_stable": self.quantile_stable, "warmup_intervals": self.warmup_intervals,
+            "alpha_budget": self.alpha_budget,
         }
 
 
@@ -117,25 +127,35 @@ def _json(value: float | None) -> float | str | None:
 
 
 class GateJudge:
-    """One gate's e-process over the intervals given, readable at any of them."""
+    """One gate's e-process over the intervals given, readable at any of them.
 
-    def __init__(self, gate: str, judge: Judge, alpha: float, counts: RateCounts | LatencyCounts):
+    `warmup_intervals` (ceil(analysis.warmup / checkInterval)) carry no evidence; `budget` is
+    the stage's judgeAlpha, reported beside this gate's `alpha`. Both are keyword arguments
+    with the old behaviour as default, so older callers keep working."""
+
+    def __init__(self, gate: str, judge: Judge, alpha: float, counts: RateCounts | LatencyCounts, *,
+                 warmup_intervals: int = 0, budget: float | None = None):
         self.gate, self.judge, self.alpha, self.counts = gate, judge, alpha, counts
+        self.warmup, self.budget = max(0, int(warmup_intervals)), budget
         if isinstance(counts, RateCounts):
             self.kind: Literal["rate", "latency"] = "rate"
-            self.path = rate_ratio_log_e_paths(counts.canary_events, counts.canary_exposure, counts.stable_events,
-                                               counts.stable_exposure, judge.tolerance)
-            self.canary_cum = np.cumsum(np.nan_to_num(counts.canary_events))
-            self.stable_cum = np.cumsum(np.nan_to_num(counts.stable_events))
-        else:  # events: requests slower than the smallest boundary
+            self.path = rate_log_e_paths(counts.canary_events, counts.canary_exposure, counts.stable_events,
+                                         counts.stable_exposure, judge.tolerance, warmup=self.warmup)
+            self.canary_cum = np.cumsum(_usable(counts.canary_events))
+            self.stable_cum = np.cumsum(_usable(counts.stable_events))
+        else:  # events: requests slower than the voting boundaries
             self.kind = "latency"
-            self.path, self.canary_cum = latency_log_e_path(np.nan_to_num(counts.canary), np.nan_to_num(counts.stable),
-                                                            judge.tolerance)
-            stable_slow = np.nan_to_num(counts.stable[:, -1] - counts.stable[:, 0]) if counts.stable.size else np.zeros(0)
-            self.stable_cum = np.cumsum(stable_slow)
+            self.path, self.canary_cum = latency_quantile_log_e_path(
+                counts.canary, counts.stable, counts.boundaries, judge.tolerance, self.quantile, warmup=self.warmup)
+            stable = _usable(counts.stable)
+            self.stable_cum = np.cumsum(stable[:, -1] - stable[:, 0]) if stable.size else np.zeros(0)
         self.running_max = np.maximum.accumulate(self.path) if self.path.size else self.path
         self.crossing = first_crossing(self.path, alpha, self.canary_cum, judge.min_canary_events)
         self.intervals = int(self.path.size)
+
+    @property
+    def quantile(self) -> float:
+        return self.judge.quantile if self.judge.quantile is not None else 0.95
 
     def at(self, index: int) -> Evidence:
         """The evidence once interval `index` (0-based) has ended; index < 0: none yet."""
@@ -155,7 +175,8 @@ class GateJudge:
             ratio_low=estimate[1], ratio_high=estimate[2],
             canary_events=float(self.canary_cum[index]) if index >= 0 else 0.0,
             stable_events=float(self.stable_cum[index]) if index >= 0 else 0.0,
-            intervals=index + 1, source=self.counts.source, **extra,
+            intervals=index + 1, source=self.counts.source, warmup_intervals=self.warmup,
+            alpha_budget=self.budget, **extra,
         )
 
     def _estimate(self, index: int) -> tuple[tuple[float | None, float, float], dict[str, Any]]:
@@ -168,21 +189,34 @@ class GateJudge:
             return ratio_estimate(counts.canary_events[upto], counts.canary_exposure[upto],
                                   counts.stable_events[upto], counts.stable_exposure[upto], self.alpha), extra
         # latency: the share of requests slower than the boundary nearest stable's P95
-        canary, stable = np.nan_to_num(counts.canary[upto]), np.nan_to_num(counts.stable[upto])
+        canary, stable = _usable(counts.canary[upto]), _usable(counts.stable[upto])
         bounds = np.asarray(counts.boundaries)
         p95_stable = histogram_quantile(0.95, bounds, stable.sum(axis=0))
         p95_canary = histogram_quantile(0.95, bounds, canary.sum(axis=0))
-        extra = {"p95_canary": p95_canary, "p95_stable": p95_stable}
+        extra = {"p95_canary": p95_canary, "p95_stable": p95_stable, "quantile": self.quantile,
+                 "quantile_canary": histogram_quantile(self.quantile, bounds, canary.sum(axis=0)),
+                 "quantile_stable": histogram_quantile(self.quantile, bounds, stable.sum(axis=0))}
         if p95_stable is None:
             return (None, 0.0, math.inf), extra
         j = int(np.argmin(np.abs(np.log(bounds) - math.log(max(p95_stable, 1e-12)))))
         extra["boundary"] = float(bounds[j])
-        c, st = np.nan_to_num(counts.canary[recent]), np.nan_to_num(counts.stable[recent])
+        c, st = _usable(counts.canary[recent]), _usable(counts.stable[recent])
         extra["recent_ratio"] = _pooled(c[:, -1] - c[:, j], c[:, -1], st[:, -1] - st[:, j], st[:, -1])
         # Bonferroni over the boundaries: the boundary is picked from the data
         estimate = ratio_estimate(canary[:, -1] - canary[:, j], canary[:, -1], stable[:, -1] - stable[:, j],
                                   stable[:, -1], self.alpha / len(bounds))
         return estimate, extra
+
+
+def _usable(counts: np.ndarray) -> np.ndarray:
+    """Counts for sums and descriptions: NaN, infinite and negative entries (and, for bucket
+    rows, the whole row: a layout change or a partial decrease) count as 0."""
+    a = np.asarray(counts, dtype=float)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(a) | (a < 0)
+    if a.ndim == 2:
+        return np.where(np.any(bad, axis=1, keepdims=True), 0.0, a)
+    return np.where(bad, 0.0, a)
 
 
 def _pooled(canary_events: np.ndarray, canary_exposure: np.ndarray, stable_events: np.ndarray,

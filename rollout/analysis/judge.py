@@ -5,14 +5,21 @@ engineer). Every result at interval t is a deterministic function of the per-int
 0..t, so a restarted bot recomputes exactly the same
 evidence from the stage's counts.
 
-Two tests (rollout/analysis/evidence.py's GateJudge runs them for a gate):
+What the bot runs (rollout/analysis/evidence.py's GateJudge), in the sections at the end:
 
-* `rate_ratio_log_e_paths`: H0 "canary event rate per unit exposure <= (1 + tolerance) x
-  stable's" (errors per request), against "greater"; `ratio_estimate` gives the ratio with its
-  confidence sequence.
-* `latency_log_e_path`: H0 "at every histogram boundary b, canary's fraction of requests slower
-  than b is <= (1 + tolerance) x stable's", against "some boundary is worse". It averages one
-  rate-ratio e-process per boundary (events = requests slower than b, exposure = requests).
+* `rate_log_e_paths`: H0 "canary events (errors, failed workflows, fallbacks) per request are at
+  most (1 + tolerance) x stable's, arriving in clusters of a common law" (bursts, retries and
+  overdispersion allowed), by betting once per interval on the interval's canary share of events.
+* `latency_quantile_log_e_path`: H0 "beyond stable's q-quantile, the canary's latency tail is at
+  most stable's stretched by (1 + tolerance)" (so canary P95 <= (1 + tolerance) x stable's), by
+  the same interval betting on requests slower than bucket boundaries.
+
+Both mix constant bets and change-point starts, and skip the warm-up intervals; their validity
+arguments are with them. The per-event likelihood-ratio e-processes below (`rate_ratio_log_e_paths`,
+`latency_log_e_path`) are what the judge ran before: valid only if every request fails or is
+slow independently of every other, which per-pod bursts and jitter break (docs/judge.md). They
+remain for `ratio_estimate`'s confidence sequence (a description of the effect, not the
+decision) and for the trade-off table of benchmarks/bench_judge.py.
 
 Decision rule: declare a regression at the first interval t with E_t >= 1/alpha. By Ville's
 inequality for a nonnegative supermartingale with E_0 = 1, P_H0(exists t: E_t >= 1/alpha) <= alpha,
@@ -226,15 +233,13 @@ def _prepare(
     arrays = np.broadcast_arrays(*[np.atleast_1d(np.asarray(a, dtype=float)) for a in
                                    (canary_counts, canary_exposure, stable_counts, stable_exposure)])
     xc, nc, xs, ns = arrays
-    names = ("canary_counts", "canary_exposure", "stable_counts", "stable_exposure")
-    for name, a in zip(names, arrays):
-        if np.any(a < 0):  # NaN compares False: allowed here, masked below
-            raise ValueError(f"{name} has negative values (a counter reset not handled upstream?)")
-        if np.any(np.isinf(a)):
-            raise ValueError(f"{name} has infinite values")
     # An interval tells nothing about the ratio unless both tracks had exposure. Skipping it
     # (L_i = 1) depends on exposures/missingness only, not on the outcomes: validity is kept.
-    ok = np.isfinite(xc) & np.isfinite(nc) & np.isfinite(xs) & np.isfinite(ns) & (nc > 0) & (ns > 0)
+    # A negative or infinite count (a counter reset not differenced upstream) is as unusable as
+    # a NaN: skipped, never an exception (the judge must not stop a tick on bad data).
+    with np.errstate(invalid="ignore"):
+        ok = (np.isfinite(xc) & np.isfinite(nc) & np.isfinite(xs) & np.isfinite(ns) & (nc > 0) & (ns > 0)
+              & (xc >= 0) & (xs >= 0))
     z = 0.0
     return np.where(ok, xc, z), np.where(ok, nc, z), np.where(ok, xs, z), np.where(ok, ns, z), ok
 
@@ -475,3 +480,273 @@ def _tail_counts(buckets: FloatArray, name: str) -> tuple[FloatArray, FloatArray
     if np.any(bad):
         raise ValueError(f"{name}: `le` buckets must be cumulative (non-decreasing) per interval")
     return np.maximum(tails, 0.0), n
+
+
+# --------------------------------------------------------------------------- interval betting
+#
+# What the bot runs (GateJudge): one bet per interval, not one likelihood ratio per event.
+#
+# Production breaks the per-request independence the likelihood ratios above need: a pod loses
+# a dependency and fails half its requests for 30 s; a pod's latency wanders with its GC and
+# its neighbours. Under the per-event test one such burst on the canary multiplies the evidence
+# by the likelihood ratio of hundreds of "independent" errors (e-values of 1e150 on healthy
+# releases). Here each interval contributes one bounded factor, whatever happened inside it.
+#
+# The game (Shafer & Vovk, testing by betting; Waudby-Smith & Ramdas, "Estimating means of
+# bounded random variables by betting", JRSS-B 2023). For interval i with events on either
+# track, Y_i = x_ci / (x_ci + x_si) is the canary's share of the interval's events and
+# p0_i = n_ci rho0 / (n_ci rho0 + n_si) the largest share the null allows. The bettor stakes a
+# fraction mu of its wealth on "the share is above p0_i":
+#
+#     factor_i = 1 + mu z_i,  z_i = Y_i / p0_i - 1 in [-1, 1/p0_i - 1],  0 <= mu <= MAX_BET < 1,
+#
+# so a factor is at least 1 - MAX_BET > 0 and at most 1 + MAX_BET (1/p0_i - 1): one interval,
+# burst or not, moves the wealth by a bounded amount (with 10 % canary traffic and tolerance
+# 0.5, at most x5.4 at MAX_BET 0.8). Intervals with no events, with no exposure on a track, or
+# before the warm-up have z_i = 0 (factor 1): that depends on exposures, time and whether
+# events happened, not on how they split.
+#
+# Validity: under H0 the interval's share has E[Y_i | past, x_i > 0] <= p0_i, so E[factor_i |
+# past] <= 1 for every mu in [0, 1), and products of factors are nonnegative supermartingales.
+# The share bound holds in the burst model "events arrive in clusters (a burst, a retry storm,
+# one request that fails many sub-calls) and the clusters of each track arrive with the same
+# law per request": given the interval's cluster sizes s_1..s_m, each cluster is the canary's
+# independently with probability p_i = n_ci q_ci / (n_ci q_ci + n_si q_si) <= p0_i (q: clusters
+# per request, q_ci <= rho0 q_si under H0), so E[Y_i | sizes] = sum_k p_i s_k / sum_k s_k = p_i.
+# Independent requests are the special case of clusters of size 1 (the conditional law is then
+# the binomial share of the Poisson model; for binomial sampling and a healthy canary, rho = 1,
+# the central hypergeometric has exactly the mean n_ci / (n_ci + n_si)). Nothing is assumed
+# about the cluster sizes, how many there are or how they vary in time: that is what makes
+# bursts and overdispersion harmless. Pods of a track need the same law (pods are exchangeable
+# within and across tracks): one much noisier STABLE pod only lowers the canary's share (safe);
+# one noisier CANARY pod is a canary that behaves worse, which the judge is there to find.
+#
+# The bet is chosen from past data only: the e-process is a mixture, with weights fixed in
+# advance, over constant bets mu_k (BETS) and over the interval s at which betting starts (the
+# change-point mixture of `start_log_weights`). A mixture of constant-bet wealths is the wealth
+# of a single bettor whose bet at interval i is the wealth-weighted average of the mu_k, a
+# predictable function of the past (the "mixture" betting strategy of Waudby-Smith & Ramdas,
+# section 5; it tracks the best constant bet in hindsight within log(1/w_k) nats, where the
+# adaptive aGRAPA/ONS rules need a tuning window that the change point would have to restart).
+# Each constant-bet product started at s is 1 before s and a supermartingale after, so the
+# mixture is a nonnegative supermartingale with E_0 = 1 and Ville's inequality gives
+# P_H0(exists t: E_t >= 1/alpha) <= alpha.
+
+
+@dataclass(frozen=True)
+class Bets:
+    """The constant fractions of wealth mixed by the interval e-process, with prior weights."""
+
+    fractions: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.fractions or len(self.fractions) != len(self.weights):
+            raise ValueError("bets need as many weights as fractions, at least one")
+        if any(not (0.0 < f < 1.0) for f in self.fractions):
+            raise ValueError("bet fractions must be in (0, 1): a factor 1 - fraction stays > 0")
+        if any(not (w > 0.0) for w in self.weights) or abs(sum(self.weights) - 1.0) > 1e-9:
+            raise ValueError("bet weights must be > 0 and sum to 1")
+
+    @classmethod
+    def even(cls, *fractions: float) -> Bets:
+        return cls(tuple(fractions), tuple(1.0 / len(fractions) for _ in fractions))
+
+
+# Chosen with benchmarks/bench_judge.py (the trade-off table in docs/benchmarks.md): the largest
+# bet bounds what one burst can do; the smaller ones keep evidence growing for a small effect
+# whose intervals are often below p0 (few events per interval).
+MAX_BET = 0.8
+BETS = Bets.even(0.1, 0.25, 0.5, MAX_BET)
+
+
+def bet_log_e_paths(z: ArrayLike, bets: Bets = BETS, start_prior: StartPrior = "changepoint",
+                    warmup: int = 0) -> FloatArray:
+    """log E_t of the interval-betting e-process for per-interval scores z (time last; z >= -1,
+    E[z_i | past] <= 0 under H0, 0 for an interval that does not vote). The first `warmup`
+    intervals carry no evidence and the change-point prior starts after them."""
+    z = np.asarray(z, dtype=float)
+    out = np.zeros(z.shape)
+    T = z.shape[-1]
+    w = max(0, min(int(warmup), T))
+    if T - w <= 0:
+        return out
+    zz = np.clip(np.nan_to_num(z[..., w:], nan=0.0, posinf=0.0, neginf=0.0), -1.0, None)
+    mu = np.asarray(bets.fractions, dtype=float)[:, None]
+    log_l = np.log1p(mu * zz[..., None, :])  # (..., K, T')
+    log_e = _mix_paths(log_l, np.log(np.asarray(bets.weights, dtype=float)), start_prior)
+    out[..., w:] = np.where(np.cumsum(zz != 0, axis=-1) > 0, log_e, 0.0)
+    return out
+
+
+def _mix_paths(log_l: FloatArray, log_weights: FloatArray, start_prior: StartPrior) -> FloatArray:
+    """log of sum_k w_k sum_s pi_s prod_{s<=i<=t} L_ik (+ the mass not started yet), for
+    per-interval log factors log_l of shape (..., K, T): the mixtures of log_e_paths."""
+    T = log_l.shape[-1]
+    log_pi, log_rest = start_log_weights(T, start_prior)
+    if start_prior == "stage":
+        log_s = np.cumsum(log_l, axis=-1)
+    else:  # log S_t = log L_t + log(S_{t-1} + pi_t), S = sum_{s<=t} pi_s prod_{s<=i<=t} L_i: one
+        # pass over time on small arrays (the cumulative-sum form needs a logaddexp.accumulate
+        # over the whole (stages, bets, T) array, several times slower in a Monte Carlo)
+        steps = np.ascontiguousarray(np.moveaxis(log_l, -1, 0))  # time first: each step contiguous
+        state = np.full(log_l.shape[:-1], -np.inf)
+        for t in range(T):
+            state = steps[t] + np.logaddexp(state, log_pi[t])
+            steps[t] = state
+        log_s = np.moveaxis(steps, 0, -1)
+    log_s += np.asarray(log_weights, dtype=float)[:, None]
+    m = np.max(log_s, axis=-2)
+    m = np.where(np.isfinite(m), m, 0.0)
+    log_e = m + np.log(np.sum(np.exp(log_s - m[..., None, :]), axis=-2))
+    if start_prior != "stage":
+        log_e = np.logaddexp(log_e, log_rest)
+    return log_e
+
+
+def share_scores(canary_events: ArrayLike, canary_exposure: ArrayLike, stable_events: ArrayLike,
+                 stable_exposure: ArrayLike, tolerance: float) -> FloatArray:
+    """z_i = Y_i / p0_i - 1 per interval (0: no events, or an unusable interval: NaN, negative
+    or infinite counts, no exposure on a track); broadcasts, time last."""
+    xc, nc, xs, ns, _ = _prepare(canary_events, canary_exposure, stable_events, stable_exposure)
+    p0 = _boundary_share(nc, ns, 1.0 + tolerance)
+    x = xc + xs
+    share = np.divide(xc, x, out=np.zeros_like(x), where=x > 0)
+    return np.where((x > 0) & (p0 > 0), np.divide(share, p0, out=np.ones_like(p0), where=p0 > 0) - 1.0, 0.0)
+
+
+def rate_log_e_paths(canary_events: ArrayLike, canary_exposure: ArrayLike, stable_events: ArrayLike,
+                     stable_exposure: ArrayLike, tolerance: float = 0.5, *, bets: Bets = BETS,
+                     start_prior: StartPrior = "changepoint", warmup: int = 0) -> FloatArray:
+    """The burst-robust rate test: H0 "per request, canary events (errors, failed workflows)
+    arrive at most (1 + tolerance) x stable's rate, in clusters of a common law", by betting on
+    each interval's canary share of events. log E_t, shape (..., T)."""
+    z = share_scores(canary_events, canary_exposure, stable_events, stable_exposure, tolerance)
+    return bet_log_e_paths(z, bets, start_prior, warmup)
+
+
+# --------------------------------------------------------------------------- latency quantiles
+#
+# H0 (per interval i, for both tracks' latency laws in that interval, pods mixed as served):
+# beyond stable's q-quantile Q_s, the canary's tail is at most stable's stretched by (1 + tol):
+#
+#     P_c(T > (1 + tol) x) <= P_s(T > x)   for every x >= Q_s.
+#
+# At x = Q_s this gives P_c(T > (1 + tol) Q_s) <= 1 - q, i.e. the canary's q-quantile is at most
+# (1 + tol) x stable's: a canary whose P95 is more than 1.2x stable's is outside H0, and so is
+# one whose P99 alone blew up (a heavier tail beyond the P95). A canary uniformly 10 % slower
+# is inside H0 for tol >= 0.1, whatever its share of slow requests.
+#
+# Test (the rate game above on slow requests): for a canary-side bucket boundary b, the
+# canary's events are its requests slower than b, the stable's its requests slower than
+# b / (1 + tol), the null share p0_i = n_ci / (n_ci + n_si) (tolerance already in the
+# boundary). b / (1 + tol) is rarely a boundary: stable's count above it is read off the linear
+# interpolation of its cumulative buckets (Prometheus' histogram_quantile assumption). Where the
+# density does not increase across a bucket (every bucket above the mode: the tail), the
+# survival function is convex there and the chord lies above it, so the interpolated stable
+# tail is at least the true one: conservative. A boundary votes in interval i only if, over the
+# intervals before i (warm-up included), (a) b / (1 + tol) is at or above stable's estimated
+# q-quantile (the region H0 speaks about) and (b) both tracks have served enough requests to
+# place their q-quantile: (1 - q) x requests >= MIN_TAIL_EVENTS on each (too few events on
+# either track: no vote), both predictable. Few slow requests AT the boundary are no reason to
+# abstain: a bet on a share is valid whatever the number of events (a canary slower than every
+# stable request is the clearest evidence there is). Each
+# boundary's e-process bets per interval as the rate test does, so per-pod jitter (a pod
+# slower for a minute: all its slow requests at once) is one bounded factor, as a burst is.
+# The gate's e-process is the equal-weight average of the boundaries' e-processes.
+#
+# Missing data: an interval whose +Inf counts are missing on a track, or whose buckets are not
+# cumulative, does not vote; a boundary absent from either track's layout in that interval (a
+# bucket added or removed by the new version) does not vote, nor does one whose interpolation
+# needs an absent stable boundary.
+
+MIN_TAIL_EVENTS = 10
+
+
+def _interpolated_cumulative(cum: FloatArray, bounds: FloatArray, x: float) -> FloatArray:
+    """Per row, the cumulative count at x by linear interpolation between the boundaries around
+    it (0 at 0); NaN if one of them is missing. cum: (..., B) finite boundaries only."""
+    k = int(np.searchsorted(bounds, x, side="left"))  # bounds[k-1] < x <= bounds[k]
+    if k >= bounds.size:
+        return np.full(cum.shape[:-1], np.nan)
+    upper = cum[..., k]
+    if x == bounds[k]:
+        return upper
+    lower_b = 0.0 if k == 0 else float(bounds[k - 1])
+    lower = np.zeros(cum.shape[:-1]) if k == 0 else cum[..., k - 1]
+    return lower + (upper - lower) * (x - lower_b) / (float(bounds[k]) - lower_b)
+
+
+def _exclusive_cumsum(a: FloatArray) -> FloatArray:
+    """Sum over the intervals before each one (time last): what is known when it starts."""
+    out = np.zeros_like(a)
+    np.cumsum(a[..., :-1], axis=-1, out=out[..., 1:])
+    return out
+
+
+def latency_scores(canary_bucket_counts: ArrayLike, stable_bucket_counts: ArrayLike, boundaries: ArrayLike,
+                   tolerance: float, quantile: float, warmup: int = 0) -> tuple[FloatArray, FloatArray]:
+    """(z of shape (..., B, T): each finite boundary's per-interval score, 0 where it does not
+    vote; the canary's slow requests per interval at the voting boundaries (..., T), for the
+    events guard). Buckets: (..., T, B + 1); leading axes are independent stages."""
+    cb = np.asarray(canary_bucket_counts, dtype=float)
+    sb = np.asarray(stable_bucket_counts, dtype=float)
+    bounds = np.asarray(boundaries, dtype=float)
+    B = bounds.size
+    if cb.ndim < 2 or sb.shape != cb.shape or cb.shape[-1] != B + 1 or B == 0:
+        lead = cb.shape[:-1] if cb.ndim >= 2 else (0,)
+        return np.zeros((*lead[:-1], B, lead[-1])), np.zeros(lead)
+    with np.errstate(invalid="ignore"):
+        nc, ns = cb[..., -1], sb[..., -1]
+        row_ok = np.isfinite(nc) & np.isfinite(ns) & (nc > 0) & (ns > 0)
+        for a in (cb, sb):  # cumulative where present; NaN columns are a layout without that bucket
+            row_ok &= ~np.any(np.diff(a, axis=-1) < -1e-9, axis=-1) & ~np.any(a < 0, axis=-1)
+            row_ok &= ~np.any(np.isinf(a), axis=-1) & ~np.any(a > a[..., -1:] + 1e-9, axis=-1)
+    T = cb.shape[-2]
+    z = np.zeros((*cb.shape[:-2], B, T))
+    slow = np.zeros(cb.shape[:-1])
+    p0 = np.divide(nc, nc + ns, out=np.zeros_like(nc), where=row_ok)
+    for j, b in enumerate(bounds):
+        xc = nc - cb[..., j]
+        xs = ns - _interpolated_cumulative(sb[..., :-1], bounds, float(b) / (1.0 + tolerance))
+        usable = row_ok & np.isfinite(xc) & np.isfinite(xs)
+        xc, xs = np.where(usable, np.maximum(xc, 0.0), 0.0), np.where(usable, np.maximum(xs, 0.0), 0.0)
+        # predictable voting: from the intervals before this one only (warm-up included)
+        past_ns = _exclusive_cumsum(np.where(usable, ns, 0.0))
+        past_nc = _exclusive_cumsum(np.where(usable, nc, 0.0))
+        at_or_above_q = _exclusive_cumsum(xs) <= (1.0 - quantile) * past_ns
+        enough = np.minimum(past_nc, past_ns) * (1.0 - quantile) >= MIN_TAIL_EVENTS
+        votes = usable & at_or_above_q & enough
+        x = xc + xs
+        share = np.divide(xc, x, out=np.zeros_like(x), where=x > 0)
+        zj = np.divide(share, p0, out=np.ones_like(p0), where=p0 > 0) - 1.0
+        z[..., j, :] = np.where(votes & (x > 0), zj, 0.0)
+        slow = np.where(votes, np.maximum(slow, xc), slow)
+    if warmup > 0:
+        z[..., :warmup] = 0.0
+        slow[..., :warmup] = 0.0
+    return z, slow
+
+
+def latency_quantile_log_e_path(canary_bucket_counts: ArrayLike, stable_bucket_counts: ArrayLike,
+                                boundaries: ArrayLike, tolerance: float = 0.2, quantile: float = 0.95, *,
+                                bets: Bets = BETS, start_prior: StartPrior = "changepoint",
+                                warmup: int = 0) -> tuple[FloatArray, FloatArray]:
+    """(log E_t of the latency quantile test, the canary's running count of slow requests at
+    the voting boundaries). Buckets: (intervals, boundaries + 1) per-interval increments of the
+    cumulative `le` buckets, +Inf last; NaN where a track's layout lacks a bucket."""
+    z, slow = latency_scores(canary_bucket_counts, stable_bucket_counts, boundaries, tolerance, quantile, warmup)
+    B, T = z.shape[-2:]
+    if T == 0 or B == 0:
+        return np.zeros(slow.shape), np.zeros(slow.shape)
+    # a boundary that never votes has log E = 0 throughout: compute only the others (exact),
+    # the silent ones as one row of log E = 0 with their total weight
+    live = np.flatnonzero(np.any(z != 0.0, axis=tuple(a for a in range(z.ndim) if a != z.ndim - 2)))
+    if not live.size:
+        return np.zeros(slow.shape), np.cumsum(slow, axis=-1)
+    per_b = bet_log_e_paths(z[..., live, :], bets, start_prior, warmup)
+    weights = np.full((live.size, 1), -math.log(B))
+    if live.size < B:
+        per_b = np.concatenate([per_b, np.zeros((*per_b.shape[:-2], 1, T))], axis=-2)
+        weights = np.concatenate([weights, [[math.log((B - live.size) / B)]]])
+    return _logsumexp(per_b, axis=-2, log_w=weights), np.cumsum(slow, axis=-1)

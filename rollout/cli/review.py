@@ -105,7 +105,7 @@ def replay(
     from rollout.config import load_policy_file, load_stack_config
     from rollout.review.backfill import BackfillError
     from rollout.review.openmetrics import OpenMetricsError
-    from rollout.review.replay import ReplayError, plot, timeline
+    from rollout.review.replay import ReplayError, calibration, plot, timeline
     from rollout.review.replay import replay as run_replay
 
     if (stage is None) == (policy is None):
@@ -129,6 +129,8 @@ def replay(
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return
     for line in timeline(result):
+        say(line)
+    for line in calibration(result):
         say(line)
     spent = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in result.seconds.items())
     say(f"{len(result.checks)} checks, {result.queries} queries; {spent}", console=err)

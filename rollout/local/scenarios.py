@@ -531,6 +531,29 @@ LIBRARY: dict[str, ScenarioSpec] = {
             faults=(Fault(2 * H, Effect(error_probability=0.02, latency_scale=2.0), duration=5 * M, tracks=BOTH,
                           every=3 * H, until=46 * H),),
         ),
+        # The noise real pods make, the same version on both tracks (docs/judge.md): healthy
+        # releases that a judge assuming independent requests would roll back.
+        _spec(
+            "pod-bursts", "A/A: every pod (stable and canary) fails half its requests for 30 s once an hour",
+            Expected("promote", 48 * H, 48 * H + 30 * M,
+                     "a burst fails at most two 5-minute checks in a row (the canary's one pod at 5 % for a window)"),
+            faults=tuple(Fault(6 * M + 7 * M * i, Effect(error_probability=0.5), duration=timedelta(seconds=30),
+                               tracks=(track,), pods=(i,), every=H)
+                         for track, pods in (("canary", 1), ("stable", 10)) for i in range(pods)),
+        ),
+        _spec(
+            "cold-canary", "the canary pod is cold for its first 10 minutes: 1.5x slower, 3x the background errors",
+            Expected("promote", 48 * H, 48 * H + 30 * M,
+                     "P95 0.17 s and 0.06 % errors stay under the targets; warm after 10 minutes"),
+            faults=(Fault(timedelta(0), Effect(error_probability=0.0006, latency_scale=1.5), duration=10 * M),),
+        ),
+        _spec(
+            "noisy-stable-pod", "A/A, but one stable pod is much noisier: 10x the errors, 1.5x slower, bursts every 20 min",
+            PROMOTE_ON_TIME,
+            faults=(Fault(timedelta(0), Effect(error_probability=0.002, latency_scale=1.5), tracks=("stable",), pods=(0,)),
+                    Fault(5 * M, Effect(error_probability=0.5), duration=timedelta(seconds=30), tracks=("stable",),
+                          pods=(0,), every=20 * M)),
+        ),
     ]
 }
 

@@ -47,7 +47,9 @@ def judge_evidence(
         read: dict[str, list[Series]] = {}  # Pipelex failures and fallbacks share their exposure
         judges = {
             name: GateJudge(name, gate.judge, stage.judge_alpha(name),  # type: ignore[arg-type]
-                            _counts(prom, COUNT_SOURCES[name], app, namespace, since, last, step, read))
+                            _counts(prom, COUNT_SOURCES[name], app, namespace, since, last, step, read),
+                            warmup_intervals=math.ceil(stage.analysis.warmup / step - 1e-9),
+                            budget=stage.analysis.judge_alpha)
             for name, gate in judged
         } if ended > 0 else {}
         if grid is not None:

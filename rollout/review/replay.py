@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rollout.analysis.decision import EVERY_CHECK, check_times, decide
 from rollout.analysis.gates import CheckResult, GateResult
 from rollout.model import ServiceConfig, StackConfig, Stage, format_duration
@@ -224,6 +226,54 @@ def timeline(result: ReplayResult) -> list[str]:
     when = "by the end of the data" if result.decided_at is None else f"at {_offset(result, result.decided_at)}"
     lines.append(f"decision {when}: {result.action} - {result.reason}")
     return lines
+
+
+def calibration(result: ReplayResult) -> list[str]:
+    """The judge on this recording, per judged gate: its largest e-value against 1/alpha, and
+    the noise it saw. Replayed over an A/A recording (the same version on both tracks), this is
+    the check a team runs before turning the judge on (docs/judge.md, "Calibrating on an A/A
+    recording"): every e_max should stay well below 1/alpha.
+
+    Noise, from the evidence at consecutive checks (each check's counts since the last one):
+    rates: the dispersion of the canary's events per check interval (variance / mean: about 1
+    for independent requests, far above for bursts and per-pod overdispersion) and the largest
+    canary share of one interval's events (a burst on one canary pod is near 1); latency: the
+    spread of the canary/stable slow-request ratio over 10-interval windows (per-pod jitter)."""
+    by_gate: dict[str, list[Any]] = {}
+    for check in result.checks:
+        for gate in check.gates:
+            if gate.evidence is not None:
+                by_gate.setdefault(gate.name, []).append(gate.evidence)
+    if not by_gate:
+        return []
+    lines = ["judge calibration (largest e-value of the stage against 1/alpha; the noise it saw):"]
+    for name, evidence in by_gate.items():
+        last = evidence[-1]
+        e_max = max(e.e_max for e in evidence)
+        verdict = "CROSSED" if last.regression else f"{math.log(e_max) / math.log(last.threshold):.0%} of the way in log"
+        noise = _rate_noise(evidence) if last.kind == "rate" else _latency_noise(evidence)
+        lines.append(f"  {name:<34} e_max {e_max:<9.3g} 1/alpha {last.threshold:<7.4g} ({verdict}); {noise}")
+    return lines
+
+
+def _rate_noise(evidence: list[Any]) -> str:
+    canary = np.diff([0.0] + [e.canary_events for e in evidence])
+    stable = np.diff([0.0] + [e.stable_events for e in evidence])
+    mean = float(canary.mean()) if canary.size else 0.0
+    dispersion = "-" if mean <= 0 else f"{float(canary.var()) / mean:.3g}"
+    total = canary + stable
+    shares = canary[total > 0] / total[total > 0]
+    burst = "-" if shares.size == 0 else f"{float(shares.max()):.2f}"
+    return f"canary events per interval: dispersion {dispersion} (1 = independent), largest canary share {burst}"
+
+
+def _latency_noise(evidence: list[Any]) -> str:
+    ratios = [e.recent_ratio for e in evidence if e.recent_ratio is not None and math.isfinite(e.recent_ratio)]
+    spread = "-" if len(ratios) < 2 else f"{min(ratios):.3g}..{max(ratios):.3g}"
+    last = evidence[-1]
+    q = "-" if last.quantile_canary is None or last.quantile_stable is None or not last.quantile_stable else (
+        f"{last.quantile_canary / last.quantile_stable:.3g}")
+    return f"canary/stable slow share over 10 intervals {spread} (jitter); canary/stable quantile {q}"
 
 
 def plot(result: ReplayResult, path: Path) -> Path:

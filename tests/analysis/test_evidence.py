@@ -41,16 +41,19 @@ def test_a_regression_is_sticky_and_names_where_it_crossed() -> None:
     judge = GateJudge("error_rate", JUDGE, 0.005, blip)
     before, after = judge.at(29), judge.at(119)
     assert not before.regression and before.crossed_interval is None
-    assert after.regression and 30 <= after.crossed_interval < 33
+    assert after.regression and 30 <= after.crossed_interval < 40  # within the 10 bad intervals
     assert after.e_value < after.e_max  # the evidence decays, the verdict stays
     assert json.loads(json.dumps(after.to_dict()))["regression"] is True
 
 
 def test_latency_evidence_names_the_boundary_and_both_p95s() -> None:
     sim = simulate(Scenario("slow", floor=0.015, mean_stable=0.025, mean_canary=0.0575), 1, 30, np.random.default_rng(3))
-    judge = GateJudge("p95_latency_seconds", Judge(tolerance=1.0), 0.0025,
-                      LatencyCounts(tuple(BOUNDARIES), sim["cb"][0].astype(float), sim["sb"][0].astype(float), "test"))
+    judge = GateJudge("p95_latency_seconds", Judge(tolerance=0.2, quantile=0.95), 0.0025,
+                      LatencyCounts(tuple(BOUNDARIES), sim["cb"][0].astype(float), sim["sb"][0].astype(float), "test"),
+                      warmup_intervals=3, budget=0.01)
     evidence = judge.at(29)
+    assert evidence.quantile == 0.95 and evidence.quantile_canary == evidence.p95_canary
+    assert evidence.warmup_intervals == 3 and evidence.alpha_budget == 0.01
     assert evidence.regression and evidence.kind == "latency"
     assert evidence.boundary == 0.1 and 0.08 < evidence.p95_stable < 0.1 < 0.16 < evidence.p95_canary < 0.2
     assert evidence.ratio_low > 2  # beyond the tolerance: more than twice stable's share is slow
@@ -122,7 +125,21 @@ def test_a_breach_the_stable_track_shares_is_reported_and_follows_the_setting(po
     assert "the canary is not worse than stable (stable breaches the critical threshold too)" in gate.message
 
 
-def test_the_stage_alpha_is_shared_by_its_judged_gates() -> None:
+def test_explicit_alphas_come_off_the_top_and_the_rest_splits_over_gates_and_services() -> None:
     s = stage(p95LatencySeconds={"target": 0.2, "critical": 0.5, "judge": {"tolerance": 1.0, "alpha": 0.001}})
     assert s.judge_alpha("p95_latency_seconds") == 0.001
-    assert s.judge_alpha("error_rate") == pytest.approx(0.01 / 3)
+    assert s.judge_alpha("error_rate") == pytest.approx((0.01 - 0.001) / 2)
+    # two services: each has its explicit 0.001, the other 2 gates x 2 services share the rest
+    assert s.judge_alpha("error_rate", services=2) == pytest.approx((0.01 - 0.002) / 4)
+    per_release = sum(s.judge_alpha(name, services=2) for name, _ in s.gates.judged()) * 2
+    assert per_release == pytest.approx(0.01)
+
+
+def test_explicit_alphas_that_leave_nothing_are_an_error_naming_the_budget() -> None:
+    with pytest.raises(ValueError, match="leaves nothing of analysis.judgeAlpha"):
+        stage(p95LatencySeconds={"target": 0.2, "critical": 0.5, "judge": {"tolerance": 1.0, "alpha": 0.01}})
+
+
+def test_a_quantile_on_a_rate_gate_is_an_error_naming_the_gate() -> None:
+    with pytest.raises(ValueError, match="errorRate.judge.quantile: only the latency gate"):
+        stage(errorRate={"target": 0.001, "critical": 0.01, "judge": {"tolerance": 0.5, "quantile": 0.95}})

@@ -9,13 +9,22 @@ tracks share in production: diurnal and bursty traffic, a wandering error level,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 from scipy.stats import beta
 
 from rollout.analysis.evidence import Evidence, GateJudge, RateCounts
-from rollout.analysis.judge import first_crossing, rate_ratio_log_e_paths
+from rollout.analysis.judge import (
+    BETS,
+    Bets,
+    first_crossing,
+    latency_quantile_log_e_path,
+    rate_log_e_paths,
+    rate_ratio_log_e_paths,
+)
 from rollout.config import REPO_ROOT, load_policy_file
 from rollout.local.synthetic import LATENCY_BUCKETS
 from rollout.model import Judge
@@ -26,18 +35,22 @@ GATES = {"errors": "error_rate", "latency": "p95_latency_seconds", "failures": "
          "fallbacks": "fallback_rate"}
 
 
-def _recommended_judge() -> tuple[float, dict[str, float], int]:
-    """(alpha per gate, tolerances, min canary events) of benchmarks/policies/recommended.yaml,
+def _recommended_judge() -> tuple[float, dict[str, float], int, int, float, int]:
+    """(alpha per gate, tolerances, min canary events, warm-up intervals, latency quantile,
+    interval seconds) of benchmarks/policies/recommended.yaml,
     read from the file so the simulations test the policy the benchmarks publish."""
     stage = load_policy_file(REPO_ROOT, REPO_ROOT / "benchmarks" / "policies" / "recommended.yaml").stage
     judges = {key: getattr(stage.gates, gate).judge for key, gate in GATES.items()}
     alphas = {stage.judge_alpha(gate) for gate in GATES.values()}
     events = {judge.min_canary_events for judge in judges.values()}
     assert len(alphas) == 1 and len(events) == 1, "the simulator assumes one alpha and one guard for all gates"
-    return alphas.pop(), {key: judge.tolerance for key, judge in judges.items()}, events.pop()
+    warmup = math.ceil(stage.analysis.warmup / stage.analysis.check_interval)  # in intervals
+    quantile = judges["latency"].quantile or 0.95
+    return (alphas.pop(), {key: judge.tolerance for key, judge in judges.items()}, events.pop(), warmup, quantile,
+            round(stage.analysis.check_interval.total_seconds()))
 
 
-ALPHA, TOLERANCE, MIN_EVENTS = _recommended_judge()
+ALPHA, TOLERANCE, MIN_EVENTS, WARMUP, QUANTILE, INTERVAL = _recommended_judge()
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class Scenario:
     q_stable: float = 0.0005  # error probability
     q_canary: float = 0.0005
     floor: float = 0.02  # latency floor + Exponential(mean)
+    canary_floor: float | None = None  # the canary's own floor (None: `floor`)
     mean_stable: float = 0.03
     mean_canary: float = 0.03
     workflow_failure: float = 0.002
@@ -57,6 +71,17 @@ class Scenario:
     # per-minute lognormal swings (this sigma) of the canary's latency alone: pod-local shocks
     # (GC pauses, a noisy neighbour), which break the judge's independence assumption
     canary_jitter: float = 0.0
+    # what real pods do (the same on both tracks: a null for the judge). Pods: the library's
+    # split, one canary pod and nine stable ones at 20 req/s each
+    canary_pods: int = 1
+    stable_pods: int = 9
+    burst_per_hour: float = 0.0  # each pod fails `burst_errors` of its requests for 30 s, this often
+    burst_errors: float = 0.5
+    pod_jitter: float = 0.0  # every pod's latency scale wanders lognormal(0, sigma) minute to minute
+    overdispersion: float = 0.0  # per pod and minute, the error probability x Gamma(1/v, v): variance v
+    cold_minutes: int = 0  # canary pods 1.5x slower (and 3x the errors) for their first minutes
+    noisy_stable_pod: bool = False  # stable pod 0: 5x the errors, twice the bursts, 1.5x the latency
+    interval_seconds: int = INTERVAL  # the judge's interval (the check interval); fault_start counts these
 
 
 def bucket_probabilities(floor: np.ndarray | float, mean: np.ndarray | float) -> np.ndarray:
@@ -85,8 +110,8 @@ def simulate(s: Scenario, stages: int, intervals: int, rng: np.random.Generator)
             incident[:, lag:] |= incident[:, :-lag]
         level = np.where(incident, 100.0, level)
         latency = np.where(incident, 3.0, rng.lognormal(0, 0.4, (S, T)))
-    nc = rng.poisson(s.canary_rps * 60 * rate)
-    ns = rng.poisson(s.stable_rps * 60 * rate)
+    nc = rng.poisson(s.canary_rps * s.interval_seconds * rate)
+    ns = rng.poisson(s.stable_rps * s.interval_seconds * rate)
     faulty = t >= s.fault_start
     qc = np.clip(np.where(faulty, s.q_canary, s.q_stable) * level, 0, 1)
     qs = np.clip(s.q_stable * level, 0, 1)
@@ -94,16 +119,67 @@ def simulate(s: Scenario, stages: int, intervals: int, rng: np.random.Generator)
     if s.canary_jitter:
         mc = mc * rng.lognormal(0, s.canary_jitter, (S, T))
     ms = s.mean_stable * latency
+    cold_intervals = s.cold_minutes * 60 // s.interval_seconds
+    if s.cold_minutes:
+        cold = t < cold_intervals
+        mc = np.where(cold, mc * 1.5, mc)
+        qc = np.where(cold, np.clip(qc * 3, 0, 1), qc)
     wc, ws = rng.binomial(nc, 0.5), rng.binomial(ns, 0.5)
+    own_floor = s.floor if s.canary_floor is None else s.canary_floor
+    floor_c = np.where(t < cold_intervals, own_floor * 1.5, own_floor) if s.cold_minutes else own_floor
     return {
-        "nc": nc, "ns": ns, "xc": rng.binomial(nc, qc), "xs": rng.binomial(ns, qs),
+        "nc": nc, "ns": ns,
+        "xc": _pod_errors(nc, qc, s.canary_pods, s, rng, noisy_pod=False),
+        "xs": _pod_errors(ns, qs, s.stable_pods, s, rng, noisy_pod=s.noisy_stable_pod),
         "wc": wc, "ws": ws,
         "fc": rng.binomial(wc, np.clip(s.workflow_failure * level, 0, 1)),
         "fs": rng.binomial(ws, np.clip(s.workflow_failure * level, 0, 1)),
         "bc": rng.binomial(wc, s.fallback), "bs": rng.binomial(ws, s.fallback),
-        "cb": np.cumsum(rng.multinomial(nc, bucket_probabilities(s.floor, mc)), axis=-1),
-        "sb": np.cumsum(rng.multinomial(ns, bucket_probabilities(s.floor, ms)), axis=-1),
+        "cb": _pod_buckets(nc, floor_c, mc, s.canary_pods, s.pod_jitter, 1.0, rng),
+        "sb": _pod_buckets(ns, s.floor, ms, s.stable_pods, s.pod_jitter, 1.5 if s.noisy_stable_pod else 1.0, rng),
     }
+
+
+def _pod_errors(n: np.ndarray, q: np.ndarray, pods: int, s: Scenario, rng: np.random.Generator,
+                noisy_pod: bool) -> np.ndarray:
+    """A track's errors per interval when its pods misbehave on their own: requests spread
+    evenly over the pods; each pod's error probability x Gamma noise, and 30 s bursts."""
+    if not (s.burst_per_hour or s.overdispersion or noisy_pod):
+        return rng.binomial(n, q)
+    S, T = n.shape
+    per_pod = rng.multinomial(n, np.full(pods, 1.0 / pods))  # (S, T, P)
+    qp = np.broadcast_to(np.asarray(q, dtype=float)[..., None], (S, T, pods)).copy()
+    if s.overdispersion:
+        k = 1.0 / s.overdispersion
+        qp *= rng.gamma(k, 1.0 / k, (S, T, pods))
+    bursts_per_hour = np.full(pods, s.burst_per_hour)
+    if noisy_pod:
+        qp[..., 0] *= 5.0
+        bursts_per_hour[0] *= 2.0
+    if s.burst_per_hour:
+        burst = rng.random((S, T, pods)) < bursts_per_hour * s.interval_seconds / 3600.0
+        # a 30 s burst inside the interval: that share of the pod's requests at burst_errors
+        covered = min(1.0, 30.0 / s.interval_seconds)
+        qp = np.where(burst, covered * s.burst_errors + (1 - covered) * qp, qp)
+    return rng.binomial(per_pod, np.clip(qp, 0, 1)).sum(axis=-1)
+
+
+def _pod_buckets(n: np.ndarray, floor: np.ndarray | float, mean: np.ndarray, pods: int, jitter: float,
+                 pod0_scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Cumulative `le` bucket counts: each request is served by a pod chosen evenly, whose
+    latency scale this minute is lognormal(0, jitter) (and pod0_scale for pod 0)."""
+    S, T = n.shape
+    floor = np.broadcast_to(np.asarray(floor, dtype=float), (S, T)) if np.ndim(floor) else np.full((S, T), floor)
+    if not jitter and pod0_scale == 1.0:
+        return np.cumsum(rng.multinomial(n, bucket_probabilities(floor, mean)), axis=-1)
+    out = np.empty((S, T, BOUNDARIES.size + 1), dtype=np.int64)
+    for part in range(0, S, 100):  # the (S, T, pods, buckets) mixture in slices keeps memory small
+        sl = slice(part, part + 100)
+        scale = rng.lognormal(0, jitter, (*n[sl].shape, pods)) if jitter else np.ones((*n[sl].shape, pods))
+        scale[..., 0] *= pod0_scale
+        probs = bucket_probabilities(floor[sl][..., None] * scale, mean[sl][..., None] * scale).mean(axis=-2)
+        out[sl] = np.cumsum(rng.multinomial(n[sl], probs / probs.sum(-1, keepdims=True)), axis=-1)
+    return out
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -114,18 +190,47 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 
 def crossings(sim: dict[str, np.ndarray], tolerance: dict[str, float] = TOLERANCE, alpha: float = ALPHA,
-              min_events: int = MIN_EVENTS) -> dict[str, np.ndarray]:
-    """Per gate, the first interval of each stage where a regression is declared (-1: never)."""
+              min_events: int = MIN_EVENTS, warmup: int | None = None, quantile: float | None = None,
+              bets: Bets = BETS, method: str = "bet") -> dict[str, np.ndarray]:
+    """Per gate, the first interval of each stage where a regression is declared (-1: never),
+    through the product's tests (method "bet"; "event": the per-event likelihood ratios that
+    the bot ran before, for the trade-off table)."""
+    warmup = WARMUP if warmup is None else warmup  # in intervals
+    quantile = QUANTILE if quantile is None else quantile
     out = {}
     for gate, (c, nc, s, ns) in {
         "errors": ("xc", "nc", "xs", "ns"), "failures": ("fc", "wc", "fs", "ws"), "fallbacks": ("bc", "wc", "bs", "ws"),
     }.items():
-        paths = rate_ratio_log_e_paths(sim[c], sim[nc], sim[s], sim[ns], tolerance[gate])
+        if method == "event":
+            paths = rate_ratio_log_e_paths(sim[c], sim[nc], sim[s], sim[ns], tolerance[gate])
+        else:
+            paths = rate_log_e_paths(sim[c], sim[nc], sim[s], sim[ns], tolerance[gate], bets=bets, warmup=warmup)
         cum = np.cumsum(sim[c], axis=1)
         out[gate] = np.array([_first(first_crossing(p, alpha, k, min_events)) for p, k in zip(paths, cum)])
-    paths, slow = latency_paths(sim, tolerance["latency"])
+    if method == "event":
+        paths, slow = latency_paths(sim, 1.0)
+    else:
+        paths, slow = quantile_paths(sim, tolerance["latency"], quantile, warmup, bets)
     out["latency"] = np.array([_first(first_crossing(p, alpha, k, min_events)) for p, k in zip(paths, slow)])
     return out
+
+
+def quantile_paths(sim: dict[str, np.ndarray], tolerance: float, quantile: float, warmup: int,
+                   bets: Bets = BETS) -> tuple[np.ndarray, np.ndarray]:
+    """latency_quantile_log_e_path of every stage at once (it takes leading stage axes), 100
+    stages at a time to keep the arrays small."""
+    paths, slow = [], []
+    for part in range(0, len(sim["nc"]), 100):
+        sl = slice(part, part + 100)
+        p, k = latency_quantile_log_e_path(_increments(sim["cb"][sl]), _increments(sim["sb"][sl]), BOUNDARIES,
+                                           tolerance, quantile, bets=bets, warmup=warmup)
+        paths.append(p)
+        slow.append(k)
+    return np.concatenate(paths), np.concatenate(slow)
+
+
+def _increments(cumulative_in_le: np.ndarray) -> np.ndarray:
+    return cumulative_in_le.astype(float)
 
 
 def latency_paths(sim: dict[str, np.ndarray], tolerance: float) -> tuple[np.ndarray, np.ndarray]:

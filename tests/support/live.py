@@ -44,6 +44,7 @@ def compressed_config(
         minCanaryRequests=min_canary_requests,
         hold="30s",
         progressDeadline=progress_deadline,
+        warmup="0s",  # a compressed stage has no cold-pod minutes to wait out
     )
     template = data["project"]["services"][0]
     data["project"]["services"] = [{**template, "name": app, "namespace": NAMESPACE} for app in apps]
