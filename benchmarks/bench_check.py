@@ -23,7 +23,7 @@ from support.live import compressed_config, live_stack
 
 from rollout.analysis.decision import decide
 from rollout.analysis.gates import evaluate
-from rollout.release.prometheus import measure
+from rollout.release.measuring import measure
 
 
 def percentile(values: list[float], share: float) -> float:

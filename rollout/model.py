@@ -560,6 +560,18 @@ class ServiceConfig(Model):
     flags_mount_path: str = "/etc/genesis/flags"
     # per track PodDisruptionBudget; percentages are rounded up by the disruption controller
     max_unavailable: str = Field("10%", pattern=r"^([1-9][0-9]?|100)%$")
+    # the window of the app's genesis_error_rate gauge, stated by its owners. The judge estimates
+    # errors from the gauge only when the app exports no genesis_request_errors_total, and acts on
+    # that estimate (rolls back) only when this equals the stage's check interval; otherwise an
+    # error is counted once per check its window overlaps, and a regression only holds
+    error_gauge_window: Duration | None = None
+
+    @field_validator("error_gauge_window")
+    @classmethod
+    def _gauge_window_positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value.total_seconds() <= 0:
+            raise ValueError("must be longer than 0s (the window of the app's genesis_error_rate gauge)")
+        return value
 
 
 class ParentRef(Model):

@@ -22,6 +22,8 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
      "monitoring is generated from the model, not from the bot"),
     ("rollout.release", ("rollout.local", "rollout.review", "rollout.cli", "components"),
      "the production path loads no stand-in and no mock runtime"),
+    ("rollout.release.prometheus", ("rollout.",),
+     "the Prometheus client only talks to its server: rollout.release.measuring reads a check through it"),
     ("rollout.review", ("rollout.local", "rollout.cli"), "review tools run without stand-ins"),
     ("rollout.model", ("rollout.", "components"), "the model is the bottom layer"),
     ("rollout.config", ("rollout.analysis", "rollout.monitoring", "rollout.release", "rollout.review",
@@ -80,6 +82,50 @@ def violations(sources: dict[str, tuple[str, bool]]) -> list[str]:
     return sorted(set(problems))
 
 
+def import_cycles(sources: dict[str, tuple[str, bool]]) -> list[list[str]]:
+    """Groups of product modules that import each other, directly or around a circle; imports
+    under `if TYPE_CHECKING:` count too (a type-only import that closes a circle is still one
+    way in and another way back, e.g. adapter -> counts -> adapter)."""
+    graph: dict[str, set[str]] = {}
+    for module, (source, is_package) in sources.items():
+        targets = set()
+        for _, imported in imports(source, module, is_package):
+            parts = imported.split(".")
+            while parts and ".".join(parts) not in sources:
+                parts.pop()
+            if parts and ".".join(parts) != module:
+                targets.add(".".join(parts))
+        graph[module] = targets
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
 def product_sources() -> dict[str, tuple[str, bool]]:
     files = [*REPO_ROOT.joinpath("rollout").rglob("*.py"), *REPO_ROOT.joinpath("components").rglob("*.py"),
              REPO_ROOT / "__main__.py"]
@@ -88,6 +134,25 @@ def product_sources() -> dict[str, tuple[str, bool]]:
 
 def test_the_product_keeps_its_import_directions():
     assert violations(product_sources()) == []
+
+
+def test_no_module_imports_its_way_back_to_itself():
+    assert import_cycles(product_sources()) == []
+
+
+def test_a_check_goes_one_way_client_measuring_analysis_bot():
+    """The circle of issue 16 (measure() -> the judge's counts -> the client, under TYPE_CHECKING)
+    is caught both ways: the client importing anything of ours, and any circle at all."""
+    sources = product_sources()
+    client, is_package = sources["rollout.release.prometheus"]
+    sources["rollout.release.prometheus"] = (
+        client + "\n\nif TYPE_CHECKING:\n    from rollout.release.measuring import measure\n", is_package)
+    assert any(p.startswith("rollout.release.prometheus:") and "imports rollout.release.measuring" in p
+               for p in violations(sources))
+    assert ["rollout.release.measuring", "rollout.release.prometheus"] in import_cycles(sources)
+    # and the analysis side reads nothing: the judge gets counts, never a client
+    assert not [i for _, i in imports(sources["rollout.analysis.judging"][0], "rollout.analysis.judging", False)
+                if i.startswith("rollout.release")]
 
 
 def test_top_level_of_rollout_holds_only_model_config_cli_and_subpackages():

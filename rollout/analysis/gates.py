@@ -41,13 +41,17 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
+from rollout.analysis.counts import StageCounts
 from rollout.analysis.evidence import Evidence
+from rollout.analysis.judging import JudgeOutcome, judge_stage
+from rollout.analysis.srm import SampleRatio
 from rollout.model import Direction, Gate, Stage, format_duration
 
 Verdict = Literal["pass", "hold", "fail"]
 VERDICT_EXIT_CODES: dict[str, int] = {"pass": 0, "fail": 1, "hold": 2}
 EXIT_ERROR = 3  # the CLI's: the check itself could not run (e.g. Prometheus unreachable)
 AVAILABILITY = "canary_availability"  # the built-in gate on kube-state-metrics
+SAMPLE_RATIO = "sample_ratio"  # the built-in check that the canary gets its configured share
 _SEVERITY = {"pass": 0, "hold": 1, "fail": 2}
 
 
@@ -74,8 +78,11 @@ class Measurements:
     availability: GateMeasurement | None = None
     # how long the stage had run at `at`; None when unknown (a one-off `rollout check`)
     stage_age: timedelta | None = None
-    # the judge's evidence per judged gate (rollout.analysis.evidence); {} when it is off
+    # evidence already judged per gate (rollout.analysis.evidence), e.g. from a report
     evidence: Mapping[str, Evidence] = field(default_factory=dict)
+    # the judge's counts for this check (rollout.analysis.counts); None when the judge is off or
+    # the stage start is unknown (a one-off `rollout check`)
+    counts: StageCounts | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ class GateResult:
     message: str
     evidence: Evidence | None = None  # the judge's, when the gate has one
     judged_regression: bool = False  # the judge failed it: roll back at once
+    judge_error: str | None = None  # the judge could not judge this gate (held; the bot pages)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +116,7 @@ class GateResult:
             "status": self.status,
             "message": self.message,
             "evidence": None if self.evidence is None else self.evidence.to_dict(),
+            "judge_error": self.judge_error,
         }
 
 
@@ -185,18 +194,30 @@ def _fmt(value: float | None) -> str:
 
 def evaluate_gate(
     name: str, gate: Gate, measured: GateMeasurement | None, evidence: Evidence | None = None,
-    stable_breach: Literal["rollback", "hold"] = "rollback",
+    stable_breach: Literal["rollback", "hold"] = "rollback", *, judge_hold: str | None = None,
+    judge_error: str | None = None,
 ) -> GateResult:
     """One gate on one measurement: pass, hold (target missed, no data, or a critical breach on a
     gate with rollback: false) or fail (critical breach). With the judge's evidence: a
     regression it declares fails the gate (rollback gates; others hold), and a critical breach
     the stable track shares is reported as "the canary is not worse than stable", held instead
-    of failed when `stable_breach` is "hold"."""
+    of failed when `stable_breach` is "hold". `judge_hold`: why the judge's counts cannot be
+    trusted (a regression on them only holds); `judge_error`: why the judge could not judge
+    (the gate holds at least; its thresholds still judge)."""
     result = _absolute(name, gate, measured)
+    if judge_error is not None:
+        status = _worst(result.status, "hold")
+        message = (f"{result.message}; judge error: {judge_error}: holding, the thresholds still judge "
+                   "(the bot pages: GenesisReleaseJudgeFailing)")
+        return replace(result, status=status, ok=status == "pass", message=message, evidence=evidence,
+                       judge_error=judge_error)
     if evidence is None:
         return result
     status, message, regression = result.status, result.message, False
-    if evidence.regression:
+    if evidence.regression and judge_hold is not None:
+        status = _worst(status, "hold")
+        message = f"{message}; {evidence.summary()}; not acted on, holding: {judge_hold}"
+    elif evidence.regression:
         regression = gate.rollback
         status = "fail" if gate.rollback else _worst(status, "hold")
         message = evidence.summary() + (
@@ -211,6 +232,21 @@ def evaluate_gate(
                 message += ": holding and paging instead of rolling back (analysis.stableBreach: hold)"
     return replace(result, status=status, ok=status == "pass", message=message, evidence=evidence,
                    judged_regression=regression)
+
+
+def evaluate_sample_ratio(test: SampleRatio) -> GateResult:
+    """The canary's measured share of weighted requests against the route's weight: a mismatch
+    holds (and warns), never fails: it says the comparison is broken, not that the canary is."""
+    status: Verdict = "hold" if test.mismatch else "pass"
+    message = test.summary() + (
+        ": the tracks' requests are not the same population, the judge's comparison is not trusted; "
+        "holding (check the router, sticky clients, retries, header traffic without a route label)"
+        if test.mismatch else "")
+    return GateResult(
+        name=SAMPLE_RATIO, query="", value=test.share, baseline=test.expected, direction="max",
+        target=1.0 / test.alpha, critical=None, threshold=1.0 / test.alpha, ok=status == "pass",
+        status=status, message=message,
+    )
 
 
 def _worst(a: Verdict, b: Verdict) -> Verdict:
@@ -312,11 +348,15 @@ def evaluate_availability(
 
 def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
     """Every gate of the stage on the measurements, and the check's verdict."""
+    judged = _judge(stage, measurements.counts)
+    evidence = {**measurements.evidence, **judged.evidence}
     results = [
-        evaluate_gate(name, gate, measurements.gates.get(name), measurements.evidence.get(name),
-                      stage.analysis.stable_breach)
+        evaluate_gate(name, gate, measurements.gates.get(name), evidence.get(name), stage.analysis.stable_breach,
+                      judge_hold=judged.holds.get(name), judge_error=judged.errors.get(name))
         for name, gate in stage.gates.items()
     ]
+    if judged.sample_ratio is not None:
+        results.append(evaluate_sample_ratio(judged.sample_ratio))
     if stage.weight > 0:
         results.append(evaluate_availability(stage, measurements.availability, measurements.stage_age))
     minimum = stage.analysis.min_canary_requests
@@ -362,7 +402,7 @@ def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
         verdict = "pass"
         reason = f"all {len(results)} gates meet their targets on {_fmt(requests)} canary requests"
 
-    notes = []
+    notes = list(judged.notes)
     if stage.weight == 0:
         notes.append(f"stage '{stage.name}' sends no traffic to the canary: nothing to judge")
     return CheckResult(
@@ -378,6 +418,17 @@ def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
         notes=notes,
         immediate=unavailable or bool(regressions),
     )
+
+
+def _judge(stage: Stage, counts: StageCounts | None) -> JudgeOutcome:
+    """The judge's outcome; an error anywhere in it holds every judged gate, never the check."""
+    if counts is None:
+        return JudgeOutcome()
+    try:
+        return judge_stage(stage, counts)
+    except Exception as err:  # noqa: BLE001 - judge_stage catches per gate; this is the last net
+        why = f"{type(err).__name__}: {err}"
+        return JudgeOutcome(errors={name: why for name, _ in stage.gates.judged()})
 
 
 def worst_verdict(verdicts: Iterable[str]) -> Verdict:

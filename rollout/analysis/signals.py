@@ -23,6 +23,8 @@ from datetime import timedelta
 from rollout.model import format_duration
 
 LABELS = "namespace, app, track"
+# the request-driven signals count weighted traffic only (see WEIGHTED below), as the judge does
+_WEIGHTED = '{{route!="header"}}'
 
 
 @dataclass(frozen=True)
@@ -56,36 +58,38 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "requests_per_second",
         "namespace_app_track:genesis_requests:rate",
-        "sum by ({by}) (rate(genesis_request_duration_seconds_count[{window}]))",
+        "sum by ({by}) (rate(genesis_request_duration_seconds_count" + _WEIGHTED + "[{window}]))",
         "per_second",
         "Requests per second",
     ),
     Signal(
         "error_rate",
         "namespace_app_track:genesis_error_rate:weighted_avg",
-        "sum by ({by}) (genesis_error_rate * rate(genesis_request_duration_seconds_count[{window}]))"
-        " / sum by ({by}) (rate(genesis_request_duration_seconds_count[{window}]))",
+        # the gauge has no route label (one value per pod): weight it by the pod's weighted requests
+        "sum by ({by}) (genesis_error_rate * sum without (route) (rate(genesis_request_duration_seconds_count"
+        + _WEIGHTED + "[{window}])))"
+        " / sum by ({by}) (rate(genesis_request_duration_seconds_count" + _WEIGHTED + "[{window}]))",
         "ratio",
         "Error rate",
     ),
     Signal(
         "p50_latency_seconds",
         "namespace_app_track:genesis_request_duration_seconds:p50",
-        "histogram_quantile(0.5, sum by ({by}, le) (rate(genesis_request_duration_seconds_bucket[{window}])))",
+        "histogram_quantile(0.5, sum by ({by}, le) (rate(genesis_request_duration_seconds_bucket" + _WEIGHTED + "[{window}])))",
         "seconds",
         "P50 latency",
     ),
     Signal(
         "p95_latency_seconds",
         "namespace_app_track:genesis_request_duration_seconds:p95",
-        "histogram_quantile(0.95, sum by ({by}, le) (rate(genesis_request_duration_seconds_bucket[{window}])))",
+        "histogram_quantile(0.95, sum by ({by}, le) (rate(genesis_request_duration_seconds_bucket" + _WEIGHTED + "[{window}])))",
         "seconds",
         "P95 latency",
     ),
     Signal(
         "p99_latency_seconds",
         "namespace_app_track:genesis_request_duration_seconds:p99",
-        "histogram_quantile(0.99, sum by ({by}, le) (rate(genesis_request_duration_seconds_bucket[{window}])))",
+        "histogram_quantile(0.99, sum by ({by}, le) (rate(genesis_request_duration_seconds_bucket" + _WEIGHTED + "[{window}])))",
         "seconds",
         "P99 latency",
     ),
@@ -99,16 +103,16 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "pipelex_success_rate",
         "namespace_app_track:pipelex_workflows_success:ratio_rate",
-        "sum by ({by}) (rate(pipelex_workflows_success_total[{window}]))"
-        " / sum by ({by}) (rate(pipelex_workflows_total[{window}]))",
+        "sum by ({by}) (rate(pipelex_workflows_success_total" + _WEIGHTED + "[{window}]))"
+        " / sum by ({by}) (rate(pipelex_workflows_total" + _WEIGHTED + "[{window}]))",
         "ratio",
         "Pipelex workflow success",
     ),
     Signal(
         "fallback_rate",
         "namespace_app_track:pipelex_fallback_triggered:ratio_rate",
-        "sum by ({by}) (rate(pipelex_fallback_triggered_total[{window}]))"
-        " / sum by ({by}) (rate(pipelex_workflows_total[{window}]))",
+        "sum by ({by}) (rate(pipelex_fallback_triggered_total" + _WEIGHTED + "[{window}]))"
+        " / sum by ({by}) (rate(pipelex_workflows_total" + _WEIGHTED + "[{window}]))",
         "ratio",
         "Fallback rate",
     ),
@@ -187,54 +191,78 @@ def availability_query(app: str, namespace: str | None, deadline: timedelta) -> 
 
 # --------------------------------------------------------------------------- the judge's counts
 
+# Requests the route's weight sent (`route="weighted"`), not testers' header-routed ones
+# (`route="header"`, `x-genesis-track: canary`): the judge and the gates compare the populations
+# the weight splits. Series without a route label (an app that does not set it) all count.
+WEIGHTED = 'route!="header"'
+
 
 @dataclass(frozen=True)
 class CountSource:
-    """The counters behind a judged gate, summed per track at each instant (PromQL with {sel},
-    the service's namespace and app). Per-interval counts are differences of these sums between
-    consecutive instants: raw counter values, never an extrapolated increase(). `fallback`
-    gives the events when the app exports no counter for them: per-interval increments, an
-    approximation (docs/judge.md): a share of the requests, multiplied by the interval's requests."""
+    """The counters behind a judged gate. Per-interval counts are each series' own increments
+    (`increments_query`), summed per track: raw counter values, never an extrapolated
+    increase(). `events_minus` is subtracted from `events` (failed = all - succeeded).
+    `fallback` gives the events when the app exports no counter for them: a share of the
+    requests (the plan's gauge), multiplied by the interval's requests (docs/judge.md)."""
 
     gate: str
     kind: str  # "rate" (events per exposure) or "latency" (le buckets)
     counted: str  # what the events are, as the evidence names them
-    events: str
+    events: str  # a counter (for latency: the histogram's _bucket series)
     exposure: str = ""
+    events_minus: str = ""
     fallback: str = ""  # a ratio per track: events = ratio x the interval's exposure
 
+
+REQUESTS_COUNTER = "genesis_request_duration_seconds_count"
 
 COUNT_SOURCES: dict[str, CountSource] = {
     source.gate: source
     for source in (
         CountSource(
             "error_rate", "rate", "genesis_request_errors_total per genesis_request_duration_seconds_count",
-            events="sum by (track) (genesis_request_errors_total{sel})",
-            exposure="sum by (track) (genesis_request_duration_seconds_count{sel})",
+            events="genesis_request_errors_total", exposure=REQUESTS_COUNTER,
             # the plan's gauge, through its recording rule (each track's request-weighted error
             # share over the rate window) times the track's requests in the interval
             fallback="namespace_app_track:genesis_error_rate:weighted_avg{sel}",
         ),
         CountSource(
             "pipelex_success_rate", "rate", "failed workflows per pipelex_workflows_total",
-            events="sum by (track) (pipelex_workflows_total{sel}) - sum by (track) (pipelex_workflows_success_total{sel})",
-            exposure="sum by (track) (pipelex_workflows_total{sel})",
+            events="pipelex_workflows_total", events_minus="pipelex_workflows_success_total",
+            exposure="pipelex_workflows_total",
         ),
         CountSource(
             "fallback_rate", "rate", "pipelex_fallback_triggered_total per pipelex_workflows_total",
-            events="sum by (track) (pipelex_fallback_triggered_total{sel})",
-            exposure="sum by (track) (pipelex_workflows_total{sel})",
+            events="pipelex_fallback_triggered_total", exposure="pipelex_workflows_total",
         ),
         CountSource(
             "p95_latency_seconds", "latency", "genesis_request_duration_seconds_bucket",
-            events="sum by (track, le) (genesis_request_duration_seconds_bucket{sel})",
+            events="genesis_request_duration_seconds_bucket",
         ),
     )
 }
 
 
 def count_selector(app: str, namespace: str | None) -> str:
-    parts = [f'app="{app}"', 'track=~"stable|canary"']
+    parts = [f'app="{app}"', 'track=~"stable|canary"', WEIGHTED]
     if namespace:
         parts.insert(0, f'namespace="{namespace}"')
     return "{" + ", ".join(parts) + "}"
+
+
+def increments_query(counter: str, selector_: str, step_seconds: float, by: str = "track") -> str:
+    """Each series' increase over the `step_seconds` before the instant, summed by `by`, with
+    Prometheus' counter semantics per series (what rate() and increase() do, minus their
+    extrapolation): a value below the one a step earlier is a reset, the series counted again
+    from 0, so its increment is its value; a series without a value a step earlier (a new pod,
+    or one back after a failed scrape) starts counting at its first sample. Summing first and
+    differencing after would turn one pod's restart into an unusable interval for the track."""
+    now = f"{counter}{selector_}"
+    before = f"{counter}{selector_} offset {round(step_seconds * 1000)}ms"
+    diff = f"({now} - {before})"
+    return f"sum by ({by}) (({diff} >= 0) or ({now} and ({diff} < 0)))"
+
+
+def presence_query(counter: str, selector_: str, by: str = "track, le") -> str:
+    """How many series carry each `by` value (the buckets each track's pods export)."""
+    return f"count by ({by}) ({counter}{selector_})"

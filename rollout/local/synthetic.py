@@ -5,7 +5,10 @@ adds namespace/app/track/version/pod as target labels in its scrape config, as t
 ServiceMonitor does in the cluster, so the exporter itself carries no such labels.
 
 Traffic: `request_rate` is the whole service's requests per second; this instance serves its
-track's share (canary: canary_weight %, stable: the rest) divided by `pods`. The fault
+track's share (canary: canary_weight %, stable: the rest) divided by `pods`. Request metrics
+carry a `route` label: `weighted` for what the route's weight sent, `header` for testers'
+`x-genesis-track: canary` requests (`header_rate` per second on a canary pod, with their own
+`header_profile`), so the judge and the gates can leave the testers out. The fault
 profile and the weight can change at runtime: `set_profile()`/`set_weight()` in-process, or
 for a separate process `POST /control` with JSON {"profile": "bad", "canary_weight": 50}
 (`GET /control` shows the state). Outcomes come from a seeded RNG and request counts from a
@@ -46,6 +49,7 @@ from prometheus_client.registry import Collector
 from rollout.model import ServiceConfig
 
 TRACKS = ("stable", "canary")
+ROUTES = ("weighted", "header")  # the request metrics' route label
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0)
 
 
@@ -111,6 +115,8 @@ class Workload:
         tick_seconds: float = 0.1,
         error_window_seconds: float = 10.0,
         errors_counter: bool = True,
+        header_rate: float = 0.0,
+        header_profile: str = "healthy",
     ):
         if track not in TRACKS:
             raise ValueError(f"track must be one of {TRACKS} (got {track!r})")
@@ -123,6 +129,12 @@ class Workload:
         self.port = port
         self.tick_seconds = tick_seconds
         self.error_window_seconds = error_window_seconds
+        if header_rate < 0 or (header_rate and track != "canary"):
+            raise ValueError(f"header_rate: testers' header-routed requests reach the canary only (got {header_rate} "
+                             f"for {track})")
+        self.header_rate = header_rate
+        self.header_profile = get_profile(header_profile)
+        self._carry_header = 0.0
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._carry_requests = 0.0
@@ -140,12 +152,13 @@ class Workload:
         self.spice_tasks = Counter(
             "spice_tasks_generated", "SPICE tasks generated", registry=inner
         )
-        self.workflows = Counter("pipelex_workflows", "Pipelex workflows run", registry=inner)
+        route = ["route"]
+        self.workflows = Counter("pipelex_workflows", "Pipelex workflows run", route, registry=inner)
         self.workflows_success = Counter(
-            "pipelex_workflows_success", "Pipelex workflows that succeeded", registry=inner
+            "pipelex_workflows_success", "Pipelex workflows that succeeded", route, registry=inner
         )
         self.fallbacks = Counter(
-            "pipelex_fallback_triggered", "Pipelex fallbacks triggered", registry=inner
+            "pipelex_fallback_triggered", "Pipelex fallbacks triggered", route, registry=inner
         )
         self.test_pass_rate = Gauge(
             "genesis_test_pass_rate", "Share of self-tests passing", registry=inner
@@ -155,14 +168,19 @@ class Workload:
         )
         # the counter the judge prefers (docs/judge.md); without it the judge falls back on the gauge
         self.errors = (
-            Counter("genesis_request_errors", "Requests that failed", registry=inner) if errors_counter else None
+            Counter("genesis_request_errors", "Requests that failed", route, registry=inner) if errors_counter else None
         )
         self.latency = Histogram(
             "genesis_request_duration_seconds",
             "Request duration",
+            route,
             buckets=LATENCY_BUCKETS,
             registry=inner,
         )
+        for name in ROUTES:  # every child exported from the start at 0: a counter's first sample is its baseline
+            for metric in (self.workflows, self.workflows_success, self.fallbacks, self.errors, self.latency):
+                if metric is not None:
+                    metric.labels(name)
         self.test_pass_rate.set(self.profile.test_pass_rate)
         self.error_rate.set(0.0)
         self.registry = CollectorRegistry()
@@ -210,28 +228,36 @@ class Workload:
             self._carry_requests += self.request_rate * self.share * seconds
             count = int(self._carry_requests)
             self._carry_requests -= count
-            errors = 0
-            for _ in range(count):
-                self.latency.observe(
-                    p.latency_floor_seconds + self._rng.expovariate(1 / p.latency_extra_mean_seconds)
-                )
-                errors += self._rng.random() < p.error_probability
-                if self._rng.random() < p.workflow_probability:
-                    self.workflows.inc()
-                    if self._rng.random() < p.workflow_success_probability:
-                        self.workflows_success.inc()
-                    if self._rng.random() < p.fallback_probability:
-                        self.fallbacks.inc()
+            self._carry_header += self.header_rate * seconds
+            header = int(self._carry_header)
+            self._carry_header -= header
+            errors = self._serve("weighted", p, count)
+            header_errors = self._serve("header", self.header_profile, header)
             self._carry_tasks += p.spice_tasks_per_minute / 60 * seconds
             tasks = int(self._carry_tasks)
             self._carry_tasks -= tasks
             if tasks:
                 self.spice_tasks.inc(tasks)
-            if errors and self.errors is not None:
-                self.errors.inc(errors)
-            self._update_error_rate(count, errors)
-            self.served += count
-            return count
+            self._update_error_rate(count + header, errors + header_errors)  # the gauge cannot tell routes apart
+            self.served += count + header
+            return count + header
+
+    def _serve(self, route: str, p: Profile, count: int) -> int:
+        """`count` requests of one route under profile `p`; returns how many failed."""
+        errors = 0
+        latency = self.latency.labels(route)
+        for _ in range(count):
+            latency.observe(p.latency_floor_seconds + self._rng.expovariate(1 / p.latency_extra_mean_seconds))
+            errors += self._rng.random() < p.error_probability
+            if self._rng.random() < p.workflow_probability:
+                self.workflows.labels(route).inc()
+                if self._rng.random() < p.workflow_success_probability:
+                    self.workflows_success.labels(route).inc()
+                if self._rng.random() < p.fallback_probability:
+                    self.fallbacks.labels(route).inc()
+        if errors and self.errors is not None:
+            self.errors.labels(route).inc(errors)
+        return errors
 
     def _update_error_rate(self, requests: int, errors: int) -> None:
         """The gauge the app would export: errors / requests over the recent window."""

@@ -43,7 +43,8 @@ from rollout.release.deployer import (
     StaleStateError,
     parse_update_message,
 )
-from rollout.release.prometheus import Prometheus, measure
+from rollout.release.measuring import measure
+from rollout.release.prometheus import Prometheus
 
 log = logging.getLogger("rollout.release.bot")
 REPLAY_WINDOW = timedelta(hours=1)  # a change older than this is not told again after a crash
@@ -142,7 +143,8 @@ def check_release(
     since: datetime | None = None,
 ) -> CheckResult:
     """One evaluation of every gate of every service. Raises PrometheusError, never passes."""
-    return check_services(release.project.services, prometheus, stage, at, since)
+    return check_services(release.project.services, prometheus, stage, at, since,
+                          router=release.project.routing.router)
 
 
 def check_services(
@@ -151,9 +153,15 @@ def check_services(
     stage: Stage,
     at: datetime | None = None,
     since: datetime | None = None,
+    *,
+    router: str | None = None,
 ) -> CheckResult:
-    """check_release for these services (a replay judges the services its file holds)."""
-    results = [(svc.name, evaluate(stage, measure(prometheus, stage, svc, at, since=since))) for svc in services]
+    """check_release for these services (a replay judges the services its file holds): measure
+    (rollout.release.measuring), then judge (rollout.analysis.gates), one way."""
+    results = [
+        (svc.name, evaluate(stage, measure(prometheus, stage, svc, at, since=since, router=router)))
+        for svc in services
+    ]
     return merge_service_checks(stage, results)
 
 

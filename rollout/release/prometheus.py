@@ -1,4 +1,5 @@
-"""A thin Prometheus HTTP API client for the bot, and `measure`: one check's numbers.
+"""A thin Prometheus HTTP API client for the bot: it talks to its server and nothing else
+(rollout/release/measuring.py turns its answers into a check's measurements).
 
 Errors (unreachable, timeout, HTTP error, bad query, an answer that is not what the API
 promises) become `PrometheusError` naming the URL (credentials redacted) and the query: the bot
@@ -30,11 +31,6 @@ from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-
-from rollout.analysis.gates import GateMeasurement, Measurements
-from rollout.analysis.signals import availability_query, recorded_query
-from rollout.model import ServiceConfig, Stage
-from rollout.release.judging import judge_evidence
 
 CHECK_SECONDS = 30.0  # one check, every query included
 MAX_BYTES = 10 * 1024 * 1024  # an instant query of one service's gate is a few hundred bytes
@@ -472,83 +468,3 @@ class Prometheus:
         if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
             raise self._error("GET /api/v1/alerts", "malformed answer: no list of alerts")
         return [alert for alert in alerts if alert.get("state") == "firing"]
-
-
-# ---------------------------------------------------------------------- one check
-
-
-def requests_in_window_query(
-    app: str, track: str, namespace: str | None, window_seconds: float
-) -> str:
-    """Requests served in the window, from the request-rate recording rule."""
-    return f"{recorded_query('requests_per_second', app, track, namespace)} * {window_seconds:g}"
-
-
-def measure(
-    prom: Prometheus,
-    stage: Stage,
-    service: ServiceConfig | str,
-    at: datetime | None = None,
-    *,
-    namespace: str | None = None,
-    since: datetime | None = None,
-) -> Measurements:
-    """Query every gate's recording rule for canary and stable, plus the canary request count.
-
-    `service` is a ServiceConfig (its namespace is used unless `namespace` is given) or an app
-    name; `since` is when the stage started (for the progress deadline). 2 queries per gate,
-    2 for the canary's availability and 1 for the request count; `Measurements.queries` says
-    how many.
-    """
-    if isinstance(service, ServiceConfig):
-        app, namespace = service.name, namespace or service.namespace
-    else:
-        app = service
-    with prom.budget():
-        return _measure(prom, stage, app, namespace, at, since)
-
-
-def _measure(
-    prom: Prometheus, stage: Stage, app: str, namespace: str | None, at: datetime | None, since: datetime | None
-) -> Measurements:
-    before = prom.queries
-    gates = {}
-    for name, _ in stage.gates.items():  # noqa: PERF102 (a list of pairs, not a dict)
-        canary_query = recorded_query(name, app, "canary", namespace)
-        stable_query = recorded_query(name, app, "stable", namespace)
-        gates[name] = GateMeasurement(
-            canary=prom.value(canary_query, at),
-            stable=prom.value(stable_query, at),
-            query=canary_query,
-            stable_query=stable_query,
-        )
-    availability = None
-    if stage.weight > 0:
-        deadline = stage.analysis.progress_deadline
-        canary_query = availability_query(app, namespace, deadline)
-        stable_query = recorded_query("deployment_available", app, "stable", namespace)
-        availability = GateMeasurement(
-            canary=prom.value(canary_query, at),
-            stable=prom.value(stable_query, at),
-            query=canary_query,
-            stable_query=stable_query,
-        )
-    window = stage.analysis.rate_window.total_seconds()
-    requests_query = requests_in_window_query(app, "canary", namespace, window)
-    requests = prom.value(requests_query, at)
-    if requests is not None and math.isnan(requests):
-        requests = None
-    moment = at or datetime.now(UTC)
-    when = moment.isoformat()
-    evidence = judge_evidence(prom, stage, app, namespace, since, moment)
-    return Measurements(
-        gates=gates,
-        canary_requests=requests,
-        requests_query=requests_query,
-        at=when,
-        queries=prom.queries - before,
-        availability=availability,
-        stage_age=None if since is None else moment - since,
-        evidence=evidence,
-    )
-

@@ -138,7 +138,7 @@ class ReplaySession:
             seconds["rules"] = time.perf_counter() - clock
             clock = time.perf_counter()
             with Prometheus(server.url, timeout=120, retries=0, check_seconds=600) as prom:
-                result = _judge(stage, services, prom, start, end, instants, last_stage)
+                result = _judge(stage, services, prom, start, end, instants, last_stage, config.project.routing.router)
                 result.queries = prom.queries
         seconds["checks"] = time.perf_counter() - clock
         result.seconds = seconds
@@ -175,12 +175,12 @@ def replay(
 
 def _judge(
     stage: Stage, services: Sequence[ServiceConfig], prom: Prometheus, start: datetime, end: datetime,
-    instants: list[datetime], last_stage: bool | None,
+    instants: list[datetime], last_stage: bool | None, router: str | None = None,
 ) -> ReplayResult:
     checks: list[CheckResult] = []
     with prom.grid(instants):
         for at in instants:
-            checks.append(check_services(services, prom, stage, at, since=start))
+            checks.append(check_services(services, prom, stage, at, since=start, router=router))
             decision = decide(stage, start, at, checks, last_stage=last_stage)
             if decision.action != "wait":
                 return ReplayResult(stage, start, end, [s.name for s in services], instants[: len(checks)],

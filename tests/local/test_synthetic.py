@@ -15,15 +15,18 @@ from rollout.review.localstack import free_port, wait_for
 
 
 def samples(workload: Workload) -> dict[str, float]:
-    """Exported samples by name (+le for buckets), without the *_created timestamps."""
+    """Exported samples by name (+le for buckets; +route for testers' header-routed requests),
+    without the *_created timestamps."""
     text = generate_latest(workload.registry).decode()
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name.endswith("_created"):
                 continue
-            key = sample.name + (f"{{le={sample.labels['le']}}}" if "le" in sample.labels else "")
-            out[key] = sample.value
+            labels = [f"le={sample.labels['le']}"] if "le" in sample.labels else []
+            if sample.labels.get("route") == "header":
+                labels.append("route=header")
+            out[sample.name + (f"{{{','.join(labels)}}}" if labels else "")] = sample.value
     return out
 
 
@@ -62,6 +65,22 @@ def test_bad_profile_moves_every_signal_the_gates_watch() -> None:
     assert fallback(h) < 0.05  # the target
     assert fallback(b) > 0.2  # the critical threshold
     assert h["spice_tasks_generated_total"] == b["spice_tasks_generated_total"] == 5
+
+
+def test_testers_header_requests_are_labelled_apart_from_the_weighted_ones() -> None:
+    """`x-genesis-track: canary` traffic has its own profile and route="header"; the weighted
+    requests keep route="weighted"; both children exist from the start (at 0), so a counter's
+    first sample is a baseline, not a burst."""
+    fresh = samples(Workload("canary", request_rate=100, canary_weight=10, header_rate=20, header_profile="bad"))
+    assert fresh["genesis_request_errors_total{route=header}"] == fresh["genesis_request_errors_total"] == 0
+    workload = Workload("canary", request_rate=100, canary_weight=10, header_rate=20, header_profile="bad", seed=3)
+    assert workload.step(10) == 100 + 200
+    got = samples(workload)
+    assert got["genesis_request_duration_seconds_count"] == 100
+    assert got["genesis_request_duration_seconds_count{route=header}"] == 200
+    assert got["genesis_request_errors_total"] == 0 and got["genesis_request_errors_total{route=header}"] > 0
+    with pytest.raises(ValueError, match="header_rate: testers' header-routed requests reach the canary only"):
+        Workload("stable", header_rate=5)
 
 
 def test_silent_profile_serves_no_samples_and_recovers() -> None:

@@ -18,7 +18,7 @@ from support.live import LiveStack, compressed_config, live_stack
 
 from rollout.analysis.gates import evaluate
 from rollout.model import Judge, StackConfig
-from rollout.release.prometheus import measure
+from rollout.release.measuring import measure
 from rollout.review.localstack import wait_for
 
 PROFILES = {"genesis-healthy": "healthy", "genesis-bad": "bad", "genesis-gauge-only": "bad",

@@ -19,7 +19,8 @@ from support.live import LiveStack, compressed_config, live_stack
 from rollout.analysis.decision import decide
 from rollout.analysis.gates import AVAILABILITY, evaluate
 from rollout.analysis.signals import SIGNALS, selector
-from rollout.release.prometheus import MAX_POINTS, Prometheus, PrometheusError, measure
+from rollout.release.measuring import measure
+from rollout.release.prometheus import MAX_POINTS, Prometheus, PrometheusError
 from rollout.review.localstack import start_prometheus, wait_for
 
 PROFILES = {

@@ -16,7 +16,8 @@ from rollout.config import load_stack_config
 from rollout.local.synthetic import KubeStateMetrics, Workload, target_labels
 from rollout.model import ServiceConfig, StackConfig, split_for
 from rollout.monitoring.alert_rules import render_rule_file
-from rollout.release.prometheus import Prometheus, requests_in_window_query
+from rollout.release.measuring import requests_in_window_query
+from rollout.release.prometheus import Prometheus
 from rollout.review.localstack import Running, ScrapeTarget, start_prometheus, wait_for
 from support import REPO_ROOT as ROOT
 
