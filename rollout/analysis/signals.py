@@ -4,8 +4,11 @@ The alert rules record them, the dashboard plots them and the bot queries them, 
 its alert and its panel always look at the same number.
 
 Aggregation across pods (the gauges cannot simply be averaged):
-- error rate: each pod's `genesis_error_rate` weighted by that pod's request rate, so an idle
-  pod cannot hide a busy failing one;
+- error rate: the errors counter's rate over the requests' where the app exports
+  `genesis_request_errors_total`; else each pod's `genesis_error_rate` weighted by that pod's
+  request rate, so an idle pod cannot hide a busy failing one;
+- requests (rate, latency, error counts, Pipelex): weighted traffic only (`route!="header"`):
+  testers' `x-genesis-track: canary` requests are not what the weight exposes users to;
 - test pass rate: the plain mean over pods (it is a self-test result, not per request);
 - latency: quantiles of the summed histogram buckets;
 - Pipelex success and fallback: ratios of summed counter rates;
@@ -65,10 +68,14 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "error_rate",
         "namespace_app_track:genesis_error_rate:weighted_avg",
-        # the gauge has no route label (one value per pod): weight it by the pod's weighted requests
-        "sum by ({by}) (genesis_error_rate * sum without (route) (rate(genesis_request_duration_seconds_count"
+        # the errors counter where a track exports it (weighted requests only); else the plan's
+        # gauge, which has no route label (one value per pod, testers included), weighted by the
+        # pod's weighted requests
+        "(sum by ({by}) (rate(genesis_request_errors_total" + _WEIGHTED + "[{window}]))"
+        " / sum by ({by}) (rate(genesis_request_duration_seconds_count" + _WEIGHTED + "[{window}])))"
+        " or (sum by ({by}) (genesis_error_rate * sum without (route) (rate(genesis_request_duration_seconds_count"
         + _WEIGHTED + "[{window}])))"
-        " / sum by ({by}) (rate(genesis_request_duration_seconds_count" + _WEIGHTED + "[{window}]))",
+        " / sum by ({by}) (rate(genesis_request_duration_seconds_count" + _WEIGHTED + "[{window}])))",
         "ratio",
         "Error rate",
     ),

@@ -16,6 +16,8 @@ One rule file per stage (`rule_groups`), two groups:
   * the router-measured error rate, when a stage sets that optional gate (critical);
   * the release bot silent: while the canary has traffic, no successful check for three check
     intervals (or its metric never seen for as long): a canary nobody watches (critical);
+  * the judge failing: judged gates the bot's judge could not judge for a check interval (they
+    hold; the thresholds still judge) (critical);
   * missing data, per service: no canary request series while the canary has traffic
     (critical: the bot and every canary alert are blind), no stable series while stable has
     traffic (warning); `for` is at least a rate window plus two scrapes (`missing_data_for`).
@@ -44,6 +46,8 @@ from rollout.model import (
 )
 from rollout.monitoring.names import (
     BOT_SILENT_ALERT,
+    JUDGE_ERRORS_METRIC,
+    JUDGE_FAILING_ALERT,
     LAST_CHECK_METRIC,
     ROLLBACK_ALERT,
     ROLLBACK_FAILED_ALERT,
@@ -271,6 +275,30 @@ def _bot_silent_alert(stage: Stage, monitoring: MonitoringConfig, services: Sequ
     return [alert]
 
 
+def _judge_failing_alert(
+    stage: Stage, monitoring: MonitoringConfig, services: Sequence[ServiceConfig]
+) -> list[dict[str, Any]]:
+    """The judge could not judge some gates in the bot's newest checks for a check interval: they
+    hold (no rollback, no promotion on them) while the threshold gates still judge. Rendered with
+    every canary stage: without a judge the metric stays 0. Like the dead man's switch, it
+    aggregates `namespace` away and carries the first service's as a static label (the
+    Operator's namespace matcher on AlertmanagerConfig routes: see _bot_silent_alert)."""
+    metric = f'{JUDGE_ERRORS_METRIC}{{{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"}}'
+    alert = _alert(
+            JUDGE_FAILING_ALERT, f"max({metric}) > 0", "critical", stage, monitoring,
+            summary="The release bot's judge cannot judge {{ $value }} gate(s)",
+            description=(
+                "The sequential judge raised an error or could not read its counts for {{ $value }} gate(s) in "
+                "the bot's newest check: those gates hold (the canary can neither be rolled back nor promoted on the judge's evidence), "
+                "the threshold gates still judge. The check's gate messages (`rollout status`, `rollout tick "
+                "--json`) say why."
+            ),
+            for_=stage.analysis.check_interval,
+        )
+    alert["labels"]["namespace"] = services[0].namespace
+    return [alert]
+
+
 def _canary_unavailable_alert(
     services: Sequence[ServiceConfig], stage: Stage, monitoring: MonitoringConfig
 ) -> list[dict[str, Any]]:
@@ -332,6 +360,7 @@ def alert_rules(
         )
     if canary_live:
         rules += _bot_silent_alert(stage, monitoring, services)
+        rules += _judge_failing_alert(stage, monitoring, services)
         rules += _canary_unavailable_alert(services, stage, monitoring)
         rules += _missing_data_alert("GenesisCanaryDataMissing", CANARY, "critical", services, stage, monitoring)
     if stage.weight < 100:

@@ -28,6 +28,7 @@ STAGE_CHANGE = "stage-change"
 STAGE_CHANGE_ALERT = "GenesisStageChanged"
 ROLLBACK_FAILED_ALERT = "GenesisRollbackFailed"
 BOT_SILENT_ALERT = "GenesisReleaseBotSilent"
+JUDGE_FAILING_ALERT = "GenesisReleaseJudgeFailing"
 # the bot's own metrics the rules and the dashboard read (rollout.release.metrics sets them)
 LAST_CHECK_METRIC = "rollout_last_successful_check_timestamp_seconds"
 DECISION_METRIC = "rollout_decision"
@@ -36,3 +37,5 @@ GATE_VERDICT_METRIC = "rollout_gate_verdict"
 JUDGE_EVIDENCE_METRIC = "rollout_judge_evidence"
 JUDGE_THRESHOLD_METRIC = "rollout_judge_threshold"
 JUDGE_RATIO_METRIC = "rollout_judge_ratio"
+# judged gates the judge could not judge in the newest check (held; GenesisReleaseJudgeFailing pages)
+JUDGE_ERRORS_METRIC = "rollout_judge_errors"

@@ -236,6 +236,9 @@ class ReleaseBot:
         decision = next_decision(self.release, state, now, checks)
         target = self.release.next_stage(stage.name)
         outcome = TickOutcome(state=state, decision=decision, checks=checks)
+        if checks:  # said on every tick it lasts (and paged: rollout_judge_errors, GenesisReleaseJudgeFailing)
+            outcome.warnings += [f"the judge could not judge {g.name}: {g.judge_error} (held; the thresholds still judge)"
+                                 for g in checks[-1].gates if g.judge_error is not None]
         if decision.action == "promote":
             assert target is not None  # decide() says 'complete' at the last stage
             self._change(outcome, "promote", target.name, decision.reason)

@@ -20,6 +20,7 @@ from prometheus_client import (
 from rollout.monitoring.names import (
     DECISION_METRIC,
     GATE_VERDICT_METRIC,
+    JUDGE_ERRORS_METRIC,
     JUDGE_EVIDENCE_METRIC,
     JUDGE_RATIO_METRIC,
     JUDGE_THRESHOLD_METRIC,
@@ -58,6 +59,8 @@ class BotMetrics:
         self.threshold = gauge(JUDGE_THRESHOLD_METRIC, "The e-value (1/alpha) at which the judge declares a regression", ("gate",))
         self.ratio = gauge(JUDGE_RATIO_METRIC, "Canary/stable ratio the judge estimates, with its confidence sequence",
                            ("gate", "bound"))
+        self.judge_errors = gauge(JUDGE_ERRORS_METRIC,
+                                  "Judged gates the judge could not judge in the newest check (they hold)")
         self._labels = {ROLLOUT_LABEL: ROLLOUT_VALUE, "stack": stack}
 
     def record(self, outcome: Any, seconds: float, finished: float) -> None:
@@ -69,11 +72,12 @@ class BotMetrics:
         self.weight.labels(**labels).set(outcome.state.weight)
         for action in ACTIONS:
             self.decision.labels(**labels, action=action).set(int(outcome.decision.action == action))
-        for metric in (self.verdict, self.gate, self.evidence, self.threshold, self.ratio):
+        for metric in (self.verdict, self.gate, self.evidence, self.threshold, self.ratio, self.judge_errors):
             metric.clear()  # a tick without checks (weight 0) must not keep the last verdict
         if outcome.checks:
             newest = outcome.checks[-1]
             self.verdict.labels(**labels).set(VERDICT_VALUE[newest.verdict])
+            self.judge_errors.labels(**labels).set(sum(g.judge_error is not None for g in newest.gates))
             for gate in newest.gates:
                 self.gate.labels(**labels, gate=gate.name).set(VERDICT_VALUE[gate.status])
                 if gate.evidence is not None:

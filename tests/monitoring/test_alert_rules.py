@@ -163,7 +163,8 @@ def test_alert_fires_on_the_nth_consecutive_bad_check_of_the_model(tmp_path: Pat
     assert alerts["interval"] == "1m"
     # every gate alert; missing data and unavailability carry their own delays
     gate_alerts = [r for r in alerts["rules"] if "absent(" not in r["expr"]
-                   and r["alert"] not in ("GenesisCanaryUnavailable", "GenesisReleaseBotSilent")]
+                   and r["alert"] not in ("GenesisCanaryUnavailable", "GenesisReleaseBotSilent",
+                                          "GenesisReleaseJudgeFailing")]
     assert {r["for"] for r in gate_alerts} == {"3m"}
 
     rules = tmp_path / "rules.yaml"
@@ -262,6 +263,7 @@ def test_stage_weight_and_flags_decide_which_alerts_are_rendered() -> None:
         "GenesisCanaryDataMissing",
         "GenesisCanaryUnavailable",
         "GenesisReleaseBotSilent",
+        "GenesisReleaseJudgeFailing",
     }
     # stable (0%): no canary traffic, so no canary alerts; stable data is expected
     assert names["stable"] == triggers | {"GenesisStableDataMissing"}

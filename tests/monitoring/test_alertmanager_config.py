@@ -166,6 +166,7 @@ def test_the_clusters_alerts_reach_none_of_our_receivers(rendered: Path, name: s
         (lambda: rule_labels("GenesisP95LatencyCritical", track="stable"), PAGE),
         (lambda: rule_labels("GenesisCanaryUnavailable", track="canary"), PAGE),
         (lambda: rule_labels("GenesisReleaseBotSilent"), PAGE),
+        (lambda: rule_labels("GenesisReleaseJudgeFailing"), PAGE),
         (lambda: rule_labels("GenesisPipelexSuccessLow", track="canary"), [SLACK_DEPLOYMENTS]),
         (lambda: rule_labels("GenesisStableDataMissing", track="stable"), [SLACK_DEPLOYMENTS]),
         (lambda: bot_labels(rollback_alert(app="genesis", namespace="genesis", source_stage="majority",
@@ -178,7 +179,7 @@ def test_the_clusters_alerts_reach_none_of_our_receivers(rendered: Path, name: s
                                                namespace="genesis", weights={"majority": 80, "stable": 0},
                                                dashboard_base_url=None)), [STAGE_CHANGES]),
     ],
-    ids=["error-rate", "p95", "unavailable", "bot-silent", "pipelex-warning", "stable-missing",
+    ids=["error-rate", "p95", "unavailable", "bot-silent", "judge-failing", "pipelex-warning", "stable-missing",
          "rollback-page", "promotion-notice", "rollback-notice"],
 )
 def test_each_of_our_alerts_reaches_exactly_the_plans_channels(rendered: Path, labels, receivers) -> None:

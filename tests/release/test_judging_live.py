@@ -22,7 +22,10 @@ from rollout.release.measuring import measure
 from rollout.review.localstack import wait_for
 
 PROFILES = {"genesis-healthy": "healthy", "genesis-bad": "bad", "genesis-gauge-only": "bad",
-            "genesis-sluggish": "sluggish"}
+            "genesis-gauge-stated": "bad", "genesis-sluggish": "sluggish", "genesis-testers": "healthy"}
+GAUGE_ONLY = ["genesis-gauge-only", "genesis-gauge-stated"]
+# testers' x-genesis-track: canary requests: a third of the canary's traffic, all of it `bad`
+TESTERS = {"genesis-testers": (15.0, "bad")}
 
 
 def judged(config: StackConfig) -> StackConfig:
@@ -34,22 +37,39 @@ def judged(config: StackConfig) -> StackConfig:
             update={"judge": Judge(tolerance=0.0, quantile=0.95)}),
     })
     analysis = config.stage.analysis.model_copy(update={"warmup": timedelta(0)})  # the compressed stage has none
-    return config.model_copy(update={"stage": config.stage.model_copy(update={"gates": gates, "analysis": analysis})})
+    # one gauge-only app states its gauge's window (1 s, as its pods really have) = the check interval
+    services = [s.model_copy(update={"error_gauge_window": timedelta(seconds=1)}) if s.name == "genesis-gauge-stated"
+                else s for s in config.project.services]
+    return config.model_copy(update={"stage": config.stage.model_copy(update={"gates": gates, "analysis": analysis}),
+                                     "project": config.project.model_copy(update={"services": services})})
 
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[LiveStack]:
     config = judged(compressed_config(list(PROFILES)))
-    with live_stack(config, PROFILES, without_errors_counter=["genesis-gauge-only"]) as stack:
+    with live_stack(config, PROFILES, without_errors_counter=GAUGE_ONLY, header_testers=TESTERS,
+                    error_windows={"genesis-gauge-stated": 1.0}) as stack:
         stack.wait_for_full_window()
         yield stack
 
 
-def check(live: LiveStack, app: str, seconds: int = 8):
+def check(live: LiveStack, app: str, seconds: int = 8, stage=None, router: str | None = None):  # noqa: ANN001
     """A check `seconds` after a stage start on the 1 s grid, with the judge reading back to it."""
+    stage = stage or live.config.stage
     at = datetime.fromtimestamp(math.floor(time.time()) - 1, UTC)
     since = at - timedelta(seconds=seconds)
-    return evaluate(live.config.stage, measure(live.prom, live.config.stage, live.service(app), at, since=since))
+    return evaluate(stage, measure(live.prom, stage, live.service(app), at, since=since, router=router))
+
+
+def scraped_for(live: LiveStack, seconds: int) -> None:
+    """Until every target has been scraped for `seconds` (+2): one bet per 1 s interval needs a
+    few dozen intervals to be sure."""
+    wait_for(lambda: (live.prom.value(f'min(count_over_time(up{{job="genesis"}}[{seconds + 2}s]))') or 0) >= seconds + 2,
+             90, f"{seconds + 2}s of scrapes", interval=0.5)
+
+
+def gate(result, name: str):  # noqa: ANN001, ANN201
+    return next(g for g in result.gates if g.name == name)
 
 
 def test_a_healthy_canary_shows_its_evidence_and_passes(live: LiveStack) -> None:
@@ -90,16 +110,76 @@ def test_a_slower_canary_under_every_threshold_is_caught_only_by_the_judge(live:
     assert not next(g for g in result.gates if g.name == "error_rate").judged_regression
 
 
-def test_without_an_errors_counter_the_judge_uses_the_plans_gauge(live: LiveStack) -> None:
-    """The app exports only genesis_error_rate: errors are estimated as the gauge times each
-    pod's requests in the interval (documented as an approximation), and still declared."""
-    seconds = 30
-    wait_for(lambda: (live.prom.value(f'min(count_over_time(up{{job="genesis"}}[{seconds + 2}s]))') or 0) >= seconds + 2,
-             90, f"{seconds + 2}s of scrapes", interval=0.5)
-    result = check(live, "genesis-gauge-only", seconds)
-    error = next(g for g in result.gates if g.name == "error_rate").evidence
-    assert error is not None and error.source.startswith("genesis_error_rate x requests")
-    assert error.regression
+def test_without_an_errors_counter_the_gauges_estimate_only_holds(live: LiveStack) -> None:
+    """The app exports only genesis_error_rate (a 10 s window, 1 s checks): errors are estimated
+    as the gauge times each track's requests in the interval, so an error counts in every check
+    its window overlaps. The judge shows the evidence and says why it does not act on it."""
+    scraped_for(live, 30)
+    error = gate(check(live, "genesis-gauge-only", 30), "error_rate")
+    assert error.evidence is not None and error.evidence.source.startswith("genesis_error_rate x requests")
+    assert error.evidence.regression and not error.judged_regression
+    assert "not acted on, holding: errors are estimated from the error gauge" in error.message
+    assert "window (not stated) is not the check interval (1s)" in error.message
+
+
+def test_a_gauge_whose_window_is_the_check_interval_is_acted_on(live: LiveStack) -> None:
+    """services[].errorGaugeWindow states the app's gauge window; equal to the check interval
+    (these pods' gauge covers 1 s), the estimate counts each error about once and may roll back."""
+    scraped_for(live, 30)
+    error = gate(check(live, "genesis-gauge-stated", 30), "error_rate")
+    assert error.evidence.source.startswith("genesis_error_rate x requests")
+    assert error.evidence.regression and error.judged_regression and error.status == "fail"
+
+
+def test_testers_header_requests_are_not_the_canarys_exposure(live: LiveStack) -> None:
+    """A third of the canary's requests are testers' (x-genesis-track: canary, route="header"),
+    all of them failing 5 % and slow. The weighted canary is healthy: the judge, the gates and
+    the sample ratio test count weighted requests only, and the check passes."""
+    header_errors = live.prom.value('sum(genesis_request_errors_total{app="genesis-testers", route="header"})')
+    assert header_errors and header_errors > 0  # the testers do fail
+    result = check(live, "genesis-testers", router="gateway-api")
+    assert result.verdict == "pass", result.reason
+    assert not gate(result, "error_rate").evidence.regression and gate(result, "error_rate").evidence.canary_events == 0
+    assert not gate(result, "p95_latency_seconds").evidence.regression
+    share = gate(result, "sample_ratio")
+    assert share.status == "pass" and share.value == pytest.approx(0.1, abs=0.02), share.message
+
+
+def test_a_canary_share_other_than_the_weight_holds_and_never_fails(live: LiveStack) -> None:
+    """The stage says 50 %, the pods get 10 %: a sample ratio mismatch holds the check and says
+    the comparison is not apples to apples; it is not a failure of the canary."""
+    stage = live.config.stage
+    stage = stage.model_copy(update={"stage": stage.stage.model_copy(update={"weight": 50})})
+    result = check(live, "genesis-healthy", stage=stage, router="gateway-api")
+    share = gate(result, "sample_ratio")
+    assert share.status == "hold" and "sample ratio mismatch" in share.message, share.message
+    assert result.verdict == "hold" and not result.immediate, result.reason
+    assert check(live, "genesis-healthy", stage=stage, router="replica-ratio").gates[-1].name != "sample_ratio"
+
+
+def test_a_check_reads_the_same_evidence_inside_and_outside_a_grid(live: LiveStack) -> None:
+    """The judge is read at the interval that ended by the check's instant: inside a grid whose
+    counts run further (a replay, a tick's last checks, a report) a check must not see the next
+    interval. Same instant, exactly the same evidence and sample ratio."""
+    stage, service = live.config.stage, live.service("genesis-bad")
+    newest = datetime.fromtimestamp(math.floor(time.time()) - 1, UTC)
+    since = newest - timedelta(seconds=14)
+    at = since + timedelta(seconds=8)
+    grid = [at + timedelta(seconds=k) for k in range(7)]  # the grid runs 6 intervals past `at`
+
+    def evidence(inside: bool):  # noqa: ANN202
+        if inside:
+            with live.prom.grid(grid):
+                result = evaluate(stage, measure(live.prom, stage, service, at, since=since, router="gateway-api"))
+        else:
+            result = evaluate(stage, measure(live.prom, stage, service, at, since=since, router="gateway-api"))
+        return {g.name: (g.evidence, g.value if g.name == "sample_ratio" else None) for g in result.gates
+                if g.evidence is not None or g.name == "sample_ratio"}
+
+    outside, inside = evidence(False), evidence(True)
+    assert set(outside) == {"error_rate", "p95_latency_seconds", "sample_ratio"}
+    assert inside == outside
+    assert outside["error_rate"][0].intervals == 8
 
 
 def test_a_one_off_check_without_a_stage_start_has_no_evidence(live: LiveStack) -> None:
@@ -110,9 +190,10 @@ def test_a_one_off_check_without_a_stage_start_has_no_evidence(live: LiveStack) 
 
 def test_each_counter_is_read_once_per_check_even_when_gates_share_it(live: LiveStack) -> None:
     """Pipelex failures and fallbacks are both counted per workflow: the workflows counter is
-    read once. Four judged gates: errors, requests, failed workflows, workflows, fallbacks and
-    the latency buckets, six range queries."""
-    from rollout.release.judging import judge_evidence
+    read once, and so is the requests counter the sample ratio test shares with the error gate.
+    Four judged gates: errors, requests, workflows, succeeded workflows, fallbacks, the latency
+    buckets and which buckets each track has: seven range queries."""
+    from rollout.release.measuring import read_counts
 
     gates = live.config.stage.gates
     four = gates.model_copy(update={name: getattr(gates, name).model_copy(update={"judge": Judge(tolerance=0.5)})
@@ -120,10 +201,10 @@ def test_each_counter_is_read_once_per_check_even_when_gates_share_it(live: Live
     stage = live.config.stage.model_copy(update={"gates": four})
     at = datetime.fromtimestamp(math.floor(time.time()) - 1, UTC)
     before = live.prom.queries
-    evidence = judge_evidence(live.prom, stage, "genesis-healthy", live.service("genesis-healthy").namespace,
-                              at - timedelta(seconds=8), at)
-    assert set(evidence) == set(gates.JUDGEABLE)
-    assert live.prom.queries - before == 6
+    counts = read_counts(live.prom, stage, "genesis-healthy", live.service("genesis-healthy").namespace,
+                         at - timedelta(seconds=8), at, expected_share=0.1)
+    assert set(counts.gates) == set(gates.JUDGEABLE) and not counts.failed and counts.requests is not None
+    assert live.prom.queries - before == 7
 
 
 def test_a_usual_tick_of_three_checks_reads_the_judges_counts_once(live: LiveStack) -> None:
@@ -146,5 +227,5 @@ def test_a_usual_tick_of_three_checks_reads_the_judges_counts_once(live: LiveSta
                 measure(live.prom, stage, service, at, since=since)
         return live.prom.queries - before
 
-    judge_queries = 3  # errors, requests, latency buckets (two judged gates)
+    judge_queries = 4  # errors, requests, latency buckets and their presence (two judged gates)
     assert queries(grid=False) - queries(grid=True) == 2 * judge_queries

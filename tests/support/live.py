@@ -91,11 +91,15 @@ def synthetic_pods(
     request_rate: float = 300.0,
     never_ready: Sequence[str] = (),
     without_errors_counter: Sequence[str] = (),
+    header_testers: Mapping[str, tuple[float, str]] = {},  # noqa: B006 (read only)
+    error_windows: Mapping[str, float] = {},  # noqa: B006 (read only)
 ) -> tuple[list[ScrapeTarget], dict[tuple[str, str], Workload], KubeStateMetrics]:
     """One stable and one canary pod per service (canary profile per app) and the
     kube-state-metrics stand-in with each track's Deployment fully available (a canary
     never-ready where `never_ready` names the app), all entered on `stack`; returns what a
-    Prometheus-compatible server should scrape."""
+    Prometheus-compatible server should scrape. `header_testers`: app -> (requests per second,
+    profile) of testers' `x-genesis-track: canary` requests on its canary; `error_windows`:
+    app -> the window of its genesis_error_rate gauge in seconds (default 10)."""
     kube_state = stack.enter_context(KubeStateMetrics())
     targets = [ScrapeTarget(kube_state.address, {})]
     workloads: dict[tuple[str, str], Workload] = {}
@@ -114,6 +118,9 @@ def synthetic_pods(
                 profile=canary_profiles[service.name] if track == "canary" else "healthy",
                 seed=seed * 2 + (track == "canary"),
                 errors_counter=service.name not in without_errors_counter,
+                header_rate=header_testers.get(service.name, (0.0, ""))[0] if track == "canary" else 0.0,
+                header_profile=header_testers.get(service.name, (0.0, "healthy"))[1] if track == "canary" else "healthy",
+                error_window_seconds=error_windows.get(service.name, 10.0),
             )
             stack.enter_context(workload)
             workloads[(service.name, track)] = workload
@@ -130,14 +137,19 @@ def live_stack(
     alertmanager_url: str | None = None,
     never_ready: Sequence[str] = (),
     without_errors_counter: Sequence[str] = (),
+    header_testers: Mapping[str, tuple[float, str]] = {},  # noqa: B006 (read only)
+    error_windows: Mapping[str, float] = {},  # noqa: B006 (read only)
+    extra_targets: Sequence[ScrapeTarget] = (),
 ) -> Iterator[LiveStack]:
     """Synthetic pods (see synthetic_pods) scraped every 1 s by a real Prometheus loaded with
-    the stage's rendered rule file."""
+    the stage's rendered rule file; `extra_targets`: more exporters to scrape (a test's own pod)."""
     with ExitStack() as stack:
         targets, workloads, kube_state = synthetic_pods(
             stack, config, canary_profiles, request_rate=request_rate, never_ready=never_ready,
-            without_errors_counter=without_errors_counter,
+            without_errors_counter=without_errors_counter, header_testers=header_testers,
+            error_windows=error_windows,
         )
+        targets = [*targets, *extra_targets]
         running = stack.enter_context(
             start_prometheus(
                 rules=[render_rule_file(config)],
