@@ -125,6 +125,19 @@ def test_a_breach_the_stable_track_shares_is_reported_and_follows_the_setting(po
     assert "the canary is not worse than stable (stable breaches the critical threshold too)" in gate.message
 
 
+@pytest.mark.parametrize("policy", ["rollback", "hold"])
+def test_a_canary_breach_with_a_healthy_stable_fails_whatever_the_stable_breach_setting(policy: str) -> None:
+    """The canary at 4 % errors, stable at 0.05 %, and a judge that has not (yet) declared: the
+    critical breach is the canary's alone, so it fails under both settings and never reads as
+    "not worse than stable" (which must look at stable's value, not the canary's)."""
+    s = stage()
+    s = s.model_copy(update={"analysis": s.analysis.model_copy(update={"stable_breach": policy})})
+    result = evaluate(s, measured({"error_rate": (0.04, 0.0005)}, {"error_rate": evidence_of("error_rate", 0.0005)}))
+    gate = next(g for g in result.gates if g.name == "error_rate")
+    assert gate.status == "fail" and not gate.judged_regression and result.verdict == "fail"
+    assert "not worse than stable" not in gate.message and "stableBreach" not in gate.message
+
+
 def test_explicit_alphas_come_off_the_top_and_the_rest_splits_over_gates_and_services() -> None:
     s = stage(p95LatencySeconds={"target": 0.2, "critical": 0.5, "judge": {"tolerance": 1.0, "alpha": 0.001}})
     assert s.judge_alpha("p95_latency_seconds") == 0.001

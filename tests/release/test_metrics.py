@@ -72,3 +72,29 @@ def test_a_judged_gate_exports_its_evidence_threshold_and_ratio_and_the_next_tic
     assert sample(metrics, "rollout_judge_evidence", gate="p95_latency_seconds") is None
     metrics.record(outcome(0.0, "wait"), 0.1, 2.0)
     assert sample(metrics, "rollout_judge_evidence", gate="error_rate") is None
+
+
+def test_gates_the_judge_could_not_judge_are_counted_for_the_alert_and_cleared_after() -> None:
+    """rollout_judge_errors is what GenesisReleaseJudgeFailing pages on (alerts/tests/judge-failing)."""
+    from rollout.analysis.counts import StageCounts
+    from rollout.model import Judge
+
+    stage = load_release(REPO).stage("gradual")
+    gates = stage.gates.model_copy(update={
+        name: getattr(stage.gates, name).model_copy(update={"judge": Judge(tolerance=0.5)})
+        for name in ("error_rate", "p95_latency_seconds")})
+    stage = stage.model_copy(update={"gates": gates})
+    values = {"error_rate": 0.0, "p95_latency_seconds": 0.1, "test_pass_rate": 1.0,
+              "pipelex_success_rate": 0.99, "spice_tasks_per_minute": 5.0, "fallback_rate": 0.0}
+    check = evaluate(stage, Measurements(
+        gates={k: GateMeasurement(v, v, k) for k, v in values.items()}, canary_requests=1000,
+        availability=GateMeasurement(1.0, 1.0, "a"),
+        counts=StageCounts(4, failed={"error_rate": "timed out", "p95_latency_seconds": "timed out"}),
+    ))
+    failing = outcome(0.0, "wait")
+    failing.checks = [check]
+    metrics = BotMetrics("prod")
+    metrics.record(failing, 0.4, 1.0)
+    assert sample(metrics, "rollout_judge_errors") == 2
+    metrics.record(outcome(0.0, "wait"), 0.4, 2.0)
+    assert sample(metrics, "rollout_judge_errors") == 0
