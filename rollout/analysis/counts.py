@@ -82,10 +82,11 @@ class StageCounts:
     untrusted: Mapping[str, str] = field(default_factory=dict)
     failed: Mapping[str, str] = field(default_factory=dict)
     expected_share: float | None = None
+    services: int = 1  # services judged in this check (they share the stage's judge budget)
     # what the judge computes once per reading (a grid's checks share one reading)
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, interval: int) -> StageCounts:
         """The same reading seen by a check at another interval (the memo is shared)."""
         return StageCounts(interval, self.gates, self.requests, self.untrusted, self.failed,
-                           self.expected_share, self.memo)
+                           self.expected_share, self.services, self.memo)

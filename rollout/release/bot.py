@@ -159,7 +159,8 @@ def check_services(
     """check_release for these services (a replay judges the services its file holds): measure
     (rollout.release.measuring), then judge (rollout.analysis.gates), one way."""
     results = [
-        (svc.name, evaluate(stage, measure(prometheus, stage, svc, at, since=since, router=router)))
+        (svc.name, evaluate(stage, measure(prometheus, stage, svc, at, since=since, router=router,
+                                           services=len(services))))
         for svc in services
     ]
     return merge_service_checks(stage, results)

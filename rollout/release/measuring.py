@@ -67,14 +67,16 @@ def measure(
     namespace: str | None = None,
     since: datetime | None = None,
     router: str | None = None,
+    services: int = 1,
 ) -> Measurements:
     """Every gate's recording rule for canary and stable, the canary request count, and (with a
     stage start, for judged gates) the judge's counts.
 
     `service` is a ServiceConfig (its namespace is used unless `namespace` is given) or an app
     name; `since` is when the stage started; `router` (routing.router) lets the judge test the
-    canary's share of requests against the stage's weight. `Measurements.queries` says how many
-    queries the check took.
+    canary's share of requests against the stage's weight; `services`: how many services this
+    check judges (they share the judge's budget). `Measurements.queries` says how many queries
+    the check took.
     """
     if isinstance(service, ServiceConfig):
         app, namespace = service.name, namespace or service.namespace
@@ -86,7 +88,7 @@ def measure(
         moment = at or datetime.now(UTC)
         values = _values(prom, stage, app, namespace, at)
         counts = read_counts(prom, stage, app, namespace, since, moment, gauge_window,
-                             expected_canary_share(router, stage.weight))
+                             expected_canary_share(router, stage.weight), services)
         return Measurements(
             **values, at=moment.isoformat(), queries=prom.queries - before,
             stage_age=None if since is None else moment - since, counts=counts,
@@ -120,7 +122,7 @@ def _values(prom: Prometheus, stage: Stage, app: str, namespace: str | None, at:
 
 def read_counts(
     prom: Prometheus, stage: Stage, app: str, namespace: str | None, since: datetime | None, at: datetime,
-    gauge_window: timedelta | None = None, expected_share: float | None = None,
+    gauge_window: timedelta | None = None, expected_share: float | None = None, services: int = 1,
 ) -> StageCounts | None:
     """The judge's counts for a check at `at`: None without judged gates or a stage start (a
     one-off `rollout check` cannot know which counts belong to the stage)."""
@@ -135,10 +137,10 @@ def read_counts(
     grid = prom.grid_memo()
     if grid is not None and grid[1] > last:  # read the whole grid once; each check reads its interval
         last = since + math.floor((grid[1] - since) / step + 1e-9) * step
-    key = ("counts", app, namespace, since, last, id(stage), gauge_window, expected_share)
+    key = ("counts", app, namespace, since, last, id(stage), gauge_window, expected_share, services)
     reading = grid[0].get(key) if grid is not None else None
     if reading is None:
-        reading = _Reader(prom, stage, app, namespace, since, last, gauge_window, expected_share).read()
+        reading = _Reader(prom, stage, app, namespace, since, last, gauge_window, expected_share, services).read()
         if grid is not None:
             grid[0][key] = reading
     return reading.at(ended - 1)
@@ -148,13 +150,13 @@ class _Reader:
     """Reads one stage's counts from `since` to `last`; each counter once (gates share some)."""
 
     def __init__(self, prom: Prometheus, stage: Stage, app: str, namespace: str | None, since: datetime,
-                 last: datetime, gauge_window: timedelta | None, expected_share: float | None):
+                 last: datetime, gauge_window: timedelta | None, expected_share: float | None, services: int):
         self.prom, self.stage, self.since, self.last = prom, stage, since, last
         self.step = stage.analysis.check_interval
         self.seconds = self.step.total_seconds()
         self.intervals = round((last - since) / self.step)
         self.selector = count_selector(app, namespace)
-        self.gauge_window, self.expected_share = gauge_window, expected_share
+        self.gauge_window, self.expected_share, self.services = gauge_window, expected_share, services
         self.read_already: dict[str, list[Series]] = {}
 
     def read(self) -> StageCounts:
@@ -179,7 +181,7 @@ class _Reader:
                 requests = (self._points(_track(series, "canary")), self._points(_track(series, "stable")))
             except Exception:  # noqa: BLE001 - no sample ratio test this check; the gates are unaffected
                 requests = None
-        return StageCounts(self.intervals - 1, gates, requests, untrusted, failed, self.expected_share)
+        return StageCounts(self.intervals - 1, gates, requests, untrusted, failed, self.expected_share, self.services)
 
     # -------------------------------------------------------------- queries
 

@@ -35,11 +35,11 @@ from rollout.monitoring.alert_rules import (
     render_rule_file,
     stack_rule_groups,
 )
+from rollout.release.measuring import measure
 from rollout.release.prometheus import (
     Prometheus,
     PrometheusAuth,
     PrometheusError,
-    measure,
 )
 from rollout.review.localstack import (
     Running,
