@@ -4,7 +4,7 @@ NaN rows), and a judge that raises. Neither crashes a tick nor stops the thresho
 
 Real: Prometheus with the stage's rendered rules, the synthetic pods, a second canary pod that is
 a real exporter (prometheus_client) with its own buckets, the Automation API. Stand-in: the
-Pulumi CLI (tests/support/fake_pulumi), as in test_dead_canary.py; the judge's exception is
+Pulumi CLI (rollout/local/pulumi_standin, seeded by tests/support/fake_pulumi), as in test_dead_canary.py; the judge's exception is
 forced with monkeypatch (a stand-in for a bug in the statistics). Compressed timing: 1 s checks,
 a 10 s window."""
 
