@@ -1,5 +1,5 @@
 """The judge on a gate: per-interval counts of both tracks in, the evidence at a check out.
-Pure, no I/O (rollout/release/judging.py reads the counts from Prometheus).
+Pure, no I/O (rollout/release/measuring.py reads the counts, rollout/analysis/judging.py runs this).
 
 The evidence is recomputed from the stage start at every check, so a restarted bot reaches the
 same verdict; a regression, once the e-value has crossed 1/alpha, stays declared for the rest
