@@ -21,7 +21,10 @@ docs/judge.md): a regression it declares (canary worse than (1 + tolerance) x st
 confidence 1 - alpha however often it was looked at) fails the check *immediately*, below any
 threshold and without waiting for consecutive failures. A critical breach the stable track
 shares is reported as "the canary is not worse than stable"; it still fails unless
-`analysis.stableBreach: hold`, which holds (and pages) instead.
+`analysis.stableBreach: hold`, which holds (and pages) instead. The judge runs on the check's
+counts (`Measurements.counts`, rollout/analysis/judging.py) with its guardrails: counts it cannot
+trust (the error-gauge estimate, a sample ratio mismatch: the built-in `sample_ratio` row) make
+a declared regression hold, and a judge error holds its gate while the thresholds still judge.
 
 The canary's availability (kube-state-metrics: ready / desired replicas) is judged at every
 stage with canary traffic: a canary whose pods never become ready exports no metrics, so every
