@@ -74,7 +74,7 @@ def _evidence(stage: Stage, name: str, counts: StageCounts) -> Evidence | None:
     if source is None:
         return None
     gate = getattr(stage.gates, name)
-    alpha = stage.judge_alpha(name)
+    alpha = stage.judge_alpha(name, counts.services)  # the budget is per release: split over its services
     step = stage.analysis.check_interval
     # the judge's evidence starts after analysis.warmup (fixed before the stage: validity kept)
     options = {"warmup_intervals": math.ceil(stage.analysis.warmup / step - 1e-9),

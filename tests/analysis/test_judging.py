@@ -108,10 +108,10 @@ def test_an_exception_in_the_judge_holds_its_gate_and_never_stops_the_others(mon
     every threshold are judged as usual."""
     real = evidence_module.GateJudge
 
-    def broken(gate, judge, alpha, counts):  # noqa: ANN001, ANN202
+    def broken(gate, judge, alpha, counts, **options):  # noqa: ANN001, ANN003, ANN202
         if gate == "error_rate":
             raise FloatingPointError("forced")
-        return real(gate, judge, alpha, counts)
+        return real(gate, judge, alpha, counts, **options)
 
     monkeypatch.setattr("rollout.analysis.judging.GateJudge", broken)
     counts = StageCounts(29, {"error_rate": errors(0.0005), "p95_latency_seconds": buckets()})
