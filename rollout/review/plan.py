@@ -239,10 +239,33 @@ def _key(key: str) -> str:
     return f".{key}" if _IDENTIFIER.match(key) else f"[{json.dumps(key)}]"
 
 
-def _named(items: list[Any]) -> bool:
-    """A list of objects each with a unique `name` (containers, ports, env, backendRefs)."""
-    names = [i.get("name") for i in items if isinstance(i, dict)]
-    return len(names) == len(items) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+# What names a list item: Kubernetes' `name` (containers, ports, env, backendRefs), and a
+# Prometheus rule's `alert` or `record` (PrometheusRule groups hold rules, which have no `name`).
+IDENTITY_KEYS = ("name", "alert", "record")
+
+
+def _identity(item: Any) -> str | None:
+    """`name=x`, `alert=X` or `record=x` for an item that carries one of them, else None."""
+    if not isinstance(item, dict):
+        return None
+    for key in IDENTITY_KEYS:
+        if isinstance(item.get(key), str):
+            return f"{key}={item[key]}"
+    return None
+
+
+def _segments(items: list[Any]) -> list[str] | None:
+    """`[identity]` per item when every item has one (a repeated identity, e.g. the same alert
+    for two services, is told apart by its occurrence: `[alert=X#2]`); None for a plain list."""
+    names = [_identity(i) for i in items]
+    if not names or any(n is None for n in names):
+        return None
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1  # type: ignore[index]
+        out.append(f"[{name}]" if seen[name] == 1 else f"[{name}#{seen[name]}]")  # type: ignore[index]
+    return out
 
 
 def _as_json(value: Any) -> Any:
@@ -255,37 +278,55 @@ def _as_json(value: Any) -> Any:
     return value
 
 
-def flatten(value: Any, path: str = "") -> dict[str, Any]:
-    """Leaf paths -> values. Named list items are addressed as `[name=x]`, so reordering or
-    inserting an entry does not show up as every later entry changing."""
+def _walk(value: Any, path: str, leaves: dict[str, Any], items: dict[str, Any]) -> None:
     value = _as_json(value)
     if isinstance(value, dict):
         if not value:
-            return {path: {}}
-        leaves: dict[str, Any] = {}
+            leaves[path] = {}
         for key, item in value.items():
-            leaves.update(flatten(item, f"{path}{_key(str(key))}"))
-        return leaves
-    if isinstance(value, list):
+            _walk(item, f"{path}{_key(str(key))}", leaves, items)
+    elif isinstance(value, list):
         if not value:
-            return {path: []}
-        leaves = {}
-        named = _named(value)
+            leaves[path] = []
+        named = _segments(value)
         for index, item in enumerate(value):
-            segment = f"[name={item['name']}]" if named else f"[{index}]"
-            leaves.update(flatten(item, path + segment))
-        return leaves
-    return {path: value}
+            segment = named[index] if named else f"[{index}]"
+            if named:
+                items[path + segment] = item
+            _walk(item, path + segment, leaves, items)
+    else:
+        leaves[path] = value
+
+
+def flatten(value: Any, path: str = "") -> dict[str, Any]:
+    """Leaf paths -> values. Named list items are addressed by identity (`[name=x]`,
+    `[alert=X]`), so reordering or inserting an entry does not show up as every later entry
+    changing."""
+    leaves: dict[str, Any] = {}
+    _walk(value, path, leaves, {})
+    return leaves
 
 
 def diff_inputs(old: dict[str, Any], new: dict[str, Any]) -> list[FieldChange]:
-    before, after = flatten(old), flatten(new)
-    changes = []
+    """Changed leaves; a named item (an alert rule, a backendRef) that only one side has is one
+    change holding the whole item, not a line per field."""
+    before, after, old_items, new_items = {}, {}, {}, {}  # type: ignore[var-annotated]
+    _walk(old, "", before, old_items)
+    _walk(new, "", after, new_items)
+    whole = sorted(set(old_items) ^ set(new_items))
+    whole = [p for p in whole if not any(p != q and p.startswith(q) for q in whole)]  # outermost only
+
+    def inside(path: str) -> bool:
+        return any(path == p or path.startswith(p + ".") or path.startswith(p + "[") for p in whole)
+
+    changes = [FieldChange(p.lstrip("."), old_items.get(p, MISSING), new_items.get(p, MISSING)) for p in whole]
     for path in sorted(set(before) | set(after)):
+        if inside(path):
+            continue
         was, now = before.get(path, MISSING), after.get(path, MISSING)
         if was != now or type(was) is not type(now):
             changes.append(FieldChange(path.lstrip("."), was, now))
-    return changes
+    return sorted(changes, key=lambda c: c.path)
 
 
 def describe(resource: RecordedResource) -> str:

@@ -102,8 +102,23 @@ def manifest_path(inputs: dict[str, Any]) -> Path:
     return Path(namespace) / f"{inputs['kind'].lower()}-{metadata['name']}.yaml"
 
 
+class _ReadableDumper(yaml.SafeDumper):
+    """Multi-line strings (the flagd flags file, embedded configs) as literal blocks, so a
+    GitOps diff of a rendered manifest shows the changed line, not one escaped string."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted scalar itself when a literal block cannot hold the text
+    # (trailing spaces, control characters), so the document always loads back unchanged.
+    style = "|" if "\n" in value.rstrip("\n") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ReadableDumper.add_representer(str, _represent_str)
+
+
 def to_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False, width=100)
+    return yaml.dump(data, Dumper=_ReadableDumper, sort_keys=True, default_flow_style=False, width=100)
 
 
 def manifest_resources(stack: RenderedStack) -> list[RecordedResource]:

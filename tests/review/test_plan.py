@@ -4,6 +4,7 @@ for `pulumi preview`, which needs the CLI and live state)."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 from support.stack import REPO_ROOT
@@ -63,8 +64,10 @@ def test_rollback_plan_returns_all_traffic_to_stable():
     changes = {(c.name, f.path): (f.old, f.new) for c in result.changed for f in c.fields}
     assert changes[("genesis-httproute", "spec.rules[1].backendRefs[name=genesis-stable].weight")] == (20, 100)
     # testers' pinned requests go to stable once the canary has no pods
-    assert changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-stable].name")] == (MISSING, "genesis-stable")
-    assert changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-canary].name")] == ("genesis-canary", MISSING)
+    pinned_stable = changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-stable]")]
+    pinned_canary = changes[("genesis-httproute", "spec.rules[0].backendRefs[name=genesis-canary]")]
+    assert pinned_stable[0] is MISSING and pinned_stable[1]["name"] == "genesis-stable"
+    assert pinned_canary[0]["name"] == "genesis-canary" and pinned_canary[1] is MISSING
     assert changes[("genesis-canary-deployment", "spec.replicas")] == (8, 0)
     flags = 'data["flags.json"].flags["fallback-mode"].defaultVariant'
     assert changes[("genesis-canary-flags-configmap", flags)] == ("off", "on")
@@ -158,3 +161,25 @@ def test_plan_refuses_an_unknown_stage():
 
     with pytest.raises(ConfigError, match="Pulumi.nope.yaml"):
         plan(REPO_ROOT, "canary", "nope")
+
+
+def test_rule_changes_are_named_by_alert_not_by_list_position():
+    """A rollback removes the canary's alerts: the plan names each rule that goes (one line per
+    rule), instead of every later rule shifting up a position (`rules[3].alert: A -> B`)."""
+    result = plan(REPO_ROOT, "majority", "stable")
+    (rules,) = [c for c in result.changed if c.name == "monitoring-prometheusrule"]
+    paths = [f.path for f in rules.fields]
+    assert not any(re.search(r"rules\[\d+\]", p) for p in paths), paths
+    gone = {p.split("[alert=")[1].rstrip("]") for p in paths if "[alert=" in p}
+    assert {"GenesisCanaryDataMissing", "GenesisReleaseBotSilent"} <= gone
+    assert all(f.new is MISSING and f.old["alert"] in p for f, p in zip(rules.fields, paths))
+    text = result.to_text()
+    assert len(text.splitlines()) < 45, text
+    assert "rules[alert=GenesisCanaryDataMissing]: {" in text
+
+
+def test_a_repeated_rule_name_is_told_apart_by_occurrence():
+    old = {"rules": [{"alert": "A", "expr": "x"}, {"alert": "B", "expr": "1"}, {"alert": "B", "expr": "2"}]}
+    new = {"rules": [{"alert": "B", "expr": "1"}, {"alert": "B", "expr": "3"}]}
+    changes = {c.path: (c.old, c.new) for c in diff_inputs(old, new)}
+    assert changes == {"rules[alert=A]": ({"alert": "A", "expr": "x"}, MISSING), "rules[alert=B#2].expr": ("2", "3")}

@@ -7,6 +7,8 @@ Istio kinds with the @kubernetes-models CRD schemas via node.
 
 from __future__ import annotations
 
+import difflib
+
 import pytest
 import yaml
 from support.k8s_validation import core_errors, crd_errors, crd_results
@@ -21,7 +23,7 @@ from support.stack import (
 
 from components.routers import ROUTERS
 from rollout.model import STAGE_ORDER
-from rollout.review.render import MANIFESTS_DIR, RenderContext, render
+from rollout.review.render import MANIFESTS_DIR, RenderContext, render, to_yaml
 
 
 @pytest.mark.parametrize("stage", STAGE_ORDER)
@@ -46,7 +48,7 @@ def test_render_writes_one_sorted_yaml_file_per_object(stage, tmp_path):
     for path in manifests:
         text = path.read_text()
         data = yaml.safe_load(text)
-        assert text.splitlines()[1:] == yaml.safe_dump(data, sort_keys=True, width=100).splitlines()
+        assert text.splitlines()[1:] == to_yaml(data).splitlines()  # sorted keys, stable output
     assert result.stack.outputs["stage"] == stage
     route = yaml.safe_load((tmp_path / MANIFESTS_DIR / "genesis/httproute-genesis.yaml").read_text())
     assert weighted_rule(route)["backendRefs"][1]["weight"] == result.stack.outputs["weight"]
@@ -168,3 +170,22 @@ def test_existing_mode_renders_the_alertmanager_config_object_and_no_alertmanage
     assert document["apiVersion"] == "monitoring.coreos.com/v1alpha1" and document["spec"]["route"]["matchers"]
     assert not list((out / "alertmanager").glob("*.yaml")) and not list((out / "helm").glob("*"))
     assert crd_errors([document]) == []
+
+
+def test_the_flags_configmap_is_a_readable_literal_block_that_flagd_still_loads(tmp_path):
+    """GitOps diffs of a rendered flags ConfigMap show the flag line that changed: the flagd file
+    is a YAML literal block (one JSON line per YAML line), and flagd's own evaluator core reads
+    the rendered manifest (tools/validators/flagd.mjs takes a ConfigMap) to the stage's flags."""
+    from support.k8s_validation import flagd_evaluate
+
+    render(REPO_ROOT, "canary", tmp_path / "canary")
+    render(REPO_ROOT, "gradual", tmp_path / "gradual")
+    path = "genesis/configmap-genesis-flags-canary.yaml"
+    texts = {s: (tmp_path / s / MANIFESTS_DIR / path).read_text() for s in ("canary", "gradual")}
+    assert "  flags.json: |\n    {\n" in texts["canary"]
+    diff = difflib.unified_diff(texts["canary"].splitlines(), texts["gradual"].splitlines(), lineterm="", n=0)
+    changed = [line for line in diff if line[:1] in "+-" and line[:3] not in ("---", "+++")]
+    assert changed == ['-          "defaultVariant": "off",', '+          "defaultVariant": "on",']
+    canary, gradual = flagd_evaluate([texts["canary"], texts["gradual"]])
+    assert canary["valid"] and gradual["valid"], (canary["errors"], gradual["errors"])
+    assert (canary["values"]["pipelex-parallel-steps"], gradual["values"]["pipelex-parallel-steps"]) == (False, True)
