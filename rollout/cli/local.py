@@ -4,12 +4,13 @@ replay data): stand-ins for the cluster and the app."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from rollout.cli.common import ProjectDir, _project, app, fail, out, say
+from rollout.cli.common import ProjectDir, _project, app, err, fail, out, say
 
 
 @app.command()
@@ -37,19 +38,31 @@ def demo(
 
 
 
+# GitHub takes attachments up to 25 MB: a scenario written for an issue should fit.
+ATTACHABLE_BYTES = 25_000_000
+MAX_SCRAPE = 120  # seconds: a 5m rate window needs at least two samples of every series
+
+
 @app.command()
 def scenario(
     name: Optional[str] = typer.Argument(None, help="A scenario of the library; none: list them."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="The OpenMetrics file to write."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Noise seed (default: the scenario's)."),
+    hours: Optional[float] = typer.Option(
+        None, "--hours", help="Write only the first HOURS of the stage (default: all of it, usually 48)."),
+    scrape: Optional[str] = typer.Option(
+        None, "--scrape", help="Scrape interval of the written samples, e.g. 60s (default: the scenario's, 30s)."),
 ) -> None:
     """Write a synthetic scenario of the replay library as an OpenMetrics file (or list them).
 
     Each scenario says what the plan's policy should decide and when; replay it with
-    `rollout replay --metrics FILE --start <its start> --stage canary`."""
+    `rollout replay --metrics FILE --start <its start> --stage canary`. A whole 48 h stage is
+    large (about 180 MB); `--hours` and `--scrape` make a file small enough to attach to an issue."""
+    from dataclasses import replace
+
     from rollout.local.scenarios import LIBRARY, generate, with_seed
     from rollout.local.scenarios import scenario as find
-    from rollout.model import format_duration
+    from rollout.model import format_duration, parse_duration
 
     if name is None:
         for spec in LIBRARY.values():
@@ -58,14 +71,34 @@ def scenario(
                 f" at +{format_duration(expected.earliest)}..+{format_duration(expected.latest)}")
             say(f"{spec.name:<22} {spec.description}  [plan: {expected.action if expected else '?'}{when}]")
         return
-    if out_file is None:
-        raise fail("--out FILE is required to write a scenario")
     try:
         spec = find(name)
     except KeyError as error:
         raise fail(str(error.args[0]))
+    if out_file is None:
+        raise fail("--out FILE is required to write a scenario")
     if seed is not None:
         spec = with_seed(spec, seed)
+    if hours is not None:
+        if not 0 < hours <= spec.duration.total_seconds() / 3600:
+            raise fail(f"--hours must be above 0 and at most the scenario's {format_duration(spec.duration)} (got {hours:g})")
+        spec = replace(spec, duration=timedelta(hours=hours))
+    if scrape is not None:
+        try:
+            interval = parse_duration(scrape)
+        except ValueError as error:
+            raise fail(f"--scrape: {error}")
+        if not 1 <= interval.total_seconds() <= MAX_SCRAPE:
+            raise fail(f"--scrape must be between 1s and {MAX_SCRAPE}s, so every rate window holds samples (got {scrape})")
+        spec = replace(spec, scrape_interval=interval)
+    expected = spec.expected
+    if expected is not None and expected.latest is not None and expected.latest > spec.duration:
+        say(f"note: the plan's expected {expected.action} (by +{format_duration(expected.latest)}) may lie "
+            f"after the {format_duration(spec.duration)} written", console=err)
     info = generate(spec, out_file)
-    say(f"wrote {spec.name} (seed {spec.seed}) to {out_file}: {int(info['samples'])} samples, "
-        f"{info['bytes'] / 1e6:.0f} MB; the stage starts at {spec.start.isoformat().replace('+00:00', 'Z')}")
+    say(f"wrote {spec.name} (seed {spec.seed}, {format_duration(spec.duration)}, a scrape every "
+        f"{format_duration(spec.scrape_interval)}) to {out_file}: {int(info['samples'])} samples, "
+        f"{info['bytes'] / 1e6:.1f} MB; the stage starts at {spec.start.isoformat().replace('+00:00', 'Z')}")
+    if info["bytes"] > ATTACHABLE_BYTES:
+        say(f"note: larger than the {ATTACHABLE_BYTES // 1_000_000} MB GitHub takes as an attachment: "
+            "--hours and --scrape make it smaller", console=err)

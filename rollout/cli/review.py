@@ -120,7 +120,8 @@ def replay(
     started = parse_time(start, "--start")
     ended = None if end is None else parse_time(end, "--end")
     try:
-        result = run_replay(metrics, config, started, ended, last_stage=last_stage)
+        result = run_replay(metrics, config, started, ended, last_stage=last_stage,
+                            progress=lambda line: say(line, console=err))
     except (ReplayError, OpenMetricsError, BackfillError) as error:
         raise fail(str(error))
     if plot_file is not None:

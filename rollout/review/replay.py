@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,13 @@ from rollout.release.bot import check_services
 from rollout.release.prometheus import Prometheus
 from rollout.review.backfill import Backfill
 from rollout.review.openmetrics import FileReport, OpenMetricsError, check_file
+
+
+Progress = Callable[[str], None]  # one line per step (the CLI prints them on stderr)
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 class ReplayError(ValueError):
@@ -97,10 +104,13 @@ class ReplaySession:
     wanted (the detection benchmark replays each scenario under several policies). Raises
     OpenMetricsError naming line and rule for a bad file; a context manager."""
 
-    def __init__(self, path: Path | str, services: Sequence[ServiceConfig], workdir: Path | None = None):
+    def __init__(self, path: Path | str, services: Sequence[ServiceConfig], workdir: Path | None = None,
+                 progress: Progress = _quiet):
         self.path = Path(path)
+        self.progress = progress
         self.seconds: dict[str, float] = {}
         clock = time.perf_counter()
+        progress(f"checking {self.path} ({self.path.stat().st_size / 1e6:.1f} MB)")
         self.report = check_file(self.path, services={(s.namespace, s.name) for s in services})
         if self.report.min_time is None or self.report.max_time is None:
             raise OpenMetricsError(str(self.path), [(0, "bad-line", "the file holds no samples")])
@@ -108,6 +118,9 @@ class ReplaySession:
         self.seconds["check file"] = time.perf_counter() - clock
         self._tmp = tempfile.TemporaryDirectory(prefix="rollout-replay-", dir=workdir)
         clock = time.perf_counter()
+        first = datetime.fromtimestamp(self.report.min_time, UTC)
+        progress(f"backfill: the samples from {_rfc3339(first)} to {_rfc3339(self.last_sample)} "
+                 "into a TSDB block (promtool)")
         try:
             self.backfill = Backfill(self.path, Path(self._tmp.name), (self.report.min_time, self.report.max_time))
         except BaseException:
@@ -134,11 +147,15 @@ class ReplaySession:
                               f"{format_duration(stage.analysis.rate_window)} window has passed")
         seconds = dict(self.seconds)
         clock = time.perf_counter()
+        self.progress(f"rules: evaluating stage {stage.name}'s recording rules up to {_rfc3339(end)} (promtool)")
         with self.backfill.serving(stage, end) as server:
             seconds["rules"] = time.perf_counter() - clock
             clock = time.perf_counter()
+            self.progress(f"checks: {len(instants)} check instants from {_rfc3339(instants[0])}, "
+                          f"stopping at the first decision")
             with Prometheus(server.url, timeout=120, retries=0, check_seconds=600) as prom:
-                result = _judge(stage, services, prom, start, end, instants, last_stage, config.project.routing.router)
+                result = _judge(stage, services, prom, start, end, instants, last_stage, config.project.routing.router,
+                                self.progress)
                 result.queries = prom.queries
         seconds["checks"] = time.perf_counter() - clock
         result.seconds = seconds
@@ -163,25 +180,32 @@ def replay(
     *,
     last_stage: bool | None = None,
     workdir: Path | None = None,
+    progress: Progress = _quiet,
 ) -> ReplayResult:
     """Replay the file's metrics through the stage's gates and decision from `start` (when the
     stage was applied) to `end` (default: the last sample). Raises ReplayError or
     OpenMetricsError naming the problem; a BackfillError when promtool or Prometheus refuse."""
     if end is not None and start > end:
         raise ReplayError(f"--start {_rfc3339(start)} is after --end {_rfc3339(end)}")
-    with ReplaySession(path, config.project.services, workdir) as session:
+    with ReplaySession(path, config.project.services, workdir, progress) as session:
         return session.judge(config, start, end, last_stage=last_stage)
 
 
 def _judge(
     stage: Stage, services: Sequence[ServiceConfig], prom: Prometheus, start: datetime, end: datetime,
-    instants: list[datetime], last_stage: bool | None, router: str | None = None,
+    instants: list[datetime], last_stage: bool | None, router: str | None = None, progress: Progress = _quiet,
 ) -> ReplayResult:
     checks: list[CheckResult] = []
+    every = max(1, len(instants) // 10)  # about ten progress lines however long the stage
     with prom.grid(instants):
         for at in instants:
             checks.append(check_services(services, prom, stage, at, since=start, router=router))
             decision = decide(stage, start, at, checks, last_stage=last_stage)
+            done = f"checks: {len(checks)}/{len(instants)} done (+{format_duration(at - start)})"
+            if decision.action != "wait":
+                progress(f"{done}: {decision.action}")
+            elif len(checks) % every == 0:
+                progress(done)
             if decision.action != "wait":
                 return ReplayResult(stage, start, end, [s.name for s in services], instants[: len(checks)],
                                     checks, decision.action, at, decision.reason)

@@ -5,6 +5,7 @@ Prometheus (Debian prometheus); the metrics are the synthetic scenario generator
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from datetime import timedelta
@@ -196,3 +197,42 @@ def test_an_aa_replay_prints_the_judges_calibration(tmp_path: Path) -> None:
     share = float(gates["error_rate"].split("largest canary share ")[1])
     assert dispersion > 5 and share > 0.9  # the bursts, seen
     assert "(jitter)" in gates["p95_latency_seconds"]
+
+
+def test_a_replay_tells_its_progress_on_stderr_and_keeps_stdout_for_the_result(short_bad: Path) -> None:
+    result = rollout("replay", "--metrics", str(short_bad), "--start", START, "--stage", "canary", "--json")
+    assert result.exit_code == 0, result.output
+    json.loads(result.stdout)  # stdout is the JSON alone
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"checking {short_bad} (") and lines[0].endswith(" MB)"), result.stderr
+    assert [line.split(":")[0] for line in lines[1:4]] == ["backfill", "rules", "checks"], result.stderr
+    done = [line for line in lines if line.startswith("checks: ") and " done" in line]
+    assert len(done) >= 5, done
+    assert done[-1] == "checks: 15/24 done (+1h15m): rollback"  # the rollback at +1h15 is check 15 of 24
+
+
+def test_a_scenario_cut_with_hours_and_scrape_is_small_and_still_replays_to_the_plans_outcome(tmp_path: Path) -> None:
+    path = tmp_path / "step-errors.om"
+    written = CliRunner().invoke(app, ["scenario", "step-errors", "--out", str(path), "--hours", "7", "--scrape", "60s"])
+    assert written.exit_code == 0, written.output
+    assert "7h, a scrape every 1m" in written.stdout
+    assert path.stat().st_size < 25_000_000  # GitHub's attachment limit
+    stamps = sorted({float(line.rsplit(" ", 1)[1]) for line in path.read_text().splitlines()
+                     if line.startswith("genesis_request_duration_seconds_count{") and 'pod="genesis-canary-0"' in line})
+    assert stamps[-1] - stamps[0] == 7 * 3600 and {b - a for a, b in itertools.pairwise(stamps)} == {60.0}
+    result = rollout("replay", "--metrics", str(path), "--start", START, "--stage", "canary", "--json")
+    assert result.exit_code == 0, result.output
+    decision = json.loads(result.stdout)["decision"]
+    assert decision["action"] == "rollback" and "2026-01-05T06:05:00Z" <= decision["at"] <= "2026-01-05T06:20:00Z"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--hours", "0"], "--hours must be above 0 and at most the scenario's 2d1h (got 0)"),
+    (["--hours", "50"], "--hours must be above 0"),
+    (["--scrape", "5m"], "--scrape must be between 1s and 120s"),
+    (["--scrape", "fast"], "--scrape: must be a duration like"),
+])
+def test_scenario_refuses_a_cut_that_cannot_replay(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = CliRunner().invoke(app, ["scenario", "step-errors", "--out", str(tmp_path / "x.om"), *args])
+    assert result.exit_code == 3 and expected in result.stderr, result.output
+    assert not (tmp_path / "x.om").exists()
