@@ -202,7 +202,7 @@ def service_monitor_spec(service: ServiceConfig, monitoring: MonitoringConfig) -
 
 def dashboards_for(config: StackConfig) -> dict[str, dict[str, Any]]:
     """{uid: dashboard JSON} for this stage."""
-    board = build_dashboard(config.stage, config.project.stage_order)
+    board = build_dashboard(config.stage, config.project.stage_order, config.project.monitoring)
     return {board["uid"]: board}
 
 

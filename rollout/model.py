@@ -683,6 +683,9 @@ class MonitoringConfig(Model):
     storage_class: str | None = None
     scrape_interval: Duration = timedelta(seconds=30)
     runbook_base_url: str = "https://github.com/genesis/genesis-rollout/blob/main/alerts/runbooks"
+    # where the bot's stage and incident reports are kept (the tick workflow's artifacts); the
+    # dashboard links to it
+    reports_url: str = "https://github.com/genesis/genesis-rollout/actions/workflows/tick.yml"
     grafana: GrafanaConfig = GrafanaConfig()
     alerting: AlertingConfig = AlertingConfig()
 

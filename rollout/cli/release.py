@@ -191,7 +191,7 @@ def tick(
     from rollout.release.metrics import BotMetrics
 
     bot = options.bot()
-    metrics = BotMetrics(options.stack)
+    metrics = BotMetrics(options.stack, bot.release)
     outcome = _measured_tick(bot, metrics)
     print_outcome(outcome, as_json)
     if pushgateway:
@@ -212,7 +212,7 @@ def watch(
     from rollout.release.metrics import BotMetrics
 
     bot = options.bot()
-    metrics = BotMetrics(options.stack)
+    metrics = BotMetrics(options.stack, bot.release)
     if metrics_port:
         metrics.serve(metrics_port)
     ticks = 0

@@ -172,7 +172,7 @@ def run_demo(
             }
             kube_state = stack.enter_context(KubeStateMetrics())
             # the bot's own metrics, scraped like a watch pod's: the dead man's switch stays quiet
-            bot_metrics = BotMetrics("demo")
+            bot_metrics = BotMetrics("demo", demo_release)
             metrics_server = bot_metrics.serve(free_port(), "127.0.0.1")
             stack.callback(metrics_server.shutdown)
 

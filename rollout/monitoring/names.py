@@ -39,3 +39,15 @@ JUDGE_THRESHOLD_METRIC = "rollout_judge_threshold"
 JUDGE_RATIO_METRIC = "rollout_judge_ratio"
 # judged gates the judge could not judge in the newest check (held; GenesisReleaseJudgeFailing pages)
 JUDGE_ERRORS_METRIC = "rollout_judge_errors"
+# the stage, weight and newest check the bot publishes (rollout.release.metrics)
+STAGE_INFO_METRIC = "rollout_stage_info"
+WEIGHT_METRIC = "rollout_canary_weight_percent"
+CHECK_VERDICT_METRIC = "rollout_check_verdict"
+CHECK_DURATION_METRIC = "rollout_check_duration_seconds"
+VERDICT_VALUES = {"pass": 0, "hold": 1, "fail": 2}  # the value of every verdict gauge
+# the operators' say and what comes next: paused (1/0), the next stage's approval, and the
+# earliest time the bot promotes if the checks keep passing
+PAUSED_METRIC = "rollout_paused"
+APPROVAL_METRIC = "rollout_approval_state"
+APPROVAL_VALUES = {"not needed": 0, "needed": 1, "given": 2}
+NEXT_PROMOTION_METRIC = "rollout_next_promotion_timestamp_seconds"

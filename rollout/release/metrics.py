@@ -17,7 +17,12 @@ from prometheus_client import (
     start_http_server,
 )
 
+from rollout.model import Release
 from rollout.monitoring.names import (
+    APPROVAL_METRIC,
+    APPROVAL_VALUES,
+    CHECK_DURATION_METRIC,
+    CHECK_VERDICT_METRIC,
     DECISION_METRIC,
     GATE_VERDICT_METRIC,
     JUDGE_ERRORS_METRIC,
@@ -25,32 +30,48 @@ from rollout.monitoring.names import (
     JUDGE_RATIO_METRIC,
     JUDGE_THRESHOLD_METRIC,
     LAST_CHECK_METRIC,
+    NEXT_PROMOTION_METRIC,
+    PAUSED_METRIC,
     ROLLOUT_LABEL,
     ROLLOUT_VALUE,
+    STAGE_INFO_METRIC,
+    VERDICT_VALUES,
+    WEIGHT_METRIC,
 )
+from rollout.release.controls import read_controls
 
 JOB = "genesis-rollout-bot"
 ACTIONS = ("promote", "rollback", "complete", "wait")
-VERDICT_VALUE = {"pass": 0, "hold": 1, "fail": 2}
+VERDICT_VALUE = VERDICT_VALUES
 
 
 class BotMetrics:
-    """One registry per bot process; `record()` after every tick."""
+    """One registry per bot process; `record()` after every tick. With the release, it also
+    publishes the next stage's approval and when the next promotion is due."""
 
-    def __init__(self, stack: str) -> None:
+    def __init__(self, stack: str, release: Release | None = None) -> None:
         self.stack = stack
+        self.release = release
         self.registry = CollectorRegistry()
         base = [ROLLOUT_LABEL, "stack"]
 
         def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> Gauge:
             return Gauge(name, doc, [*base, *extra], registry=self.registry)
 
-        self.stage = gauge("rollout_stage_info", "1 for the stage the stack is at", ("stage",))
-        self.weight = gauge("rollout_canary_weight_percent", "Canary weight of the current stage")
+        self.stage = gauge(STAGE_INFO_METRIC, "1 for the stage the stack is at", ("stage",))
+        self.weight = gauge(WEIGHT_METRIC, "Canary weight of the current stage (planned, in percent)")
         self.gate = gauge(GATE_VERDICT_METRIC, "Newest check per gate: 0 pass, 1 hold, 2 fail", ("gate",))
-        self.verdict = gauge("rollout_check_verdict", "Newest check: 0 pass, 1 hold, 2 fail")
+        self.verdict = gauge(CHECK_VERDICT_METRIC, "Newest check: 0 pass, 1 hold, 2 fail")
         self.decision = gauge(DECISION_METRIC, "1 for the action the newest tick decided", ("action",))
-        self.duration = gauge("rollout_check_duration_seconds", "Seconds the newest tick spent measuring")
+        self.duration = gauge(CHECK_DURATION_METRIC, "Seconds the newest tick spent measuring")
+        self.paused = gauge(PAUSED_METRIC, "1 while automatic promotion is paused (rollout pause); rollbacks continue")
+        self.approval = gauge(APPROVAL_METRIC, "The next stage's approval: 0 not needed, 1 needed and not given, 2 given",
+                              ("stage",))
+        self.next_promotion = gauge(
+            NEXT_PROMOTION_METRIC,
+            "Earliest time (unix seconds) the bot promotes or completes if the checks keep passing; "
+            "absent at weight 0 and when the newest tick decided a rollback",
+        )
         self.last_check = gauge(
             LAST_CHECK_METRIC,
             "End of the last tick that read the stack and ran every check it needed (none at weight 0)",
@@ -84,6 +105,23 @@ class BotMetrics:
                     self._judge(gate.name, gate.evidence)
         self.duration.labels(**labels).set(seconds)
         self.last_check.labels(**labels).set(finished)
+        self._operators(outcome, finished)
+
+    def _operators(self, outcome: Any, finished: float) -> None:
+        """Pause, the next stage's approval (read as the bot reads them) and when the hold ends."""
+        labels, state = self._labels, outcome.state
+        target = self.release.next_stage(state.stage) if self.release and state.weight > 0 else None
+        controls = read_controls(state.tags, target.name if target else None, state.head_version)
+        self.paused.labels(**labels).set(int(bool(controls.paused)))
+        self.approval.clear()
+        if target is not None:
+            needed = target.analysis.approval == "required"
+            value = "given" if needed and controls.approved else "needed" if needed else "not needed"
+            self.approval.labels(**labels, stage=target.name).set(APPROVAL_VALUES[value])
+        self.next_promotion.clear()
+        if state.weight > 0 and outcome.decision.action != "rollback":
+            due = finished + outcome.decision.hold_remaining.total_seconds()
+            self.next_promotion.labels(**labels).set(due)
 
     def _judge(self, name: str, evidence: Any) -> None:
         labels = self._labels

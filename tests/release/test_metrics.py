@@ -98,3 +98,34 @@ def test_gates_the_judge_could_not_judge_are_counted_for_the_alert_and_cleared_a
     assert sample(metrics, "rollout_judge_errors") == 2
     metrics.record(outcome(0.0, "wait"), 0.4, 2.0)
     assert sample(metrics, "rollout_judge_errors") == 0
+
+
+def test_pause_approval_and_the_next_promotion_time_follow_the_stack_and_the_decision() -> None:
+    """What the dashboard's top row shows beside the stage: paused or not, whether the next
+    stage waits for an approval, and when the hold ends (the earliest promotion)."""
+    release = load_release(REPO)
+    majority = release.stage("majority").model_copy(
+        update={"analysis": release.stage("majority").analysis.model_copy(update={"approval": "required"})})
+    release = release.model_copy(update={"stages": [majority if s.name == "majority" else s for s in release.stages]})
+    metrics = BotMetrics("prod", release)
+    waiting = outcome(0.0, "wait")
+    waiting.decision = Decision("wait", "hold", "gradual", timedelta(hours=2))  # type: ignore[arg-type]
+    metrics.record(waiting, 0.1, 1_000.0)
+    assert sample(metrics, "rollout_paused") == 0
+    assert sample(metrics, "rollout_approval_state", stage="majority") == 1  # needed, not given
+    assert sample(metrics, "rollout_next_promotion_timestamp_seconds") == 1_000.0 + 7200
+
+    tags = {"rollout:paused": "by ana at 2026-01-05T10:00:00Z: INC-42",
+            "rollout:approved:majority": "update 7 by bo at 2026-01-05T10:00:00Z"}
+    waiting.state = DeployedState(stage="gradual", weight=50, since=waiting.state.since, tags=tags, head_version=7)
+    metrics.record(waiting, 0.1, 2_000.0)
+    assert sample(metrics, "rollout_paused") == 1
+    assert sample(metrics, "rollout_approval_state", stage="majority") == 2  # given at the current head
+
+    metrics.record(outcome(0.05, "rollback"), 0.1, 3_000.0)
+    assert sample(metrics, "rollout_next_promotion_timestamp_seconds") is None  # no promotion after a rollback
+    stable = outcome(0.0, "wait")
+    stable.state, stable.checks = DeployedState(stage="stable", weight=0, since=datetime.now(UTC)), []
+    metrics.record(stable, 0.1, 4_000.0)
+    assert sample(metrics, "rollout_approval_state", stage="majority") is None
+    assert sample(metrics, "rollout_next_promotion_timestamp_seconds") is None
