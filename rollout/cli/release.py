@@ -360,13 +360,19 @@ def report(
     stack: str = StackName,
     pulumi_root: Optional[Path] = PulumiRoot,
     prometheus: Optional[str] = PrometheusUrl,
+    alertmanager: Optional[str] = typer.Option(
+        None, "--alertmanager", envvar="ALERTMANAGER_URL",
+        help="With --daily: Alertmanager base URL, for the pages the bot posted itself (optional)."),
     report_dir: Path = ReportDir,
     daily: bool = typer.Option(False, "--daily", help="The daily status of the last 24 h, e-mailed and posted to Slack."),
     send: bool = typer.Option(True, "--send/--no-send", help="With --daily: deliver it (SMTP_PASSWORD[_FILE], SLACK_WEBHOOK_URL[_FILE])."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="With --daily: write the Markdown and PNG and say where they would go; send nothing."),
+    window: str = typer.Option("24h", "--window", help="With --daily: the span it covers, up to now (e.g. 24h, 90m)."),
 ) -> None:
     """Write the current stage's report (Markdown + PNG plot), or with --daily the daily status.
 
-    The daily status is the plan's 09:00 UTC e-mail, delivered by e-mail and Slack."""
+    The daily status is the plan's 09:00 UTC e-mail, delivered by e-mail and Slack (not with --dry-run)."""
     from rollout.release.hooks import write_stage_report
 
     root = _project(project_dir)
@@ -379,17 +385,32 @@ def report(
         return
     from rollout.release import daily as daily_status
     from rollout.release.bot import ReleaseBot, utcnow
-    from rollout.release.notify import NotifyError
+    from rollout.release.notify import AlertmanagerClient, NotifyError
 
+    from rollout.model import parse_duration
+
+    try:
+        span = parse_duration(window)
+    except ValueError as error:
+        raise fail(f"--window: {error}")
     bot = ReleaseBot(release, deployer, prom)
-    status = _run_bot_action(lambda: daily_status.compose(
-        release, deployer.current(), deployer.history(), bot.check, prom, utcnow()
-    ))
+    try:
+        am = AlertmanagerClient(alertmanager) if alertmanager else None
+    except NotifyError as error:
+        raise fail(f"--alertmanager: {error}")
+    with prom:
+        status = _run_bot_action(lambda: daily_status.compose(
+            release, deployer.current(), deployer.history(), bot.check, prom, utcnow(), window=span, alertmanager=am,
+        ))
     markdown, png = daily_status.write(status, report_dir)
     say(f"daily status: {markdown} ({png.name})")
+    email = release.project.monitoring.alerting.email
+    if dry_run:
+        say(f"dry run: not e-mailed to {email.to} via {email.smarthost}, not posted to Slack")
+        return
     if send:
         try:
-            for line in daily_status.deliver(status, markdown, png, release.project.monitoring.alerting.email):
+            for line in daily_status.deliver(status, markdown, png, email):
                 say(line)
         except NotifyError as error:
             raise fail(f"the daily status was written but not delivered: {error}")

@@ -3,10 +3,13 @@ message, composed from the stack and Prometheus, written as Markdown + PNG, e-ma
 and posted to Slack #deployments.
 
 What it holds: the stage, its weight and time in stage; the stage changes of the window (from
-the stack's update history, the bot's messages); the current stage's checks in the window, re-run
-on the stage's check grid with the unchanged gate code (passed / held / failed) and each gate's
-canary min / median / max; the alerts of ours that fired (Prometheus `ALERTS`); the next action
-and when (rollout.analysis.decision). Credentials come from the environment (SMTP_PASSWORD or
+the stack's update history, the bot's messages); the checks of every stage that sent the canary
+traffic in the window (a day with a rollback counts the checks before it), re-run on each
+stage's check grid with the unchanged gate code (passed / held / failed) and each gate's canary
+min / median / max; the alerts of ours that fired (Prometheus `ALERTS` for the rules, the stack
+history and Alertmanager for the pages the bot posts itself); the next action and when
+(rollout.analysis.decision); a plot of both tracks' rollback gates over the window, from the
+recording rules, with the planned weight. Credentials come from the environment (SMTP_PASSWORD or
 SMTP_PASSWORD_FILE, SLACK_WEBHOOK_URL or SLACK_WEBHOOK_URL_FILE), never from config.
 """
 
@@ -25,14 +28,16 @@ import httpx
 
 from rollout.analysis.decision import Decision, check_times
 from rollout.analysis.gates import CheckResult
+from rollout.analysis.signals import recorded_query
 from rollout.model import EmailReceiver, Release, format_duration
-from rollout.monitoring.names import ROLLOUT_LABEL, ROLLOUT_VALUE
+from rollout.monitoring.names import ROLLBACK_ALERT, ROLLOUT_LABEL, ROLLOUT_VALUE
 from rollout.release.bot import next_decision
 from rollout.release.deployer import DeployedState, parse_update_message
 from rollout.release.notify import NotifyError, Secret, read_token
 from rollout.release.report import format_value, redact, unit_of
 
 WINDOW = timedelta(hours=24)
+ROLLBACK_PAGE = timedelta(hours=1)  # how long the bot's rollback page stays active (notify.rollback_alert)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,26 @@ class FiredAlert:
     last: datetime
 
 
+@dataclass(frozen=True)
+class Span:
+    """A stage the stack was at during the window, from when it was applied until the next change."""
+
+    stage: str
+    weight: int
+    since: datetime
+    until: datetime
+
+
+@dataclass(frozen=True)
+class TrackSeries:
+    """One rollback gate of one track over the window, from its recording rule (for the plot)."""
+
+    key: str
+    track: str
+    times: list[datetime]
+    values: list[float]
+
+
 @dataclass
 class DailyStatus:
     app: str
@@ -67,6 +92,9 @@ class DailyStatus:
     alerts: list[FiredAlert]
     decision: Decision
     notes: list[str] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+    rollbacks: int = 0  # stage changes in the window that were rollbacks
+    series: list[TrackSeries] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -74,17 +102,22 @@ class DailyStatus:
 
     @property
     def health(self) -> str:
+        """One word for the subject line; never "healthy" without a check to say so."""
+        if self.rollbacks:
+            return "rolled back"
         if self.decision.action == "rollback" or self.counts["fail"]:
             return "unhealthy"
         if self.alerts or self.counts["hold"]:
             return "watch"
+        if not self.checks:
+            return "not checked"
         return "healthy"
 
     @property
     def subject(self) -> str:
         return (
             f"Genesis rollout daily status {self.at:%Y-%m-%d}: {self.stage} ({self.weight}%), "
-            f"{self.health}, next: {self.decision.action}"
+            f"{self.health}, next: {self.decision.action if self.weight else 'none'}"
         )
 
 
@@ -141,6 +174,94 @@ def stage_changes(history: Sequence[Any], start: datetime) -> list[tuple[datetim
     return sorted(out)
 
 
+def stage_spans(release: Release, history: Sequence[Any], state: DeployedState, start: datetime,
+                now: datetime) -> list[Span]:
+    """The stages the stack was at during [start, now], oldest first, from the bot's stage
+    changes in the update history; the current stage and its start are the deployer's."""
+    changes = []
+    for entry in history:
+        when = entry.end_time or entry.start_time
+        parsed = parse_update_message(entry.message) if entry.result == "succeeded" else None
+        if when is not None and parsed is not None and parsed.final and when < state.since:
+            changes.append((when, parsed.target))
+    changes.sort()
+    bounds = [*changes, (state.since, state.stage)]
+    spans = []
+    for (since, name), (until, _) in zip(bounds, [*bounds[1:], (now, "")]):
+        if until <= start or name not in {s.name for s in release.stages}:
+            continue
+        spans.append(Span(name, release.stage(name).weight, since, until))
+    return spans
+
+
+def window_checks(release: Release, spans: Sequence[Span], check: Any, prometheus: Any,
+                  start: datetime) -> list[CheckResult]:
+    """Every check the bot ran (or would have) in the window, stage by stage: each stage's own
+    grid from when it was applied, up to the next change."""
+    checks: list[CheckResult] = []
+    for span in spans:
+        if span.weight == 0:
+            continue
+        stage = release.stage(span.stage)
+        count = math.ceil((span.until - span.since) / stage.analysis.check_interval) + 1
+        instants = [at for at in check_times(stage, span.since, span.until, count) if at >= start]
+        if span.until != spans[-1].until:
+            instants = [at for at in instants if at < span.until]  # the change itself was judged on the last one
+        if instants:
+            with prometheus.grid(instants):  # a day of checks: one range query per expression
+                checks += [check(stage, at, span.since) for at in instants]
+    return checks
+
+
+def bot_alerts(history: Sequence[Any], start: datetime, now: datetime, alertmanager: Any = None) -> list[FiredAlert]:
+    """The pages the bot posts to Alertmanager itself, which Prometheus's ALERTS never holds: one
+    GenesisRolloutRolledBack per rollback in the stack history (Alertmanager forgets a resolved
+    alert within hours), and whatever of ours Alertmanager holds that started in the window."""
+    found: list[FiredAlert] = []
+    for entry in history:
+        when = entry.end_time or entry.start_time
+        parsed = parse_update_message(entry.message) if entry.result == "succeeded" else None
+        if when is not None and when >= start and parsed is not None and parsed.final and parsed.action == "rollback":
+            found.append(FiredAlert(ROLLBACK_ALERT, "critical", when, min(when + ROLLBACK_PAGE, now)))
+    if alertmanager is not None:  # NotifyError when it does not answer: compose notes it
+        for alert in alertmanager.alerts({ROLLOUT_LABEL: ROLLOUT_VALUE}):
+            labels = alert.get("labels", {})
+            first = datetime.fromisoformat(alert["startsAt"].replace("Z", "+00:00"))
+            if start <= first <= now:
+                ends = datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")) if alert.get("endsAt") else now
+                found.append(FiredAlert(labels.get("alertname", "?"), labels.get("severity", ""), first, min(ends, now)))
+    return found
+
+
+def merge_alerts(alerts: Sequence[FiredAlert]) -> list[FiredAlert]:
+    """One line per alert name and severity: the first start and the last time it was firing."""
+    by_key: dict[tuple[str, str], FiredAlert] = {}
+    for alert in alerts:
+        key = (alert.name, alert.severity)
+        seen = by_key.get(key)
+        by_key[key] = alert if seen is None else FiredAlert(
+            alert.name, alert.severity, min(seen.first, alert.first), max(seen.last, alert.last))
+    return [by_key[key] for key in sorted(by_key)]
+
+
+PLOTTED = ("error_rate", "p95_latency_seconds", "test_pass_rate")  # the plan's rollback gates
+
+
+def gate_series(release: Release, prometheus: Any, start: datetime, end: datetime) -> list[TrackSeries]:
+    """Both tracks' rollback gates over the window from the recording rules (what the bot judges),
+    about 300 points each; at stable there is still a stable line to see."""
+    service = release.project.services[0]
+    step = max(1.0, (end - start).total_seconds() / 300)
+    out = []
+    for key in PLOTTED:
+        for track in ("stable", "canary"):
+            found = prometheus.query_range(recorded_query(key, service.name, track, service.namespace), start, end, step)
+            points = sorted(p for series in found for p in series.points)
+            out.append(TrackSeries(key, track, [datetime.fromtimestamp(t, timezone.utc) for t, _ in points],
+                                   [v for _, v in points]))
+    return out
+
+
 def compose(
     release: Release,
     state: DeployedState,
@@ -149,24 +270,31 @@ def compose(
     prometheus: Any,
     now: datetime,
     window: timedelta = WINDOW,
+    alertmanager: Any = None,
 ) -> DailyStatus:
     """`check(stage, at, since)` runs one check (ReleaseBot.check): the unchanged gate code. The
-    report shows the window's checks; the next decision is the bot's own (next_decision) on the
-    checks the bot judges, all of the stage's when failures are counted cumulatively."""
+    report shows the window's checks of every stage it covered; the next decision is the bot's
+    own (next_decision) on the checks the bot judges for the current stage. `alertmanager`
+    (an AlertmanagerClient), when given, adds the alerts of ours it holds."""
     stage = release.stage(state.stage)
     start = now - window
-    checks: list[CheckResult] = []
+    spans = stage_spans(release, history, state, start, now)
+    checks = window_checks(release, spans, check, prometheus, start)
     judged: list[CheckResult] = []
     if stage.weight > 0:
-        span = now - max(start, state.since)
-        count = max(0, int(span / stage.analysis.check_interval))
-        shown = check_times(stage, state.since, now, count) if count else []
-        bots = check_times(stage, state.since, now)
-        instants = bots if len(bots) > len(shown) else shown  # both end at the same check
-        with prometheus.grid(instants):  # a day of checks: one range query per expression
+        instants = check_times(stage, state.since, now)
+        with prometheus.grid(instants):
             judged = [check(stage, at, state.since) for at in instants]
-        checks = judged[len(judged) - len(shown):]
     decision = next_decision(release, state, now, judged)
+    changes = stage_changes(history, start)
+    rollbacks = sum(text.startswith("rollback ") for _, text in changes)
+    notes = [] if stage.weight else [
+        f"stage '{stage.name}' sends no traffic to the canary: no check runs until the next release starts"]
+    try:
+        posted = bot_alerts(history, start, now, alertmanager)
+    except NotifyError as error:
+        posted = bot_alerts(history, start, now)
+        notes.append(f"the alerts Alertmanager holds are not listed: {error}")
     return DailyStatus(
         app=release.project.services[0].name,
         at=now,
@@ -174,12 +302,15 @@ def compose(
         stage=stage.name,
         weight=stage.weight,
         since=state.since,
-        changes=stage_changes(history, start),
+        changes=changes,
         checks=checks,
         gates=summarise_gates(checks),
-        alerts=fired_alerts(prometheus, start, now),
+        alerts=merge_alerts([*fired_alerts(prometheus, start, now), *posted]),
         decision=decision,
-        notes=[] if stage.weight else [f"stage '{stage.name}' sends no traffic to the canary: no checks to run"],
+        notes=notes,
+        spans=spans,
+        rollbacks=rollbacks,
+        series=gate_series(release, prometheus, start, now),
     )
 
 
@@ -192,10 +323,27 @@ def _time(value: datetime) -> str:
 
 def next_action(status: DailyStatus) -> str:
     decision = status.decision
+    if status.weight == 0:  # nothing to promote from: a new release starts with `rollout promote`
+        return (f"none: stage '{status.stage}' sends the canary no traffic; the bot waits for the next "
+                "release to be started (`rollout promote`)")
     if decision.action == "wait" and decision.hold_remaining > timedelta(0):
         when = status.at + decision.hold_remaining
         return f"wait: {decision.reason}; the earliest promotion is at {_time(when)} if the checks keep passing"
     return f"{decision.action}: {decision.reason}"
+
+
+def per_stage(status: DailyStatus) -> str:
+    """`(canary: 20 passed; gradual: 8 passed, 3 failed)` when the window saw more than one stage."""
+    stages = list(dict.fromkeys(c.stage for c in status.checks))
+    if len(stages) < 2:
+        return ""
+    parts = []
+    for name in stages:
+        verdicts = [c.verdict for c in status.checks if c.stage == name]
+        words = [f"{verdicts.count(v)} {w}" for v, w in (("pass", "passed"), ("hold", "held"), ("fail", "failed"))
+                 if verdicts.count(v)]
+        parts.append(f"{name}: {', '.join(words)}")
+    return f" ({'; '.join(parts)})"
 
 
 def render_markdown(status: DailyStatus, plot_file: str | None = None) -> str:
@@ -207,7 +355,7 @@ def render_markdown(status: DailyStatus, plot_file: str | None = None) -> str:
         f"since {_time(status.since)}",
         f"- **Health:** {status.health}",
         f"- **Checks in the last {format_duration(status.window)}:** {counts['pass']} passed, "
-        f"{counts['hold']} held, {counts['fail']} failed",
+        f"{counts['hold']} held, {counts['fail']} failed{per_stage(status)}",
         f"- **Next action:** {redact(next_action(status))}",
         "",
         "## Gates (canary: min / median / max)",
@@ -235,7 +383,8 @@ def render_markdown(status: DailyStatus, plot_file: str | None = None) -> str:
 
 
 def plot(status: DailyStatus, path: Path) -> Path:
-    """Canary against stable for the plan's three rollback gates over the window."""
+    """Canary against stable for the plan's three rollback gates over the window, from the
+    recording rules, and the planned canary weight; a gate without data says so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,25 +392,33 @@ def plot(status: DailyStatus, path: Path) -> Path:
 
     keys = [("error_rate", 100, "error rate (%)"), ("p95_latency_seconds", 1000, "P95 latency (ms)"),
             ("test_pass_rate", 100, "test pass rate (%)")]
-    fig, axes = plt.subplots(len(keys), 1, figsize=(9, 7), sharex=True, constrained_layout=True)
+    colours = {"stable": "tab:green", "canary": "tab:orange"}
+    fig, axes = plt.subplots(len(keys) + 1, 1, figsize=(9, 8), sharex=True, constrained_layout=True,
+                             gridspec_kw={"height_ratios": [3] * len(keys) + [1.4]})
     fig.suptitle(status.subject, fontsize=10)
-    times = [datetime.fromisoformat(c.at) for c in status.checks if c.at]
     for ax, (key, scale, label) in zip(axes, keys):
-        def series(attr: str) -> list[float]:
-            out = []
-            for check in status.checks:
-                gate = next((g for g in check.gates if g.name.split("/")[-1] == key), None)
-                value = getattr(gate, attr) if gate else None
-                out.append(math.nan if value is None or not math.isfinite(value) else value * scale)
-            return out
-
-        if times:
-            ax.plot(times, series("value"), color="tab:orange", marker="o", markersize=2, label="canary")
-            ax.plot(times, series("baseline"), color="tab:green", marker="o", markersize=2, label="stable")
+        drawn = False
+        for series in status.series:
+            if series.key == key and series.times:
+                ax.plot(series.times, [v * scale if math.isfinite(v) else math.nan for v in series.values],
+                        color=colours[series.track], linewidth=1, label=series.track)
+                drawn = True
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
-    axes[-1].set_xlabel("time (UTC)")
+        if drawn:
+            ax.legend(loc="upper left", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no data in the window", ha="center", va="center", transform=ax.transAxes, color="grey")
+    weight = axes[-1]
+    if status.spans:
+        times = [max(s.since, status.at - status.window) for s in status.spans] + [status.at]
+        weights = [s.weight for s in status.spans] + [status.spans[-1].weight]
+        weight.step(times, weights, where="post", color="tab:blue", linewidth=1.5)
+    weight.set_ylim(-5, 105)
+    weight.set_ylabel("canary weight (%)")
+    weight.grid(True, alpha=0.3)
+    weight.set_xlim(status.at - status.window, status.at)
+    weight.set_xlabel("time (UTC)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
