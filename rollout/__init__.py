@@ -1,7 +1,8 @@
 """genesis-rollout: progressive delivery of Genesis SPICE + Pipelex as code.
 
 Top level: `model` (the one pydantic stage/gate model), `config` (Pulumi.yaml + stage files into
-the model), `cli` (the `rollout` command). The rest lives in subpackages by concern; the
+the model), `numbers` (the one number format people read: `0.1 %`, `773 ms`), `cli` (the
+`rollout` command). The rest lives in subpackages by concern; the
 allowed import directions are pinned by tests/test_layout.py:
 
     analysis    pure judging: signals, gates, decision            imports model only

@@ -26,6 +26,7 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
      "the Prometheus client only talks to its server: rollout.release.measuring reads a check through it"),
     ("rollout.review", ("rollout.local", "rollout.cli"), "review tools run without stand-ins"),
     ("rollout.model", ("rollout.", "components"), "the model is the bottom layer"),
+    ("rollout.numbers", ("rollout.", "components"), "number formatting is a bottom layer, like the model"),
     ("rollout.config", ("rollout.analysis", "rollout.monitoring", "rollout.release", "rollout.review",
                         "rollout.local", "rollout.cli", "components"), "config only reads files into the model"),
     ("components", ("rollout.local", "rollout.review", "rollout.release", "rollout.cli"),
@@ -158,7 +159,7 @@ def test_a_check_goes_one_way_client_measuring_analysis_bot():
 def test_top_level_of_rollout_holds_only_model_config_cli_and_subpackages():
     top = sorted(p.name for p in REPO_ROOT.joinpath("rollout").iterdir() if p.name != "__pycache__")
     assert top == ["__init__.py", "analysis", "cli", "config.py", "local", "model.py", "monitoring",
-                   "release", "review"]
+                   "numbers.py", "release", "review"]
 
 
 @pytest.mark.parametrize(

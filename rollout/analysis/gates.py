@@ -48,7 +48,9 @@ from rollout.analysis.counts import StageCounts
 from rollout.analysis.evidence import Evidence
 from rollout.analysis.judging import JudgeOutcome, judge_stage
 from rollout.analysis.srm import SampleRatio
+from rollout.analysis.signals import BY_KEY
 from rollout.model import Direction, Gate, Stage, format_duration
+from rollout.numbers import count, number, percent
 
 Verdict = Literal["pass", "hold", "fail"]
 VERDICT_EXIT_CODES: dict[str, int] = {"pass": 0, "fail": 1, "hold": 2}
@@ -187,12 +189,9 @@ def impossible(value: float, is_ratio: bool, worst_is_infinite: bool = False) ->
     return None
 
 
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "no data"
-    if math.isnan(value):
-        return "NaN"
-    return f"{value:.6g}"
+def _unit(name: str) -> str:
+    signal = BY_KEY.get(name.split("/")[-1])
+    return signal.unit if signal else ""
 
 
 def evaluate_gate(
@@ -262,6 +261,11 @@ def _absolute(name: str, gate: Gate, measured: GateMeasurement | None) -> GateRe
     baseline = None if measured is None else measured.stable
     query = "" if measured is None else measured.query
     op, worse = ("<=", ">") if gate.direction is Direction.MAX else (">=", "<")
+    unit = _unit(name)
+
+    def _fmt(x: float | None) -> str:
+        return number(x, unit)
+
     context = f" (stable {_fmt(baseline)})"
 
     if _missing(value):
@@ -276,7 +280,7 @@ def _absolute(name: str, gate: Gate, measured: GateMeasurement | None) -> GateRe
         message = f"impossible value: {problem}; not trusted, never a pass (query {query}){context}"
     elif gate.breaches_critical(value):  # type: ignore[arg-type]
         threshold = gate.critical  # type: ignore[assignment]
-        message = f"{_fmt(value)} {worse} critical {gate.critical:g}{context}"
+        message = f"{_fmt(value)} {worse} critical {_fmt(gate.critical)}{context}"
         if gate.rollback:
             status = "fail"
         else:  # the plan alerts on it but does not roll back: it blocks promotion instead
@@ -284,10 +288,10 @@ def _absolute(name: str, gate: Gate, measured: GateMeasurement | None) -> GateRe
             message += "; this gate does not roll back (rollback: false), it holds the stage"
     elif gate.meets_target(value):  # type: ignore[arg-type]
         status, threshold = "pass", gate.target
-        message = f"{_fmt(value)} {op} target {gate.target:g}{context}"
+        message = f"{_fmt(value)} {op} target {_fmt(gate.target)}{context}"
     else:
         status, threshold = "hold", gate.target
-        message = f"{_fmt(value)} misses target {op} {gate.target:g}{context}"
+        message = f"{_fmt(value)} misses target {op} {_fmt(gate.target)}{context}"
     return GateResult(
         name=name,
         query=query,
@@ -324,12 +328,12 @@ def evaluate_availability(
     elif value < 1 and early:  # type: ignore[operator]
         status = "hold"
         left = format_duration(stage.analysis.progress_deadline - stage_age)  # type: ignore[operator]
-        message = f"not fully available yet ({value:.0%} of its desired replicas ready); the progress deadline ends in {left}"
+        message = f"not fully available yet ({percent(value)} of its desired replicas ready); the progress deadline ends in {left}"
     elif value < 1:  # type: ignore[operator]
         status = "fail"
         message = (
             f"the canary Deployment was never fully available in the last {deadline} (at best "
-            f"{value:.0%} of its desired replicas ready): past the progress deadline, roll back"
+            f"{percent(value)} of its desired replicas ready): past the progress deadline, roll back"
         )
     else:
         status = "pass"
@@ -386,7 +390,7 @@ def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
     elif too_little:
         verdict = "hold"
         reason = (
-            f"too little canary traffic to judge: {_fmt(requests)} requests in the window, "
+            f"too little canary traffic to judge: {count(requests, 'canary request')} in the window, "
             f"need {minimum}"
         )
         if failed:
@@ -403,7 +407,7 @@ def evaluate(stage: Stage, measurements: Measurements) -> CheckResult:
         )
     else:
         verdict = "pass"
-        reason = f"all {len(results)} gates meet their targets on {_fmt(requests)} canary requests"
+        reason = f"all {len(results)} gates meet their targets on {count(requests, 'canary request')}"
 
     notes = list(judged.notes)
     if stage.weight == 0:

@@ -26,26 +26,32 @@ from rollout.cli.common import (
 
 
 def print_check(result, as_json: bool) -> None:
+    from rollout.numbers import number
+    from rollout.release.report import unit_of
+
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
         return
     colours = {"pass": "green", "hold": "yellow", "fail": "red"}
     title = Text.assemble(f"stage {result.stage}: ", (result.verdict.upper(), colours[result.verdict]))
     table = Table(title=title)
-    judged = any(gate.evidence is not None for gate in result.gates)
-    for column in ("gate", "canary", "stable", "target", "critical", "status") + (("judge",) if judged else ()):
-        table.add_column(column)
+    for column in ("gate", "canary", "stable", "target", "critical", "status"):
+        table.add_column(column, no_wrap=column != "gate")  # "773 ms" and "<= 200 ms" stay whole
     for gate in result.gates:  # Text cells: data is never read as markup
+        unit = unit_of(gate.name)
         table.add_row(
             Text(gate.name),
-            Text("no data" if gate.value is None else f"{gate.value:.4g}"),
-            Text("no data" if gate.baseline is None else f"{gate.baseline:.4g}"),
-            Text(f"{'<=' if gate.direction == 'max' else '>='} {gate.target:g}"),
-            Text("-" if gate.critical is None else f"{gate.critical:g}"),
+            Text(number(gate.value, unit)),
+            Text(number(gate.baseline, unit)),
+            Text(f"{'<=' if gate.direction == 'max' else '>='} {number(gate.target, unit)}"),
+            Text("-" if gate.critical is None else number(gate.critical, unit)),
             Text(gate.status, style=colours[gate.status]),
-            *((Text(judge_cell(gate.evidence)),) if judged else ()),
         )
     out.print(table)
+    # the judge's evidence is a sentence, not a cell: one line per judged gate under the table
+    for gate in result.gates:
+        if gate.evidence is not None:
+            say(f"judge {gate.name}: {judge_cell(gate.evidence)}")
     say(result.reason)
 
 

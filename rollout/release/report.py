@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from rollout.analysis.signals import BY_KEY, recorded_query
+from rollout.numbers import number
 from rollout.model import Release, format_duration
 
 _CREDENTIALS = (
@@ -233,21 +234,12 @@ def unit_of(name: str) -> str:
 
 
 def format_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "no data"
-    if math.isnan(value):
-        return "NaN"
-    if unit == "ratio":
-        return f"{value * 100:.3g}%"
-    if unit == "seconds":
-        return f"{value * 1000:.0f} ms"
-    if unit == "per_minute":
-        return f"{value:.3g}/min"
-    return f"{value:.4g}"
+    """The one number format (rollout.numbers): `0.1 %`, `773 ms`, `12.5/min`."""
+    return number(value, unit)
 
 
 def gate_line(row: GateRow) -> str:
-    """One gate as a line of plain text: `error_rate 0.02% (target 0.1%, stable 0.01%): PASS`."""
+    """One gate as a line of plain text: `error_rate 0.02 % (target 0.1 %, stable 0.01 %): PASS`."""
     unit = unit_of(row.name)
     return (
         f"{row.name} {format_value(row.value, unit)} (target {format_value(row.target, unit)}, "

@@ -179,7 +179,11 @@ def test_missing_stable_baseline_does_not_change_the_verdict() -> None:
     without = evaluate(STAGE, measurements(stable=None))
     assert with_baseline.verdict == without.verdict == "pass"
     assert all(g.baseline is None and "stable no data" in g.message for g in without.gates if g.name != AVAILABILITY)
-    assert all(g.baseline == 0.5 and "stable 0.5" in g.message for g in with_baseline.gates if g.name != AVAILABILITY)
+    from rollout.analysis.signals import BY_KEY
+    from rollout.numbers import number
+
+    assert all(g.baseline == 0.5 and f"(stable {number(0.5, BY_KEY[g.name].unit)})" in g.message
+               for g in with_baseline.gates if g.name != AVAILABILITY)
 
 
 def test_stage_thresholds_come_from_the_stage() -> None:
@@ -241,12 +245,12 @@ def test_a_canary_never_available_for_the_deadline_fails_at_once_whatever_the_tr
     result = evaluate(STAGE, measurements(silent, requests=requests, available=0.0))
     assert result.verdict == "fail" and result.immediate is True
     assert result.reason.startswith("canary unavailable: the canary Deployment was never fully available in the last 10m")
-    assert "0% of its desired replicas ready" in result.reason
+    assert "0 % of its desired replicas ready" in result.reason
 
 
 def test_partly_available_within_the_deadline_is_not_enough() -> None:
     result = evaluate(STAGE, measurements(available=0.75))
-    assert result.verdict == "fail" and result.immediate and "75% of its desired replicas" in result.reason
+    assert result.verdict == "fail" and result.immediate and "75 % of its desired replicas" in result.reason
 
 
 def test_no_kube_state_metrics_series_holds_and_never_passes() -> None:

@@ -101,7 +101,7 @@ def test_a_promotion_reaches_deployments_and_the_mailbox_and_nobody_is_paged(out
                         "the promotion in #deployments")
     text = slack["attachments"][0]["text"]
     assert "genesis: promote canary (10%) -> gradual (50%)" in text
-    assert "Canary weight: 10% -> 50%" in text and "error_rate 0.04% (target 0.1%" in text
+    assert "Canary weight: 10% -> 50%" in text and "error_rate 0.04 % (target 0.1 %" in text
     assert "Dashboard: https://grafana.genesis.example/d/genesis-release/genesis-release?" in text and "var-stage=gradual" in text
     assert 'Roll back: `rollout rollback --reason' in text
     mail = outside.mailbox.wait_for(lambda m: "GenesisStageChanged" in m["Subject"])

@@ -80,9 +80,9 @@ def test_incident_report_has_gate_table_timeline_and_plot(release, tmp_path: Pat
 
     assert text.startswith("# Incident report: genesis rolled back from gradual to stable\n")
     assert "| Gate | Canary | Stable baseline | Target | Critical | Status | Detail |" in text
-    assert "| error_rate | 3.1% | 0.04% | 0.1% | 1% | FAIL |" in text
+    assert "| error_rate | 3.1 % | 0.04 % | 0.1 % | 1 % | FAIL |" in text
     assert "| p95_latency_seconds | 710 ms | 150 ms | 200 ms | 500 ms | FAIL |" in text
-    assert "| test_pass_rate | 99% | 99% | 98% | 95% | PASS |" in text
+    assert "| test_pass_rate | 99 % | 99 % | 98 % | 95 % | PASS |" in text
     assert "| spice_tasks_per_minute | 4/min | 0/min | 1/min | - | PASS |" in text
 
     timeline = text.split("## Timeline")[1]
@@ -137,7 +137,7 @@ def test_missing_data_shows_as_no_data_and_stage_report_title(release, tmp_path:
     )
     text = render_markdown(report_for_change(change, release, "genesis"))
     assert text.startswith("# Stage report: genesis canary (10%) passed, promoted to gradual (50%)\n")
-    assert "| error_rate | no data | no data | 0.1% | 1% | HOLD |" in text
+    assert "| error_rate | no data | no data | 0.1 % | 1 % | HOLD |" in text
     assert "- **Stage canary ran:** 2d1m" in text
 
 
@@ -179,7 +179,7 @@ def test_check_json_renders_as_markdown_for_a_pr_comment(release, tmp_path: Path
         [sys.executable, "-m", "rollout.release.report", str(path)], capture_output=True, text=True, check=True, cwd=REPO
     ).stdout
     assert shown.startswith("**Projected verdict for stage `gradual`: FAIL**\n\ncritical threshold breached: error_rate")
-    assert "| error_rate | 2.3% | 0.04% | 0.1% | 1% | FAIL |" in shown
+    assert "| error_rate | 2.3 % | 0.04 % | 0.1 % | 1 % | FAIL |" in shown
     assert "| p95_latency_seconds | 310 ms | 150 ms | 200 ms | 500 ms | HOLD |" in shown
 
 
