@@ -1,7 +1,7 @@
 """`rollout report --daily` through the CLI after a day with a rollback: a REAL Prometheus fed by
 synthetic Genesis pods (whose canary turns bad in `gradual`), a REAL Alertmanager holding the
 bot's rollback page, the aiosmtpd SMTP sink as the team's mailbox, and the real Automation API
-reading the stack's history from the recording Pulumi CLI stand-in (tests/support/fake_pulumi:
+reading the stack's history from the recording Pulumi CLI stand-in (rollout/local/pulumi_standin:
 the Pulumi CLI cannot be installed here).
 """
 
