@@ -101,9 +101,13 @@ def _prometheus(url: Optional[str]):
 
 
 def _deployer(project_dir: Path, stack: str, pulumi_root: Optional[Path]):
-    from rollout.release.deployer import PulumiDeployer
+    from rollout.release.deployer import DeployerError, PulumiDeployer, cli_env_from_files
 
-    return PulumiDeployer(project_dir, stack, pulumi_root=pulumi_root)
+    try:  # PULUMI_ACCESS_TOKEN_FILE: a mounted Secret, handed to the CLI's process only
+        env = cli_env_from_files(os.environ)
+    except DeployerError as error:
+        raise fail(str(error))
+    return PulumiDeployer(project_dir, stack, pulumi_root=pulumi_root, env=env)
 
 
 def _hooks(release, alertmanager: Optional[str], grafana: Optional[str], report_dir: Path, prometheus):

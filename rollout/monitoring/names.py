@@ -29,6 +29,7 @@ STAGE_CHANGE_ALERT = "GenesisStageChanged"
 ROLLBACK_FAILED_ALERT = "GenesisRollbackFailed"
 BOT_SILENT_ALERT = "GenesisReleaseBotSilent"
 JUDGE_FAILING_ALERT = "GenesisReleaseJudgeFailing"
+STACK_LOCKED_ALERT = "GenesisStackLocked"
 # the bot's own metrics the rules and the dashboard read (rollout.release.metrics sets them)
 LAST_CHECK_METRIC = "rollout_last_successful_check_timestamp_seconds"
 DECISION_METRIC = "rollout_decision"
@@ -39,3 +40,7 @@ JUDGE_THRESHOLD_METRIC = "rollout_judge_threshold"
 JUDGE_RATIO_METRIC = "rollout_judge_ratio"
 # judged gates the judge could not judge in the newest check (held; GenesisReleaseJudgeFailing pages)
 JUDGE_ERRORS_METRIC = "rollout_judge_errors"
+# 1 while the newest tick found the stack locked (an update running, or a dead one's lock), and
+# for how long this bot process has seen it locked
+STACK_LOCKED_METRIC = "rollout_stack_locked"
+STACK_LOCKED_SECONDS_METRIC = "rollout_stack_locked_seconds"
