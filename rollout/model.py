@@ -893,11 +893,6 @@ class ProjectSettings(Model):
                 "mounts a kubeconfig defining that context with its ServiceAccount token; a path on a "
                 "person's machine does not exist there), or set bot.mode external"
             )
-        if self.monitoring.mode == "existing" and not (self.bot.prometheus_url and self.bot.alertmanager_url):
-            raise ValueError(
-                "bot.prometheusUrl and bot.alertmanagerUrl: required with monitoring.mode existing (only "
-                "install mode knows the Services of the Prometheus and Alertmanager it installs)"
-            )
         return self
 
     @field_validator("release_flags")
