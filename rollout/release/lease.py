@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -149,7 +150,8 @@ class KubeLeaseApi:
         self.name = name
         self.namespace = namespace
         self._token_file = token_file
-        self._client = httpx.Client(base_url=server, verify=str(ca_file) if ca_file else True, timeout=timeout)
+        verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        self._client = httpx.Client(base_url=server, verify=verify, timeout=timeout)
 
     @classmethod
     def in_cluster(cls, name: str, namespace: str | None = None, environ: Mapping[str, str] | None = None) -> KubeLeaseApi:
