@@ -104,7 +104,7 @@ def container_command(bot: BotConfig) -> tuple[list[str], list[str]]:
     """The container's command and args: what tests/release/test_bot_entrypoint.py runs as is."""
     return ["rollout"], [
         "watch", "--forever", "--leader-elect", "--lease-name", LEASE,
-        "--stack", bot.stack, "--metrics-port", str(bot.metrics_port), "--report-dir", REPORT_DIR,
+        "--stack", bot.stack, "--metrics-port", str(bot.metrics_port),
     ]
 
 
@@ -118,6 +118,7 @@ def container_env(project: ProjectSettings, image: str) -> list[dict[str, str]]:
         "PULUMI_HOME": "/tmp/pulumi-home",
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "ROLLOUT_USER": NAME,
+        "ROLLOUT_REPORT_DIR": REPORT_DIR,
     }
     if bot.pulumi.backend_url:
         env["PULUMI_BACKEND_URL"] = bot.pulumi.backend_url

@@ -38,7 +38,9 @@ AlertmanagerUrl = typer.Option(
 GrafanaUrl = typer.Option(None, "--grafana", envvar="GRAFANA_URL", help="Grafana base URL (annotations).")
 StackName = typer.Option("prod", "--stack", envvar="PULUMI_STACK", help="The one stack holding the state.")
 PulumiRoot = typer.Option(None, "--pulumi-root", help="Folder with bin/pulumi (default: PATH).")
-ReportDir = typer.Option(Path("reports"), "--report-dir", help="Where incident and stage reports go.")
+ReportDir = typer.Option(
+    Path("reports"), "--report-dir", envvar="ROLLOUT_REPORT_DIR", help="Where incident and stage reports go."
+)
 
 
 def clean(text: str) -> str:

@@ -231,6 +231,7 @@ def watch(
     --forever, until SIGTERM: a tick in flight is finished first).
 
     Exit 0, 3 on an error, 4 when a change was applied but not everyone could be told."""
+    import os
     import signal
     import socket
 
@@ -246,7 +247,9 @@ def watch(
         from rollout.release.lease import KubeLeaseApi, LeaderElector, LeaseError
 
         try:
-            elector = LeaderElector(KubeLeaseApi.in_cluster(lease_name), socket.gethostname())
+            # in a pod HOSTNAME is the pod's name: the Lease shows which pod leads
+            identity = os.environ.get("HOSTNAME") or socket.gethostname()
+            elector = LeaderElector(KubeLeaseApi.in_cluster(lease_name), identity)
         except (LeaseError, OSError) as error:
             raise fail(str(error))
     watcher = Watcher(
