@@ -86,6 +86,13 @@ def test_the_image_runs_what_the_deployment_expects() -> None:
     assert all(env[k].startswith("/tmp/") for k in ("PULUMI_HOME", "HOME", "UV_CACHE_DIR"))
 
 
+def test_the_vendored_chart_goes_into_the_image_whenever_the_repository_has_one() -> None:
+    """A rollback must not need a chart repository: charts/ (the vendored kube-prometheus-stack,
+    docs/stack.md) is copied into the image as soon as the repository holds it."""
+    copies = [value.split()[0] for kind, value in instructions(DOCKERFILE.read_text()) if kind == "COPY"]
+    assert ("charts/" in copies) == (REPO / "charts").is_dir()
+
+
 @pytest.mark.parametrize("source", [
     src for kind, value in instructions(DOCKERFILE.read_text()) if kind == "COPY" and "--from" not in value
     for src in value.split()[:-1]

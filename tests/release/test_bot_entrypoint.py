@@ -1,7 +1,7 @@
 """The in-cluster bot's container entry point, run as the container runs it: the command and
 arguments of the Deployment the program renders (`rollout watch --forever --leader-elect ...`),
 as separate local processes, against a REAL Prometheus fed by synthetic pods, a REAL Alertmanager
-delivering to a webhook, the Pulumi CLI stand-in (tests/support/fake_pulumi, driven by the real
+delivering to a webhook, the Pulumi CLI stand-in (rollout/local/pulumi_standin, driven by the real
 Automation API: the CLI cannot be installed here) and a loopback stand-in of the Kubernetes Lease
 API (tests/support/kube_lease.py: no API server can run here). Only the in-cluster addresses and
 mounted-file paths of its environment are swapped for local ones (tests/support/incluster.py).

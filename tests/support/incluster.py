@@ -1,7 +1,7 @@
 """The in-cluster bot's container, run as a local process: the exact command and arguments of the
 Deployment the program renders, its environment with the in-cluster addresses swapped for
 loopback ones, against a REAL Prometheus (synthetic pods, the stage's rules), a REAL
-Alertmanager (delivering to a webhook), the Pulumi CLI stand-in (tests/support/fake_pulumi,
+Alertmanager (delivering to a webhook), the Pulumi CLI stand-in (rollout/local/pulumi_standin,
 driven by the real Automation API) and the Lease API stand-in (tests/support/kube_lease.py).
 Used by tests/release/test_bot_entrypoint.py and benchmarks/bench_incluster.py.
 """
