@@ -2,8 +2,8 @@
 
 The in-cluster bot (components/release_bot.py) runs `rollout watch --forever --leader-elect`:
 - timing: it wakes at the stage's next check instant (`next_due`: stage start + k x interval, the
-  same grid `rollout.analysis.decision.check_times` judges), so a check is judged as soon as it
-  is due and a rollback lands within one check interval of the third failing check, whatever
+  same grid `rollout.analysis.decision.check_times` judges), and at least every minute, so a check
+  is judged as soon as it is due and a rollback lands within one check interval of the third failing check, whatever
   the scheduler. A missed instant (a slow tick, a restart) is not run late on its own: the next
   tick re-reads every recent instant of the grid, so it is caught up, and compare-and-apply
   makes sure a decision is applied once;
@@ -38,6 +38,9 @@ from rollout.release.prometheus import PrometheusError
 log = logging.getLogger("rollout.release.watch")
 TICK_ERRORS = (DeployerError, PrometheusError, ValueError, KeyError)
 SETTLE = timedelta(seconds=1)  # wake just after the instant, so it is in the past for the checks
+# between check instants (5 min in the plan) it still ticks every minute: a pending stage change,
+# a freed stack lock or untold notifications are picked up without waiting for the next check
+MAX_SLEEP = timedelta(minutes=1)
 
 
 def next_due(stage: Stage, since: datetime, now: datetime) -> datetime:
@@ -126,7 +129,7 @@ class Watcher:
             if self.max_ticks and self.ticks >= self.max_ticks:
                 return 0 if error is None else 3
             now = self.clock()
-            wake = next_due(stage, since, now)
+            wake = min(next_due(stage, since, now), now + MAX_SLEEP)
             self.stop.wait(max(0.0, (wake - now).total_seconds()))
         return 0
 

@@ -7,6 +7,7 @@ only as files, and rights for exactly what the program manages."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from components.release_bot import BOT_LABELS, LEASE, NAME, REPORT_DIR, SECRETS_
 from rollout.config import load_release
 from rollout.model import STAGE_ORDER, ProjectSettings
 from rollout.release.lease import LeaderElector
+from rollout.release.watch import MAX_SLEEP
 from rollout.review.render import render
 
 ROUTERS = ("gateway-api", "istio", "replica-ratio")
@@ -65,8 +67,8 @@ def test_render_of_every_stage_holds_the_bots_workload_account_roles_and_monitor
 def test_one_bot_ticks_at_a_time_and_never_stops_ticking(stage):
     """No two ticks at once: one replica, a new version only beside the old (maxUnavailable 0),
     and `--leader-elect` on a Lease the bot's Role lets it renew. At least every minute: `watch
-    --forever` wakes at every check instant of the stage (tests/release/test_watch.py) and a dead
-    leader's Lease is taken over well within a minute."""
+    --forever` wakes at every check instant of the stage and at least every minute between them
+    (tests/release/test_watch.py), and a dead leader's Lease is taken over within a minute."""
     stack = rendered(stage)
     deployment = stack.resources["release-bot-deployment"].inputs["spec"]
     assert deployment["replicas"] == 1
@@ -77,6 +79,7 @@ def test_one_bot_ticks_at_a_time_and_never_stops_ticking(stage):
     assert args[:3] == ["watch", "--forever", "--leader-elect"]
     assert args[args.index("--lease-name") + 1] == LEASE
     assert "--max-ticks" not in args
+    assert MAX_SLEEP <= timedelta(minutes=1)  # a tick at least every minute, between check instants too
     elector = LeaderElector(api=None, identity="x")  # type: ignore[arg-type]  # the defaults the pod runs with
     assert elector.lease_seconds <= 60 and elector.retry < elector.renew_deadline < elector.lease_seconds
     role = stack.resources["release-bot-role-monitoring"].inputs

@@ -14,7 +14,7 @@ from rollout.analysis.decision import Decision, check_times
 from rollout.config import load_release
 from rollout.release.bot import TickOutcome
 from rollout.release.deployer import DeployedState, StackLockedError
-from rollout.release.watch import SETTLE, Watcher, next_due
+from rollout.release.watch import MAX_SLEEP, SETTLE, Watcher, next_due
 
 RELEASE = load_release(REPO_ROOT)
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
@@ -89,8 +89,29 @@ def test_forever_keeps_ticking_after_a_rollback_and_an_error():
     script = Script([outcome("rollback"), ValueError("prometheus down"), outcome("wait", "stable"), outcome("wait", "stable")])
     assert script.watcher(forever=True).run() == 0
     assert script.ticks == 4 and script.recorded == 3
-    # each sleep ends at the next instant of the stage's grid (canary 5m, stable 5m), never more than one interval
-    assert all(0 < w <= 300 + SETTLE.total_seconds() for w in script.waits)
+    # each sleep ends at the next instant of the stage's grid (canary 5m) or a minute later, whichever comes first
+    assert all(0 < w <= MAX_SLEEP.total_seconds() for w in script.waits)
+
+
+def test_it_ticks_at_least_every_minute_and_on_every_check_instant():
+    """The plan's 5-minute checks: the loop wakes every minute in between, and exactly at each
+    check instant (plus SETTLE), never later."""
+    script = Script([outcome("wait")] * 12)
+    script.now = T0 + timedelta(seconds=30)
+    wakes = []
+    watcher = script.watcher(forever=True)
+    original = watcher.tick
+
+    def tick():
+        wakes.append(script.now)
+        return original()
+
+    watcher.tick = tick
+    watcher.run()
+    gaps = [(b - a).total_seconds() for a, b in zip(wakes, wakes[1:])]
+    assert gaps and max(gaps) <= 60
+    instants = [T0 + timedelta(minutes=5 * k) + SETTLE for k in (1, 2)]
+    assert all(at in wakes for at in instants), wakes
 
 
 def test_without_forever_a_rollback_ends_it_and_an_error_exits_3():
