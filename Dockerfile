@@ -45,6 +45,7 @@ COPY Pulumi.yaml Pulumi.stable.yaml Pulumi.canary.yaml Pulumi.gradual.yaml Pulum
 COPY components/ components/
 COPY rollout/ rollout/
 COPY alerts/ alerts/
+COPY charts/ charts/
 RUN uv sync --frozen --no-dev --no-cache && python -m compileall -q rollout components
 USER 10001:10001
 EXPOSE 9464

@@ -12,9 +12,9 @@ declares, in the namespace where it declares it, and nothing else:
   subscribes to deployments, replicasets, pods and persistentvolumeclaims; service.go to
   endpoints; watchers.go to events for its messages);
 - the Lease of its leader election, in its own namespace;
-- `install_cluster_rules`: the cluster-scoped rights install mode needs for kube-prometheus-stack
-  (CRDs, the chart's ClusterRoles and bindings). Kept here, in one place, until the chart's own
-  list of cluster-scoped rights (docs/stack.md, "Cluster-scoped rights") is data to derive from.
+- `install_cluster_rules`: the cluster-scoped rights install mode needs for kube-prometheus-stack,
+  derived from the chart's own list (rollout.monitoring.cluster_scope, docs/stack.md
+  "Cluster-scoped rights").
 
 Never `*`, never cluster-admin. Its own ServiceAccount, Roles and bindings are not in its rights:
 Kubernetes refuses to let a subject grant rights it does not hold (RBAC escalation check), so
@@ -27,9 +27,12 @@ from collections import defaultdict
 from typing import Any
 
 from rollout.model import ProjectSettings
+from rollout.monitoring.cluster_scope import CLUSTER_SCOPED_RIGHTS, RBAC_EXTRA_VERBS, VERBS
 
-WRITE = ["get", "list", "watch", "create", "update", "patch", "delete"]
+WRITE = list(VERBS)
 READ = ["get", "list", "watch"]
+RBAC = "rbac.authorization.k8s.io"
+UNNAMED = ("get", "list", "watch", "create")  # RBAC cannot restrict list, watch or create by name
 
 ROUTER_KINDS: dict[str, list[tuple[str, str]]] = {
     "gateway-api": [("gateway.networking.k8s.io", "httproutes")],
@@ -102,18 +105,19 @@ def chart_cluster_role_names(release_name: str) -> list[str]:
 
 
 def install_cluster_rules(project: ProjectSettings) -> list[dict[str, Any]]:
-    """Cluster-scoped rights for install mode: the chart's CRDs (never deleted: that would delete
-    every object of the kind) and its ClusterRoles and bindings. Creating a ClusterRole that grants
-    rights the bot lacks needs `escalate`, binding it needs `bind`: both only on the chart's own
-    role names. `create` cannot be limited by name in RBAC."""
+    """Cluster-scoped rights for install mode, derived from the chart's list
+    (rollout.monitoring.cluster_scope.CLUSTER_SCOPED_RIGHTS, docs/stack.md "Cluster-scoped rights"):
+    CRDs never deleted (that would delete every object of the kind); ClusterRoles and bindings
+    created and read freely (RBAC cannot limit `create` by name), changed, deleted, escalated and
+    bound only under the chart's own names."""
     names = chart_cluster_role_names(project.monitoring.release_name)
-    rbac = "rbac.authorization.k8s.io"
-    return [
-        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-         "verbs": ["get", "list", "watch", "create", "update", "patch"]},
-        {"apiGroups": [rbac], "resources": ["clusterroles", "clusterrolebindings"], "verbs": ["get", "list", "watch", "create"]},
-        {"apiGroups": [rbac], "resources": ["clusterroles"], "resourceNames": names,
-         "verbs": ["update", "patch", "delete", "escalate", "bind"]},
-        {"apiGroups": [rbac], "resources": ["clusterrolebindings"], "resourceNames": names,
-         "verbs": ["update", "patch", "delete"]},
-    ]
+    rules: list[dict[str, Any]] = []
+    for right in CLUSTER_SCOPED_RIGHTS:
+        base = {"apiGroups": [right.api_group], "resources": [right.resource]}
+        if right.api_group != RBAC:
+            rules.append({**base, "verbs": [v for v in VERBS if v != "delete"]})
+            continue
+        extra = list(RBAC_EXTRA_VERBS) if right.resource == "clusterroles" else []
+        rules.append({**base, "verbs": [v for v in VERBS if v in UNNAMED]})
+        rules.append({**base, "resourceNames": names, "verbs": [v for v in VERBS if v not in UNNAMED] + extra})
+    return rules

@@ -229,3 +229,18 @@ def test_pulumi_yaml_declares_the_bot_in_cluster_mode():
     raw = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())["config"]["genesis-rollout:bot"]["value"]
     assert raw["mode"] == "cluster"
     assert RELEASE.project.bot.mode == "cluster"
+
+
+def test_the_cluster_role_covers_exactly_the_charts_cluster_scoped_rights():
+    """Derived from rollout.monitoring.cluster_scope (docs/stack.md, "Cluster-scoped rights"):
+    every kind listed there, nothing else; names only where RBAC can restrict by name."""
+    from rollout.monitoring.cluster_scope import CLUSTER_SCOPED_RIGHTS
+
+    rules = rendered("canary").resources["release-bot-clusterrole"].inputs["rules"]
+    granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+    assert granted == {(right.api_group, right.resource) for right in CLUSTER_SCOPED_RIGHTS}
+    for rule in rules:
+        if "delete" in rule["verbs"] or "escalate" in rule["verbs"] or "bind" in rule["verbs"]:
+            assert rule.get("resourceNames"), rule
+        if rule["resources"] == ["customresourcedefinitions"]:
+            assert "delete" not in rule["verbs"]
