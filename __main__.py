@@ -8,6 +8,7 @@ Thin on purpose: the work is in components/ (see docs/stack.md).
 from __future__ import annotations
 
 from components.monitoring import MonitoringStack
+from components.release_bot import ReleaseBot
 from components.program import (
     deploy_services,
     export_summary,
@@ -23,7 +24,9 @@ def main() -> None:
     # the deployed weight (refused: `rollout rollback`, then promote again)
     provider = kubernetes_provider(config.project.cluster, step_back_guard(config))
     services = deploy_services(config, stable_flags, provider)
-    MonitoringStack("monitoring", config, provider)  # Prometheus/Alertmanager/Grafana, rules, dashboards
+    monitoring = MonitoringStack("monitoring", config, provider)  # Prometheus/Alertmanager/Grafana, rules, dashboards
+    if config.project.bot.mode == "cluster":  # the release bot itself (external: the GitHub workflow)
+        ReleaseBot("release-bot", config.project, provider, depends_on=[monitoring.chart] if monitoring.chart else None)
 
     export_summary(config, services)
 

@@ -26,7 +26,7 @@ from rollout.model import (
 # The checkout this package runs from: Pulumi.yaml, the stage files, __main__.py, alerts/.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILE = "Pulumi.yaml"
-PROJECT_KEYS = ("stageOrder", "releaseFlags", "services", "routing", "monitoring", "cluster", "releasePolicy")
+PROJECT_KEYS = ("stageOrder", "releaseFlags", "services", "routing", "monitoring", "cluster", "releasePolicy", "bot")
 STAGE_KEYS = ("stage", "analysis", "gates", "flags")
 
 

@@ -517,6 +517,15 @@ class SecretRef(Model):
     key: str = Field(min_length=1)
 
 
+def pinned_image(image: str) -> str:
+    name = image.rsplit("/", 1)[-1]
+    if "@sha256:" not in image and ":" not in name:
+        raise ValueError(f"image must carry a tag or digest (got {image!r})")
+    if name.endswith(":latest"):
+        raise ValueError(f"image tag 'latest' is not reproducible (got {image!r})")
+    return image
+
+
 class TrackImage(Model):
     image: str = Field(min_length=1)
     version: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -524,12 +533,7 @@ class TrackImage(Model):
     @field_validator("image")
     @classmethod
     def _pinned(cls, image: str) -> str:
-        name = image.rsplit("/", 1)[-1]
-        if "@sha256:" not in image and ":" not in name:
-            raise ValueError(f"image must carry a tag or digest (got {image!r})")
-        if name.endswith(":latest"):
-            raise ValueError(f"image tag 'latest' is not reproducible (got {image!r})")
-        return image
+        return pinned_image(image)
 
 
 class ResourceQuantities(Model):
@@ -716,6 +720,67 @@ class ClusterConfig(Model):
         return self
 
 
+class BotPulumi(Model):
+    """How the in-cluster bot reaches the Pulumi state backend. Credentials are keys of existing
+    Kubernetes Secrets, mounted as files and handed to the Pulumi CLI by the bot itself
+    (rollout.release.backend): never an environment variable or an argument of the pod."""
+
+    # None: Pulumi Cloud (app.pulumi.com); else a self-managed backend (s3://..., gs://..., azblob://...)
+    backend_url: str | None = Field(None, pattern=r"^(https://|s3://|gs://|azblob://|file://)[^@\s]+$")
+    access_token: SecretRef | None = SecretRef(name="pulumi-access-token", key="token")
+    passphrase: SecretRef | None = None  # the passphrase secrets provider (PULUMI_CONFIG_PASSPHRASE_FILE)
+    # a self-managed backend's cloud credentials file and the variable its SDK reads the path from
+    backend_credentials: SecretRef | None = None
+    backend_credentials_env: Literal["AWS_SHARED_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS"] | None = None
+
+    @model_validator(mode="after")
+    def _credentials_named(self) -> BotPulumi:
+        if (self.backend_credentials is None) != (self.backend_credentials_env is None):
+            raise ValueError("backendCredentials and backendCredentialsEnv go together (the file and the "
+                             "variable its SDK reads the path from)")
+        if self.backend_url is None and self.access_token is None:
+            raise ValueError("Pulumi Cloud (no backendUrl) needs accessToken: a Secret key holding the token")
+        return self
+
+
+class BotConfig(Model):
+    """The release bot itself (`genesis-rollout:bot`): `cluster` declares it as a Deployment running
+    `rollout watch` with leader election, its ServiceAccount, Roles and PodMonitor (the default);
+    `external` declares nothing, for the GitHub workflow fallback (.github/workflows/tick.yml)."""
+
+    mode: Literal["cluster", "external"] = "cluster"
+    # the bot image built from this repository (Dockerfile); the running bot declares its own
+    # image (ROLLOUT_BOT_IMAGE) so its own `pulumi up` never replaces it (docs/bot.md, upgrade)
+    image: str = Field("ghcr.io/genesis/genesis-rollout-bot:0.1.0", min_length=1)
+    namespace: str = Field("monitoring", pattern=DNS_LABEL)
+    stack: str = Field("prod", min_length=1)
+    metrics_port: int = Field(9464, ge=1024, le=65535)
+    # the services the bot reads; default in install mode: the chart's own Services
+    prometheus_url: str | None = Field(None, pattern=r"^https?://[^@\s]+$")
+    alertmanager_url: str | None = Field(None, pattern=r"^https?://[^@\s]+$")
+    grafana_url: str | None = Field(None, pattern=r"^https?://[^@\s]+$")
+    grafana_token: SecretRef | None = None
+    pulumi: BotPulumi = BotPulumi()
+    # a stage change in flight may finish after SIGTERM (a phased rollback waits scaleDownDelay)
+    termination_grace: Duration = timedelta(minutes=15)
+    resources: Resources = Resources(
+        requests=ResourceQuantities(cpu="250m", memory="512Mi"),
+        limits=ResourceQuantities(cpu="2", memory="2Gi"),
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, image: str) -> str:
+        return pinned_image(image)
+
+    @field_validator("termination_grace")
+    @classmethod
+    def _grace(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(hours=1):
+            raise ValueError(f"must be between 1m and 1h: long enough to finish a stage change (got {format_duration(value)})")
+        return value
+
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 
@@ -785,6 +850,7 @@ class ProjectSettings(Model):
     monitoring: MonitoringConfig = MonitoringConfig()
     cluster: ClusterConfig
     release_policy: ReleasePolicy = ReleasePolicy()
+    bot: BotConfig = BotConfig()
 
     @model_validator(mode="after")
     def _unique_service_names(self) -> ProjectSettings:
@@ -805,6 +871,8 @@ class ProjectSettings(Model):
         allowed = set(self.cluster.namespaces)
         used = [(f"services[{i}].namespace", s.namespace) for i, s in enumerate(self.services)]
         used.append(("monitoring.namespace", self.monitoring.namespace))
+        if self.bot.mode == "cluster":
+            used.append(("bot.namespace", self.bot.namespace))
         outside = [f"{where} {name!r}" for where, name in used if name not in allowed]
         if outside:
             raise ValueError(
@@ -812,6 +880,21 @@ class ProjectSettings(Model):
                 f"touch {sorted(allowed)} (this covers every namespaced object the program and the "
                 "chart create; install mode also creates the cluster-scoped CRDs, ClusterRoles and "
                 "ClusterRoleBindings listed in docs/stack.md, 'Cluster-scoped rights')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _bot_reaches_the_cluster(self) -> ProjectSettings:
+        """In cluster mode the bot's pod runs the program: its kubeconfig (generated, mounted) names
+        the context cluster.context and authenticates with the pod's ServiceAccount token, so the
+        program needs that context and no kubeconfig path of a person's machine."""
+        if self.bot.mode != "cluster":
+            return self
+        if self.cluster.context is None or self.cluster.kubeconfig is not None:
+            raise ValueError(
+                "bot.mode cluster: set cluster.context and leave cluster.kubeconfig unset (the bot's pod "
+                "mounts a kubeconfig defining that context with its ServiceAccount token; a path on a "
+                "person's machine does not exist there), or set bot.mode external"
             )
         return self
 

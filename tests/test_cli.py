@@ -246,3 +246,34 @@ def test_tick_pushes_the_bots_metrics_to_a_real_pushgateway(live: LiveStack, tmp
                 age = wait_for(lambda: prom.value('time() - max(rollout_last_successful_check_timestamp_seconds{rollout="genesis-rollout"})'),
                                30, "Prometheus scraping the Pushgateway")
         assert 0 <= age < 60
+
+
+def test_a_tick_refused_by_a_locked_stack_pushes_the_lock_for_genesis_stack_locked(
+    live: LiveStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GitHub fallback keeps no process between ticks: a tick whose apply the stack lock
+    refuses pushes rollout_stack_locked 1 to a real Pushgateway before exiting 3, so the
+    GenesisStackLocked rule (a `for:` over the pushed gauge) still pages. Pulumi CLI: the stand-in
+    with a lock left by a dead update, and a stage change pending behind it."""
+    from datetime import datetime, timedelta, timezone
+
+    import httpx
+    from support.fake_pulumi import FakePulumi, update
+
+    from rollout.review.localstack import start_pushgateway
+
+    fake = FakePulumi(tmp_path, monkeypatch)
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    fake.seed(outputs={"stage": "stable", "weight": 0},
+              history=[update(2, "rollout: rollback canary -> stable [1/2 shift]: error rate", since, since),
+                       update(1, "rollout: promote stable -> canary: day 1", since - timedelta(hours=2), since - timedelta(hours=2))],
+              lock="diy")
+    with start_pushgateway() as gateway:
+        monkeypatch.setenv("PUSHGATEWAY_URL", gateway.url)
+        result = rollout("tick", "-C", str(REPO), "--pulumi-root", str(fake.root), "--prometheus", live.prometheus.url,
+                         "--report-dir", str(tmp_path / "reports"))
+        assert result.exit_code == 3, result.output
+        assert "locked" in result.stderr
+        text = httpx.get(f"{gateway.url}/metrics", timeout=5).text
+    assert 'rollout_stack_locked{instance="",job="genesis-rollout-bot",rollout="genesis-rollout",stack="prod"} 1' in text
+    assert fake.state()["outputs"]["stage"] == "stable" and fake.state()["lock"] == "diy"

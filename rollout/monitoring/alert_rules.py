@@ -51,6 +51,9 @@ from rollout.monitoring.names import (
     LAST_CHECK_METRIC,
     ROLLBACK_ALERT,
     ROLLBACK_FAILED_ALERT,
+    STACK_LOCKED_ALERT,
+    STACK_LOCKED_METRIC,
+    STACK_LOCKED_SECONDS_METRIC,
     ROLLOUT_LABEL,
     ROLLOUT_VALUE,
 )
@@ -60,6 +63,7 @@ RECORDING_GROUP = "genesis-rollout.recording"
 ALERT_GROUP = "genesis-rollout.alerts"
 RECORDING_INTERVAL_CAP = timedelta(minutes=1)
 BOT_SILENT_INTERVALS = 3  # check intervals without a successful check before the bot counts as gone
+STACK_LOCKED_INTERVALS = 3  # check intervals the bot may find the stack locked before it pages
 CANARY, STABLE = "canary", "stable"
 SPICE_FLAG, PIPELEX_FLAG = "spice-task-generation", "pipelex-workflows"
 
@@ -299,6 +303,34 @@ def _judge_failing_alert(
     return [alert]
 
 
+def _stack_locked_alert(
+    stage: Stage, monitoring: MonitoringConfig, services: Sequence[ServiceConfig]
+) -> list[dict[str, Any]]:
+    """A stack the bot has found locked at every tick for a few check intervals: a live update
+    that takes unusually long, or a dead one whose lock blocks every later tick (and rollback)."""
+    metric = f'{STACK_LOCKED_METRIC}{{{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"}}'
+    seconds = f'{STACK_LOCKED_SECONDS_METRIC}{{{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"}}'
+    window = format_duration(stage.analysis.check_interval * STACK_LOCKED_INTERVALS)
+    alert = _alert(
+            STACK_LOCKED_ALERT,
+            # the value is how long the bot's process has seen it locked (0 from a one-shot `tick`)
+            f"max by (stack) ({seconds}) and max by (stack) ({metric}) == 1",
+            "critical", stage, monitoring,
+            summary=f"The Pulumi stack {{{{ $labels.stack }}}} has been locked for {window}",
+            description=(
+                f"Every tick of the release bot for {STACK_LOCKED_INTERVALS} check intervals ({window}) found the "
+                "stack locked by an update: the bot can neither promote nor roll back until it is released. "
+                "A live update that is slow, or one that died and left its lock (a killed `pulumi up`): "
+                "the runbook says how to tell and when `pulumi cancel` is safe. The bot has seen it locked "
+                "for {{ $value | humanizeDuration }}."
+            ),
+            for_=stage.analysis.check_interval * STACK_LOCKED_INTERVALS,
+        )
+    # aggregated by stack: a static namespace label, as the dead man's switch (the Operator's matcher)
+    alert["labels"]["namespace"] = services[0].namespace
+    return [alert]
+
+
 def _canary_unavailable_alert(
     services: Sequence[ServiceConfig], stage: Stage, monitoring: MonitoringConfig
 ) -> list[dict[str, Any]]:
@@ -363,6 +395,7 @@ def alert_rules(
         rules += _judge_failing_alert(stage, monitoring, services)
         rules += _canary_unavailable_alert(services, stage, monitoring)
         rules += _missing_data_alert("GenesisCanaryDataMissing", CANARY, "critical", services, stage, monitoring)
+    rules += _stack_locked_alert(stage, monitoring, services)  # at every stage: a locked stack blocks every change
     if stage.weight < 100:
         rules += _missing_data_alert("GenesisStableDataMissing", STABLE, "warning", services, stage, monitoring)
     return rules

@@ -29,6 +29,7 @@ STAGE_CHANGE_ALERT = "GenesisStageChanged"
 ROLLBACK_FAILED_ALERT = "GenesisRollbackFailed"
 BOT_SILENT_ALERT = "GenesisReleaseBotSilent"
 JUDGE_FAILING_ALERT = "GenesisReleaseJudgeFailing"
+STACK_LOCKED_ALERT = "GenesisStackLocked"
 # the bot's own metrics the rules and the dashboard read (rollout.release.metrics sets them)
 LAST_CHECK_METRIC = "rollout_last_successful_check_timestamp_seconds"
 DECISION_METRIC = "rollout_decision"
@@ -51,3 +52,7 @@ PAUSED_METRIC = "rollout_paused"
 APPROVAL_METRIC = "rollout_approval_state"
 APPROVAL_VALUES = {"not needed": 0, "needed": 1, "given": 2}
 NEXT_PROMOTION_METRIC = "rollout_next_promotion_timestamp_seconds"
+# 1 while the newest tick found the stack locked (an update running, or a dead one's lock), and
+# for how long this bot process has seen it locked
+STACK_LOCKED_METRIC = "rollout_stack_locked"
+STACK_LOCKED_SECONDS_METRIC = "rollout_stack_locked_seconds"

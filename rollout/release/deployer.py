@@ -307,6 +307,14 @@ class PulumiDeployer:
         succeeded = _succeeded(self.history())
         return succeeded[0].version if succeeded else None
 
+    def update_in_progress(self) -> bool | None:
+        """Whether an update holds the stack now (`pulumi stack ls --json`: updateInProgress), read
+        without taking the lock; None when the backend does not say."""
+        stack = self._select()
+        summaries = self._call(stack.workspace.list_stacks, "list the stacks")
+        ours = [s for s in summaries if s.name.split("/")[-1] == self.stack_name.split("/")[-1]]
+        return ours[0].update_in_progress if ours else None
+
     def tags(self) -> dict[str, str]:
         stack = self._select()
         return dict(self._call(stack.list_tags, "read the stack tags"))
@@ -498,6 +506,31 @@ class PulumiDeployer:
             raise DeployerError(
                 f"cannot {doing}: Pulumi CLI not found: install it from {PULUMI_INSTALL_URL}"
             ) from err
+
+
+# Pulumi reads its access token only from PULUMI_ACCESS_TOKEN or its own credentials file; the
+# in-cluster bot gets it as a mounted Secret file and hands it to the CLI's process only, so it
+# never sits in the pod spec (PULUMI_CONFIG_PASSPHRASE_FILE, AWS_SHARED_CREDENTIALS_FILE and
+# GOOGLE_APPLICATION_CREDENTIALS are files already and pass through the environment as they are).
+TOKEN_FILE_VARIABLES = {"PULUMI_ACCESS_TOKEN_FILE": "PULUMI_ACCESS_TOKEN"}
+
+
+def cli_env_from_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """Variables for the Pulumi CLI read from the files the environment names; a named file that
+    cannot be read is an error naming the variable, never a silent anonymous login."""
+    env: dict[str, str] = {}
+    for file_var, var in TOKEN_FILE_VARIABLES.items():
+        if not environ.get(file_var) or environ.get(var):
+            continue
+        path = Path(environ[file_var])
+        try:
+            value = path.read_text().strip()
+        except OSError as err:
+            raise DeployerError(f"{file_var}: cannot read {path}: {err.strerror}") from None
+        if not value:
+            raise DeployerError(f"{file_var}: {path} is empty")
+        env[var] = value
+    return env
 
 
 def _tail(err: Exception, lines: int = 15) -> str:

@@ -34,6 +34,8 @@ from rollout.monitoring.names import (
     PAUSED_METRIC,
     ROLLOUT_LABEL,
     ROLLOUT_VALUE,
+    STACK_LOCKED_METRIC,
+    STACK_LOCKED_SECONDS_METRIC,
     STAGE_INFO_METRIC,
     VERDICT_VALUES,
     WEIGHT_METRIC,
@@ -82,6 +84,10 @@ class BotMetrics:
                            ("gate", "bound"))
         self.judge_errors = gauge(JUDGE_ERRORS_METRIC,
                                   "Judged gates the judge could not judge in the newest check (they hold)")
+        self.locked = gauge(STACK_LOCKED_METRIC, "1 while the newest tick found the stack locked by an update")
+        self.locked_seconds = gauge(
+            STACK_LOCKED_SECONDS_METRIC, "How long this bot process has seen the stack locked (0: not locked)"
+        )
         self._labels = {ROLLOUT_LABEL: ROLLOUT_VALUE, "stack": stack}
 
     def record(self, outcome: Any, seconds: float, finished: float) -> None:
@@ -122,6 +128,11 @@ class BotMetrics:
         if state.weight > 0 and outcome.decision.action != "rollback":
             due = finished + outcome.decision.hold_remaining.total_seconds()
             self.next_promotion.labels(**labels).set(due)
+
+    def record_lock(self, locked: bool, seconds: float) -> None:
+        """What the newest tick saw of the stack lock (GenesisStackLocked reads it)."""
+        self.locked.labels(**self._labels).set(int(locked))
+        self.locked_seconds.labels(**self._labels).set(seconds)
 
     def _judge(self, name: str, evidence: Any) -> None:
         labels = self._labels

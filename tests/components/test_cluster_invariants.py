@@ -26,6 +26,7 @@ from rollout.model import STAGE_ORDER
 from rollout.review.mock_runtime import RecordingMocks, RenderedStack
 
 ROUTERS = ("gateway-api", "istio", "replica-ratio")
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding"}
 RELEASE = load_release(REPO_ROOT)
 
 
@@ -58,6 +59,7 @@ def test_the_provider_names_the_cluster_and_updates_config_maps_in_place():
 def test_a_kubeconfig_path_reaches_the_provider():
     values = stage_values("canary")
     values["cluster"] = {"kubeconfig": "/etc/genesis/kubeconfig", "namespaces": ["genesis", "monitoring"]}
+    values["bot"] = {"mode": "external"}  # a path on a person's machine: the in-cluster bot refuses it
     inputs = provider_of(run_values(values)).inputs
     assert inputs["kubeconfig"] == "/etc/genesis/kubeconfig" and "context" not in inputs
 
@@ -66,7 +68,7 @@ def test_a_kubeconfig_path_reaches_the_provider():
     ("cluster", "message"),
     [
         ({"namespaces": ["genesis", "monitoring"]}, "name the cluster explicitly"),
-        ({"context": "prod", "namespaces": ["genesis"]}, "monitoring.namespace 'monitoring' not in the namespaces"),
+        ({"context": "prod", "namespaces": ["genesis"]}, "monitoring.namespace 'monitoring', bot.namespace 'monitoring' not in the namespaces"),
         (None, "cluster: Field required"),
     ],
 )
@@ -83,8 +85,12 @@ def test_a_cluster_that_is_not_named_or_namespaces_not_allowed_are_refused(clust
 @pytest.mark.parametrize("stage", STAGE_ORDER)
 def test_every_namespaced_object_is_in_an_allowed_namespace(stage):
     allowed = set(RELEASE.project.cluster.namespaces)
-    namespaces = {r.name: r.inputs["metadata"].get("namespace") for r in rendered(stage).kubernetes_objects()}
+    objects = rendered(stage).kubernetes_objects()
+    namespaces = {r.name: r.inputs["metadata"].get("namespace") for r in objects if r.inputs["kind"] not in CLUSTER_SCOPED}
     assert {name: ns for name, ns in namespaces.items() if ns not in allowed} == {}
+    # the only cluster-scoped objects: the in-cluster bot's rights for install mode (docs/bot.md)
+    cluster_scoped = {r.name for r in objects if r.inputs["kind"] in CLUSTER_SCOPED}
+    assert cluster_scoped == {"release-bot-clusterrole", "release-bot-clusterrolebinding"}
 
 
 @pytest.mark.parametrize("router", ROUTERS)

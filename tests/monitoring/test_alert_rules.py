@@ -253,7 +253,8 @@ def test_recording_rules_use_the_rate_window_and_run_at_most_every_minute() -> N
 
 def test_stage_weight_and_flags_decide_which_alerts_are_rendered() -> None:
     names = {c.stage.name: set(alert_names(alert_rules.stack_rule_groups(c))) for c in stack_configs()}
-    triggers = {"GenesisErrorRateCritical", "GenesisP95LatencyCritical", "GenesisTestPassRateCritical"}
+    # and at every stage: a locked stack blocks promotions and rollbacks alike
+    triggers = {"GenesisErrorRateCritical", "GenesisP95LatencyCritical", "GenesisTestPassRateCritical", "GenesisStackLocked"}
     canary_only = {
         "GenesisSpiceTaskRateLow",
         "GenesisPipelexSuccessLow",

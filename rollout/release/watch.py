@@ -1,0 +1,163 @@
+"""`rollout watch`: tick on the stage's own check grid, for as long as the process lives.
+
+The in-cluster bot (components/release_bot.py) runs `rollout watch --forever --leader-elect`:
+- timing: it wakes at the stage's next check instant (`next_due`: stage start + k x interval, the
+  same grid `rollout.analysis.decision.check_times` judges), and at least every minute, so a check
+  is judged as soon as it is due and a rollback lands within one check interval of the third failing check, whatever
+  the scheduler. A missed instant (a slow tick, a restart) is not run late on its own: the next
+  tick re-reads every recent instant of the grid, so it is caught up, and compare-and-apply
+  makes sure a decision is applied once;
+- `--forever`: a rollback or a completion does not end the process (the Deployment would only
+  restart it), and an error (Prometheus down, the stack locked) is logged, counted in the
+  metrics and retried at the next check instant instead of exiting;
+- leadership: with an elector only the Lease holder ticks (rollout.release.lease);
+- shutdown: SIGTERM (a rolling upgrade, an eviction) sets `stop`; a tick in flight, maybe in the
+  middle of a `pulumi up`, is finished, never cut, then the lease is handed back. The pod's
+  termination grace period covers a whole stage change (bot.terminationGrace).
+
+The stack lock is watched too: a tick that finds the stack locked (an update running, or one
+that died and left its lock) records how long it has seen it so (`rollout_stack_locked_seconds`),
+which `GenesisStackLocked` pages on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable, Protocol
+
+from rollout.model import Release, Stage
+from rollout.release.bot import TickOutcome, utcnow
+from rollout.release.deployer import DeployerError, StackLockedError
+from rollout.release.prometheus import PrometheusError
+
+log = logging.getLogger("rollout.release.watch")
+TICK_ERRORS = (DeployerError, PrometheusError, ValueError, KeyError)
+SETTLE = timedelta(seconds=1)  # wake just after the instant, so it is in the past for the checks
+# between check instants (5 min in the plan) it still ticks every minute: a pending stage change,
+# a freed stack lock or untold notifications are picked up without waiting for the next check
+MAX_SLEEP = timedelta(minutes=1)
+
+
+def next_due(stage: Stage, since: datetime, now: datetime) -> datetime:
+    """The stage's first check instant after `now` (plus SETTLE): its grid is anchored at the
+    stage start, so a restarted bot wakes at the same instants."""
+    interval = stage.analysis.check_interval
+    k = max(0, math.floor((now - since) / interval)) + 1
+    return since + k * interval + SETTLE
+
+
+class Elector(Protocol):
+    def start(self) -> None: ...
+
+    def leading(self) -> bool: ...
+
+    def wait_for_leadership(self, stop: threading.Event) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class LockProbe(Protocol):
+    def update_in_progress(self) -> bool | None: ...
+
+
+@dataclass
+class LockWatch:
+    """How long this process has seen the stack locked (a process keeps no other state)."""
+
+    since: float | None = None
+
+    def seen(self, locked: bool, now: float) -> float:
+        if not locked:
+            self.since = None
+            return 0.0
+        if self.since is None:
+            self.since = now
+        return now - self.since
+
+
+@dataclass
+class Watcher:
+    release: Release
+    tick: Callable[[], TickOutcome]
+    record: Callable[[TickOutcome, float, float], None]  # BotMetrics.record
+    record_lock: Callable[[bool, float], None]  # BotMetrics.record_lock
+    report: Callable[[TickOutcome], None]
+    report_error: Callable[[Exception], None]
+    probe: LockProbe | None = None
+    elector: Elector | None = None
+    forever: bool = False
+    max_ticks: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    clock: Callable[[], datetime] = utcnow
+    monotonic: Callable[[], float] = time.monotonic
+    lock: LockWatch = field(default_factory=LockWatch)
+    ticks: int = 0
+
+    def run(self) -> int:
+        """Tick until told to stop; the exit code (0, 3 error, 4 not notified) of the last tick
+        when not `forever`."""
+        if self.elector is not None:
+            self.elector.start()
+        try:
+            return self._loop()
+        finally:
+            if self.elector is not None:
+                self.elector.release()
+
+    def _loop(self) -> int:
+        stage, since = self.release.rollback_target, self.clock()
+        while not self.stop.is_set():
+            if self.elector is not None and not self.elector.wait_for_leadership(self.stop):
+                break
+            outcome, error = self._one_tick()
+            self.ticks += 1
+            if outcome is not None:
+                stage, since = self._grid_of(outcome)
+            if not self.forever:
+                if error is not None:
+                    return 3
+                assert outcome is not None
+                if outcome.notified is False:
+                    return 4
+                if outcome.decision.action in ("rollback", "complete"):
+                    return 0
+            if self.max_ticks and self.ticks >= self.max_ticks:
+                return 0 if error is None else 3
+            now = self.clock()
+            wake = min(next_due(stage, since, now), now + MAX_SLEEP)
+            self.stop.wait(max(0.0, (wake - now).total_seconds()))
+        return 0
+
+    def _one_tick(self) -> tuple[TickOutcome | None, Exception | None]:
+        started = self.monotonic()
+        try:
+            outcome = self.tick()
+        except TICK_ERRORS as err:
+            self._watch_lock(isinstance(err, StackLockedError))
+            log.warning("tick failed: %s", err)
+            self.report_error(err)
+            return None, err
+        self.record(outcome, self.monotonic() - started, time.time())
+        self._watch_lock(False)
+        self.report(outcome)
+        return outcome, None
+
+    def _watch_lock(self, refused: bool) -> None:
+        locked = refused
+        if not locked and self.probe is not None:
+            try:
+                locked = bool(self.probe.update_in_progress())
+            except DeployerError as err:
+                log.warning("could not read the stack lock: %s", err)
+        self.record_lock(locked, self.lock.seen(locked, self.monotonic()))
+
+    def _grid_of(self, outcome: TickOutcome) -> tuple[Stage, datetime]:
+        """The stage the stack is at after this tick, and when it started."""
+        if outcome.applied is not None:
+            return self.release.stage(outcome.applied.stage), outcome.applied.finished or self.clock()
+        return self.release.stage(outcome.state.stage), outcome.state.since
