@@ -124,7 +124,7 @@ def _stable_flags(project_dir: Path, config: StackConfig) -> FeatureFlags:
     missing = [stage_file(project_dir, s).name for s in order if not stage_file(project_dir, s).exists()]
     if missing or not (project_dir / PROJECT_FILE).exists():
         raise StackConfigError(
-            stage_file(project_dir, order[0]).name,
+            missing[0] if missing else PROJECT_FILE,  # the file that is not there, not the one that needs it
             [
                 f"the stable track reads the rollback target's flags, so every stage file of "
                 f"stageOrder must sit next to {PROJECT_FILE} in {project_dir.resolve()}; missing: "

@@ -7,12 +7,13 @@ same, so the bot, `rollout render` and the tests see exactly what `pulumi up` wo
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rollout.model import (
     ProjectSettings,
@@ -142,14 +143,55 @@ def _shown(path: str, value: Any) -> str:
     return f" (got {value!r})"
 
 
-def _problems(err: ValidationError, namespace: str, key_of_root: str | None = None) -> list[str]:
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """'; did you mean 'checkInterval'?' when one candidate is close, else ''."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _keys_at(schema: dict[str, Any], loc: list[Any]) -> list[str]:
+    """The keys a model accepts at `loc` (a pydantic error location), read from its JSON schema."""
+    defs = schema.get("$defs", {})
+
+    def options(node: dict[str, Any]) -> list[dict[str, Any]]:
+        if "$ref" in node:
+            return options(defs.get(node["$ref"].rsplit("/", 1)[-1], {}))
+        union = node.get("anyOf") or node.get("oneOf") or node.get("allOf")
+        return [o for n in union for o in options(n)] if union else [node]
+
+    nodes = options(schema)
+    for part in loc:
+        step = []
+        for node in nodes:
+            if isinstance(part, int) and isinstance(node.get("items"), dict):
+                step += options(node["items"])
+            elif part in node.get("properties", {}):
+                step += options(node["properties"][part])
+            elif isinstance(node.get("additionalProperties"), dict):
+                step += options(node["additionalProperties"])
+        nodes = step
+    return sorted({key for node in nodes for key in node.get("properties", {})})
+
+
+def _problems(
+    err: ValidationError, namespace: str, key_of_root: str | None = None, model: type[BaseModel] | None = None
+) -> list[str]:
     problems = []
+    schema = model.model_json_schema(by_alias=True) if model else {}
     for item in err.errors():
         loc = list(item["loc"])
+        full = list(loc)
         key = str(loc.pop(0)) if loc and key_of_root is None else key_of_root
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
         message = item["msg"].removeprefix("Value error, ")
         shown = _shown(f"{key}{path}", item.get("input"))
+        if item["type"] == "extra_forbidden":  # a misspelled key: its value is no news, a near name is
+            message, shown = "unknown key" + did_you_mean(str(full[-1]), _keys_at(schema, full[:-1])), ""
+        elif "(got " in message:  # the model's own message already quotes the value
+            if shown.startswith(" (got "):
+                shown = ""
+            else:
+                message = re.sub(r" \(got .*\)$", "", message)
         if key:
             problems.append(f"{namespace}:{key}{path}: {message}{shown}")
         else:  # a rule across keys: its message starts with the key path it is about
@@ -163,18 +205,19 @@ def parse_stack_config(
     """Validate merged config values. `source` names the stage file in errors."""
     unknown = sorted(set(values) - set(PROJECT_KEYS) - set(STAGE_KEYS))
     if unknown:
-        raise ConfigError(source, [f"{namespace}:{k}: unknown key" for k in unknown])
+        known = (*PROJECT_KEYS, *STAGE_KEYS)
+        raise ConfigError(source, [f"{namespace}:{k}: unknown key{did_you_mean(k, known)}" for k in unknown])
     if "stage" not in values or "flags" not in values:
         missing = [k for k in ("stage", "flags") if k not in values]
         raise ConfigError(source, [f"{namespace}:{k}: required in every stage file" for k in missing])
     try:
         stage = Stage.model_validate({k: values[k] for k in STAGE_KEYS if k in values})
     except ValidationError as err:
-        raise ConfigError(source, _problems(err, namespace)) from err
+        raise ConfigError(source, _problems(err, namespace, model=Stage)) from err
     try:
         project = ProjectSettings.model_validate({k: values[k] for k in PROJECT_KEYS if k in values})
     except ValidationError as err:
-        raise ConfigError(project_source or source, _problems(err, namespace)) from err
+        raise ConfigError(project_source or source, _problems(err, namespace, model=ProjectSettings)) from err
     if stage.name not in project.stage_order:
         raise ConfigError(
             source,
@@ -189,13 +232,21 @@ def parse_stack_config(
     return StackConfig(project=project, stage=stage)
 
 
+def no_stage_file(project_dir: Path, stage: str) -> ConfigError:
+    """The refusal for a stage without a file: a typo gets the stages there are."""
+    order = project_defaults(project_dir).get("stageOrder")
+    known = f"; the stages are {', '.join(map(str, order))}{did_you_mean(stage, map(str, order))}" if (
+        isinstance(order, list) and stage not in order) else ""
+    return ConfigError(stage_file(project_dir, stage).name, [f"no stage file for stage {stage!r}{known}"])
+
+
 def load_stack_config(project_dir: Path, stage: str) -> StackConfig:
     """What `pulumi up --config-file Pulumi.<stage>.yaml` gives the program."""
     project_dir = Path(project_dir)
     namespace = project_name(project_dir)
     path = stage_file(project_dir, stage)
     if not path.exists():
-        raise ConfigError(path.name, [f"no stage file for stage {stage!r}"])
+        raise no_stage_file(project_dir, stage)
     stack = stack_values(path, namespace)
     config = parse_stack_config(
         merge_config(project_defaults(project_dir), stack), namespace, path.name, PROJECT_FILE
@@ -228,7 +279,7 @@ def load_release(project_dir: Path) -> Release:
             {k: defaults[k] for k in PROJECT_KEYS if k in defaults}
         ).stage_order
     except ValidationError as err:
-        raise ConfigError(PROJECT_FILE, _problems(err, namespace)) from err
+        raise ConfigError(PROJECT_FILE, _problems(err, namespace, model=ProjectSettings)) from err
     configs = [load_stack_config(project_dir, name) for name in order]
     try:
         return Release(project=configs[0].project, stages=[c.stage for c in configs])

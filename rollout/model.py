@@ -961,7 +961,7 @@ class Release(Model):
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise KeyError(f"unknown stage {name!r}; stages: {[s.name for s in self.stages]}")
+        raise KeyError(f"unknown stage {name!r}; the stages are {', '.join(s.name for s in self.stages)}")
 
     def index(self, name: str) -> int:
         return [s.name for s in self.stages].index(self.stage(name).name)

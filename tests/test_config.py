@@ -258,7 +258,7 @@ def _gates_with(project, gate: str, **settings):
     ("errorRate", {"judge": {"tolerance": 0.5, "alpha": 1}},
      "genesis-rollout:gates.errorRate.judge.alpha: Input should be less than 1 (got 1)"),
     ("errorRate", {"judge": {"tolerance": 0.5, "minCanaryEvent": 3}},
-     "genesis-rollout:gates.errorRate.judge.minCanaryEvent: Extra inputs are not permitted"),
+     "genesis-rollout:gates.errorRate.judge.minCanaryEvent: unknown key; did you mean 'minCanaryEvents'?"),
 ])
 def test_a_bad_judge_setting_names_the_gate_and_the_rule(tmp_path, gate, settings, problem):
     """A judge on a gate without counts, or outside its domain, never reaches the cluster."""

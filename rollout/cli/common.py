@@ -68,10 +68,16 @@ def find_project_dir(start: Path | None = None) -> Path:
 
 
 def _project(project_dir: Optional[Path]) -> Path:
-    try:
-        return project_dir.resolve() if project_dir else find_project_dir()
-    except FileNotFoundError as error:
-        raise fail(str(error))
+    if project_dir is None:
+        try:
+            return find_project_dir()
+        except FileNotFoundError as error:
+            raise fail(str(error))
+    if not project_dir.is_dir():
+        raise fail(f"--project-dir {project_dir}: no such folder")
+    if not (project_dir / "Pulumi.yaml").is_file():
+        raise fail(f"--project-dir {project_dir}: no Pulumi.yaml in this folder")
+    return project_dir.resolve()
 
 
 def _or_config_error(action):

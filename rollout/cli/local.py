@@ -71,7 +71,7 @@ def scenario(
                 f" at +{format_duration(expected.earliest)}..+{format_duration(expected.latest)}")
             say(f"{spec.name:<22} {spec.description}  [plan: {expected.action if expected else '?'}{when}]")
         return
-    try:
+    try:  # a typo in the name is the first thing to hear about
         spec = find(name)
     except KeyError as error:
         raise fail(str(error.args[0]))

@@ -33,8 +33,8 @@ from pulumi.runtime import settings as pulumi_settings
 
 from rollout.config import (
     REPO_ROOT,
-    ConfigError,
     merge_config,
+    no_stage_file,
     project_defaults,
     project_name,
     stack_values,
@@ -233,7 +233,7 @@ def values_for_stage(project_dir: Path | str, stage: str) -> dict[str, Any]:
     project_dir = Path(project_dir)
     path = stage_file(project_dir, stage)
     if not path.exists():
-        raise ConfigError(path.name, [f"no stage file for stage {stage!r}"])
+        raise no_stage_file(project_dir, stage)
     namespace = project_name(project_dir)
     return merge_config(project_defaults(project_dir), stack_values(path, namespace))
 
