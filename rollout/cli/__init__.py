@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 
-from rollout.cli.common import app
+from rollout.cli.common import app, json_errors
 
 # each module registers its commands on `app`, in the order `rollout --help` lists them
 # isort: off
 from rollout.cli import analysis, release, review, local  # noqa: F401,E402
 # isort: on
+
+# one convention for every command with --json: its errors are JSON too
+for _command in app.registered_commands:
+    _command.callback = json_errors(_command.callback)
 
 __all__ = ["app", "main"]
 

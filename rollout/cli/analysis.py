@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rollout.cli.common import (
+    JsonOutput,
     ProjectDir,
     PrometheusUrl,
     _project,
@@ -68,7 +69,7 @@ def judge_cell(evidence) -> str:
 def check(
     stage: str = typer.Option(..., "--stage", help="Stage whose gates to apply."),
     prometheus: Optional[str] = PrometheusUrl,
-    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    as_json: bool = JsonOutput,
     since: Optional[str] = typer.Option(
         None, "--since", help="When the stage started (RFC 3339 or unix seconds): judged gates show the "
         "sequential judge's evidence from then on; without it they show none."),

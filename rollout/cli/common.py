@@ -8,8 +8,12 @@ every message (`rollout.release.report.redact`).
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +24,7 @@ from rich.text import Text
 app = typer.Typer(
     help="Progressive delivery for Genesis SPICE + Pipelex: render, plan, check, promote, roll back.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     rich_markup_mode="markdown",  # help paragraphs reflow instead of keeping the docstring's line breaks
 )
 out = Console(emoji=False, highlight=False)
@@ -28,8 +32,49 @@ err = Console(stderr=True, emoji=False, highlight=False)
 EXIT_ERROR = 3  # the command could not do its job (bad config, Prometheus or Pulumi unreachable)
 EXIT_NOT_NOTIFIED = 4  # the stage change was applied (or failed) but not everyone could be told
 
+# a command run with --json reports its errors as JSON on stdout too (see `fail`)
+_json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        try:
+            number = version("genesis-rollout")
+        except PackageNotFoundError:  # run from a checkout that is not installed
+            number = "unknown"
+        typer.echo(f"rollout {number}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global_options(
+    _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    pass
+
+
+def json_errors(command):
+    """Wrap a command so that, run with `--json` (its `as_json` parameter), its errors are one JSON
+    object on stdout as well: `{"error": "...", "exit": 3}` with the exit code it returns."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        token = _json_errors.set(bool(kwargs.get("as_json")))
+        try:
+            return command(*args, **kwargs)
+        finally:
+            _json_errors.reset(token)
+
+    return run
+
+
+JsonOutput = typer.Option(False, "--json", help="Print the result as JSON on stdout; errors too, as "
+                          '{"error": ..., "exit": N}.')
 ProjectDir = typer.Option(
-    None, "--project-dir", "-C", help="Folder with Pulumi.yaml (default: nearest one above cwd)."
+    None, "--project-dir", "-C", envvar="ROLLOUT_PROJECT_DIR",
+    help="Folder with Pulumi.yaml (default: nearest one above cwd).",
 )
 PrometheusUrl = typer.Option(None, "--prometheus", envvar="PROMETHEUS_URL", help="Prometheus base URL.")
 AlertmanagerUrl = typer.Option(
@@ -55,6 +100,9 @@ def say(*parts: str | tuple[str, str], console: Console = out) -> None:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    """The error on stderr (and as JSON on stdout under --json); raise what it returns."""
+    if _json_errors.get():
+        typer.echo(json.dumps({"error": clean(message), "exit": code}))
     say(("error: ", "red"), message, console=err)
     return typer.Exit(code)
 

@@ -24,6 +24,7 @@ from rollout.cli.common import (
     EXIT_NOT_NOTIFIED,
     AlertmanagerUrl,
     GrafanaUrl,
+    JsonOutput,
     ProjectDir,
     PrometheusUrl,
     PulumiRoot,
@@ -62,6 +63,10 @@ def print_outcome(outcome, as_json: bool) -> None:
         say(("not notified: ", "yellow"), "the change is applied; the next tick tells everyone again", console=err)
 
 
+def _print_json(data: dict) -> None:
+    out.print_json(json.dumps({key: clean(v) if isinstance(v, str) else v for key, v in data.items()}))
+
+
 def _exit_for(outcome) -> None:
     """Applied but not told: its own exit code, so a scheduler shows it."""
     if outcome.notified is False:
@@ -77,7 +82,7 @@ def status(
     stack: str = StackName,
     pulumi_root: Optional[Path] = PulumiRoot,
     prometheus: Optional[str] = PrometheusUrl,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JsonOutput,
 ) -> None:
     """Stage, weight, time in stage, the last verdicts, and who paused, approved or froze what."""
     from rollout.analysis.policy import promotion_block
@@ -171,7 +176,7 @@ def bot_command(name: str):
 @bot_command("tick")
 def tick(
     options: BotOptions,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JsonOutput,
     pushgateway: Optional[str] = typer.Option(
         None, "--pushgateway", envvar="PUSHGATEWAY_URL", help="Push the bot's metrics to this Pushgateway."
     ),
@@ -212,6 +217,13 @@ def tick(
     _exit_for(outcome)
 
 
+def _report_tick(outcome, as_json: bool) -> None:
+    if as_json:  # one line per tick, so a reader can follow it as it comes
+        out.print(json.dumps(outcome.to_dict()), soft_wrap=True, markup=False, highlight=False)
+    else:
+        print_outcome(outcome, as_json=False)
+
+
 @bot_command("watch")
 def watch(
     options: BotOptions,
@@ -226,6 +238,8 @@ def watch(
         help="Tick only while holding the coordination.k8s.io Lease (in a pod: its ServiceAccount and namespace).",
     ),
     lease_name: str = typer.Option("genesis-rollout-bot", "--lease-name", help="The Lease to hold with --leader-elect."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per tick on stdout (JSON Lines); "
+                                 'errors as {"error": ..., "exit": N}.'),
 ) -> None:
     """Tick at the stage's check instants until the release completes or rolls back (or, with
     --forever, until SIGTERM: a tick in flight is finished first).
@@ -254,7 +268,7 @@ def watch(
             raise fail(str(error))
     watcher = Watcher(
         release=bot.release, tick=bot.tick, record=metrics.record, record_lock=metrics.record_lock,
-        report=lambda outcome: print_outcome(outcome, as_json=False),
+        report=lambda outcome: _report_tick(outcome, as_json),
         report_error=lambda error: say(("error: ", "red"), str(error), console=err),
         probe=bot.deployer, elector=elector, forever=forever, max_ticks=max_ticks,
     )
@@ -270,22 +284,30 @@ def watch(
 
 
 @bot_command("promote")
-def promote(options: BotOptions, reason: str = typer.Option("promoted by hand", "--reason")) -> None:
+def promote(
+    options: BotOptions,
+    reason: str = typer.Option("promoted by hand", "--reason", help="Why, for the stack history and the notices."),
+    as_json: bool = JsonOutput,
+) -> None:
     """Apply the next stage now: a human decision (gates, pause and hours are not consulted).
 
     Refused if the stack changed since it was read."""
     outcome = _run_bot_action(lambda: options.bot().promote(reason))
-    print_outcome(outcome, False)
+    print_outcome(outcome, as_json)
     _exit_for(outcome)
 
 
 @bot_command("rollback")
-def rollback(options: BotOptions, reason: str = typer.Option("rolled back by hand", "--reason")) -> None:
+def rollback(
+    options: BotOptions,
+    reason: str = typer.Option("rolled back by hand", "--reason", help="Why, for the stack history, the page and the incident report."),
+    as_json: bool = JsonOutput,
+) -> None:
     """Apply the rollback target now (stable: SPICE and Pipelex off, fallback on).
 
     Refused if the stack changed since it was read."""
     outcome = _run_bot_action(lambda: options.bot().rollback(reason))
-    print_outcome(outcome, False)
+    print_outcome(outcome, as_json)
     _exit_for(outcome)
 
 
@@ -303,6 +325,7 @@ def pause(
     project_dir: Optional[Path] = ProjectDir,
     stack: str = StackName,
     pulumi_root: Optional[Path] = PulumiRoot,
+    as_json: bool = JsonOutput,
 ) -> None:
     """Stop automatic promotion (automatic rollback continues). Noted on the stack, with who and why."""
     from rollout.release.bot import utcnow
@@ -311,6 +334,8 @@ def pause(
     _, deployer = _tags(project_dir, stack, pulumi_root)
     value = stamp(who(), utcnow(), reason)
     _run_bot_action(lambda: deployer.set_tag(PAUSED_TAG, value))
+    if as_json:
+        return _print_json({"action": "pause", "paused": value})
     say(f"paused {value}: the bot will not promote; it still rolls back")
 
 
@@ -319,25 +344,28 @@ def resume(
     project_dir: Optional[Path] = ProjectDir,
     stack: str = StackName,
     pulumi_root: Optional[Path] = PulumiRoot,
+    as_json: bool = JsonOutput,
 ) -> None:
     """Let the bot promote again."""
     from rollout.release.controls import PAUSED_TAG
 
     _, deployer = _tags(project_dir, stack, pulumi_root)
     state = _run_bot_action(deployer.current)
-    if PAUSED_TAG not in state.tags:
-        say("not paused")
-        return
-    _run_bot_action(lambda: deployer.remove_tag(PAUSED_TAG))
-    say(f"resumed (was paused {state.tags[PAUSED_TAG]})")
+    was = state.tags.get(PAUSED_TAG)
+    if was is not None:
+        _run_bot_action(lambda: deployer.remove_tag(PAUSED_TAG))
+    if as_json:
+        return _print_json({"action": "resume", "was_paused": was})
+    say("not paused" if was is None else f"resumed (was paused {was})")
 
 
 @app.command()
 def approve(
-    stage: str = typer.Argument(..., metavar="STAGE"),
+    stage: str = typer.Argument(..., metavar="STAGE", help="The stage to let the bot promote into (the next one)."),
     project_dir: Optional[Path] = ProjectDir,
     stack: str = StackName,
     pulumi_root: Optional[Path] = PulumiRoot,
+    as_json: bool = JsonOutput,
 ) -> None:
     """Approve promotion into STAGE (stages with analysis.approval: required).
 
@@ -359,6 +387,8 @@ def approve(
         raise fail(f"the stack is at '{state.stage}': the next stage is {upcoming.name if upcoming else 'none'}, not '{stage}'")
     value = approval_value(state.head_version, who(), utcnow())
     _run_bot_action(lambda: deployer.set_tag(approval_tag(stage), value))
+    if as_json:
+        return _print_json({"action": "approve", "stage": stage, "approved": value})
     say(f"approved promotion into '{stage}' ({value})")
 
 
@@ -372,7 +402,7 @@ def preflight(
     alertmanager: Optional[str] = AlertmanagerUrl,
     grafana: Optional[str] = GrafanaUrl,
     skip: list[str] = typer.Option([], "--skip", help="Item to skip on purpose (repeatable)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JsonOutput,
 ) -> None:
     """The Day-0 go/no-go list. Exit 0 when every item is go."""
     from rollout.release.preflight import run_preflight

@@ -11,6 +11,7 @@ import typer
 
 from rollout.cli.common import (
     EXIT_ERROR,
+    JsonOutput,
     ProjectDir,
     PrometheusUrl,
     StackName,
@@ -27,8 +28,8 @@ from rollout.cli.common import (
 
 @app.command()
 def render(
-    stage: str = typer.Option(..., "--stage"),
-    out_dir: Path = typer.Option(..., "--out"),
+    stage: str = typer.Option(..., "--stage", help="The stage whose desired state to write."),
+    out_dir: Path = typer.Option(..., "--out", help="The folder to write it into."),
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
     """Write a stage's desired state: manifests/, alerts/, alertmanager/, grafana/ (review, GitOps)."""
@@ -50,8 +51,8 @@ def render(
 
 @app.command()
 def plan(
-    from_stage: str = typer.Argument(..., metavar="FROM"),
-    to_stage: str = typer.Argument(..., metavar="TO"),
+    from_stage: str = typer.Argument(..., metavar="FROM", help="The stage the stack is at."),
+    to_stage: str = typer.Argument(..., metavar="TO", help="The stage to change to."),
     markdown: bool = typer.Option(False, "--markdown", help="Markdown for a pull-request comment."),
     as_json: bool = typer.Option(
         False, "--json", help="One JSON object: from, to, router, phases (name, wait_seconds, targets, changes), diff."
@@ -91,7 +92,7 @@ def replay(
     end: Optional[str] = typer.Option(None, "--end", help="Default: the last sample."),
     stage: Optional[str] = typer.Option(None, "--stage", help="A stage of the project (its stage file)."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="A file in the stage-file schema instead."),
-    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    as_json: bool = JsonOutput,
     plot_file: Optional[Path] = typer.Option(None, "--plot", help="Also write a PNG of the replay."),
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
