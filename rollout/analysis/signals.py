@@ -273,3 +273,11 @@ def increments_query(counter: str, selector_: str, step_seconds: float, by: str 
 def presence_query(counter: str, selector_: str, by: str = "track, le") -> str:
     """How many series carry each `by` value (the buckets each track's pods export)."""
     return f"count by ({by}) ({counter}{selector_})"
+
+
+def canary_share_query(app: str, namespace: str | None = None) -> str:
+    """The canary's share of one service's requests in percent, as the router really splits them
+    (what the dashboard's measured-share panel plots, from the same recording rule)."""
+    rate = signal("requests_per_second").record
+    scope = f'namespace="{namespace}", app="{app}"' if namespace else f'app="{app}"'
+    return f'100 * sum({rate}{{{scope}, track="canary"}}) / sum({rate}{{{scope}}})'

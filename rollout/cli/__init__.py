@@ -13,7 +13,7 @@ from rollout.cli.common import app, json_errors
 
 # each module registers its commands on `app`, in the order `rollout --help` lists them
 # isort: off
-from rollout.cli import analysis, release, review, local  # noqa: F401,E402
+from rollout.cli import analysis, status, release, review, local  # noqa: F401,E402
 # isort: on
 
 # one convention for every command with --json: its errors are JSON too

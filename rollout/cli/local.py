@@ -21,11 +21,33 @@ def demo(
     fault: str = typer.Option("bad", help="bad (errors, latency, failing self-tests) or never-ready (pods never ready)."),
     check_seconds: float = typer.Option(2.0, help="Compressed check interval."),
     hold_seconds: float = typer.Option(12.0, help="Compressed hold per stage."),
+    keep: bool = typer.Option(False, "--keep", help="A sandbox instead of the scripted run: leave Prometheus, "
+                              "Alertmanager, the synthetic pods and the Pulumi stand-in running (a healthy canary "
+                              "at the first stage) and print the environment to export; Ctrl-C or --stop ends it."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the sandbox running from --out (started with --keep)."),
+    approval: str = typer.Option("majority", "--approval", help="With --keep: the stage that needs "
+                                 "`rollout approve` ('none': no stage)."),
 ) -> None:
-    """The whole loop on one machine: real Prometheus + Alertmanager, synthetic Genesis, the bot."""
+    """The whole loop on one machine: real Prometheus + Alertmanager, synthetic Genesis, the bot.
+
+    With --keep, a sandbox for the operator commands: `source OUT/sandbox.env` in another shell,
+    then `rollout status`, `tick`, `promote`, `approve` ... work as in production."""
     from rollout.local.demo import DemoError, run_demo
 
     logging.basicConfig(level=logging.WARNING)
+    if keep and stop:
+        raise fail("give one of --keep and --stop")
+    if stop:
+        from rollout.local.sandbox import stop_sandbox
+
+        try:
+            stopped = stop_sandbox(out_dir)
+        except DemoError as error:
+            raise fail(str(error))
+        say(f"stopped the sandbox in {out_dir}: {', '.join(stopped) or 'nothing was running any more'}")
+        return
+    if keep:
+        return _sandbox(_project(project_dir), out_dir, check_seconds, hold_seconds, approval)
     try:
         summary = run_demo(
             _project(project_dir), out_dir, fault_stage=fault_stage, fault=fault,
@@ -36,6 +58,25 @@ def demo(
     raise typer.Exit(0 if summary.ok else 1)
 
 
+def _sandbox(project_dir: Path, out_dir: Path, check_seconds: float, hold_seconds: float, approval: str) -> None:
+    from rollout.local.demo import DemoError
+    from rollout.local.sandbox import ENV_FILE, export_line, run_sandbox
+
+    def ready(sandbox) -> None:
+        say(f"sandbox ready: Prometheus {sandbox.env['PROMETHEUS_URL']}, Alertmanager {sandbox.env['ALERTMANAGER_URL']}, "
+            f"the stack at the first stage (Pulumi stand-in, state {sandbox.env['FAKE_PULUMI_STATE']})")
+        say(f"in another shell: source {sandbox.out_dir / ENV_FILE}   (or eval this line:)")
+        say(export_line(sandbox.env))
+        say("then: rollout status --watch | tick | promote | rollback | pause | resume | approve ... "
+            f"(the bot is not running: `rollout watch` runs it); stop with Ctrl-C or `rollout demo --stop --out {out_dir}`")
+
+    try:
+        run_sandbox(project_dir, out_dir, check_seconds=check_seconds, hold_seconds=hold_seconds,
+                    approval_stage=None if approval == "none" else approval, on_ready=ready)
+    except DemoError as error:
+        raise fail(str(error))
+    except KeyboardInterrupt:
+        say("sandbox stopped", console=err)
 
 
 # GitHub takes attachments up to 25 MB: a scenario written for an issue should fit.

@@ -1,5 +1,5 @@
-"""The release bot's commands: status, tick, watch, promote, rollback, pause, resume, approve,
-preflight, report.
+"""The release bot's commands: tick, watch, promote, rollback, pause, resume, approve,
+preflight, report (status: rollout/cli/status.py).
 
 Exit codes: 0 done (whatever the decision), 3 error (nothing applied, or a rollback that could
 not be applied: it is paged and reported), 4 applied but not everyone could be told (the next
@@ -71,53 +71,6 @@ def _exit_for(outcome) -> None:
     """Applied but not told: its own exit code, so a scheduler shows it."""
     if outcome.notified is False:
         raise typer.Exit(EXIT_NOT_NOTIFIED)
-
-
-# ----------------------------------------------------------------------------- state
-
-
-@app.command()
-def status(
-    project_dir: Optional[Path] = ProjectDir,
-    stack: str = StackName,
-    pulumi_root: Optional[Path] = PulumiRoot,
-    prometheus: Optional[str] = PrometheusUrl,
-    as_json: bool = JsonOutput,
-) -> None:
-    """Stage, weight, time in stage, the last verdicts, and who paused, approved or froze what."""
-    from rollout.analysis.policy import promotion_block
-    from rollout.release.bot import ReleaseBot, TickOutcome, next_decision, utcnow
-    from rollout.release.controls import read_controls
-
-    root = _project(project_dir)
-    release = _release(root)
-    deployer = _deployer(root, stack, pulumi_root)
-    state = _run_bot_action(deployer.current)
-    stage = release.stage(state.stage)
-    checks = []
-    if prometheus and stage.weight:
-        bot = ReleaseBot(release, deployer, _prometheus(prometheus))
-        checks = _run_bot_action(lambda: bot.recent_checks(stage, state.since, utcnow()))
-    now = utcnow()
-    decision = next_decision(release, state, now, checks)
-    target = release.next_stage(stage.name)
-    controls = read_controls(state.tags, target.name if target else None, state.head_version)
-    block = promotion_block(release.project.release_policy, target, now, controls) if target else None
-    operators = {
-        "paused": controls.paused,
-        "approval": None if target is None or target.analysis.approval != "required"
-        else (f"{target.name}: approved {controls.approved}" if controls.approved else f"{target.name}: needed, not given"),
-        "promotion": block or "allowed",
-    }
-    if as_json:
-        data = TickOutcome(state=state, decision=decision, checks=checks).to_dict()
-        out.print_json(json.dumps({**data, "operators": operators}))
-        return
-    print_outcome(TickOutcome(state=state, decision=decision, checks=checks), as_json=False)
-    say(f"paused: {operators['paused'] or 'no'}")
-    if operators["approval"]:
-        say(f"approval: {operators['approval']}")
-    say(f"promotion: {operators['promotion']}")
 
 
 # ----------------------------------------------------------------------------- the bot

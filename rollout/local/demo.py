@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import httpx
 from rich.console import Console
@@ -30,7 +30,7 @@ from rollout.analysis.signals import selector
 from rollout.config import ConfigError, load_release, load_stack_config
 from rollout.local.deployer import LocalDeployer
 from rollout.local.synthetic import KubeStateMetrics, Workload, target_labels
-from rollout.model import Release, StackConfig, Stage, split_for
+from rollout.model import Release, ServiceConfig, StackConfig, Stage, split_for
 from rollout.monitoring.alert_rules import RULES_FILE, render_rule_file
 from rollout.monitoring.alertmanager_config import render_alertmanager_config
 from rollout.monitoring.names import STAGE_CHANGE_ALERT
@@ -42,6 +42,7 @@ from rollout.release.notify import ROLLBACK_ALERT, AlertmanagerClient, ReleaseNo
 from rollout.release.prometheus import Prometheus, PrometheusError
 from rollout.review.localstack import (
     LocalStackError,
+    Running,
     ScrapeTarget,
     WebhookReceiver,
     free_port,
@@ -114,6 +115,92 @@ class _Printer:
         self.console.print(line, highlight=False, soft_wrap=True)
 
 
+def for_demo(release: Release, check_seconds: float, hold_seconds: float) -> Release:
+    """The release on the demo's time scale: compressed stages, and alert grouping of seconds so
+    on-call hears of it in seconds."""
+    alerting = release.project.monitoring.alerting.model_copy(
+        update={"group_wait": timedelta(seconds=1), "group_interval": timedelta(seconds=2)}
+    )
+    monitoring = release.project.monitoring.model_copy(update={"alerting": alerting})
+    return Release(
+        project=release.project.model_copy(update={"monitoring": monitoring}),
+        stages=[compress(s, check_seconds, hold_seconds) for s in release.stages],
+    )
+
+
+@dataclass
+class LocalCluster:
+    """What runs on loopback in place of the cluster: a real Prometheus and Alertmanager with the
+    stack's rules and routing tree, synthetic pods of the first service, kube-state-metrics'
+    stand-in, the bot's own metrics; `apply` is what `pulumi up` of a stage changes in it."""
+
+    release: Release
+    rules_path: Path
+    webhook: WebhookReceiver
+    alertmanager: Running
+    prometheus: Running
+    workloads: dict[str, Workload]
+    kube_state: KubeStateMetrics
+    bot_metrics: BotMetrics
+
+    @property
+    def service(self) -> ServiceConfig:
+        return self.release.project.services[0]
+
+    def stack_config(self, stage_name: str) -> StackConfig:
+        return StackConfig(project=self.release.project, stage=self.release.stage(stage_name))
+
+    def apply(self, config: StackConfig) -> None:
+        """What `pulumi up` does in the cluster: replicas, route weights, the stage's PrometheusRule."""
+        service = self.service
+        split = split_for(config.project.routing.router, service.replicas, config.stage.weight)
+        for track, workload in self.workloads.items():
+            workload.set_weight(config.stage.weight)
+            self.kube_state.set_replicas(service.namespace, f"{service.name}-{track}", split.replicas(track))
+        self.rules_path.write_text(render_rule_file(self.stack_config(config.stage.name)))
+        httpx.post(f"{self.prometheus.url}/-/reload", timeout=5.0).raise_for_status()
+
+    def wait_for_stable_scrape(self, prom: Prometheus) -> None:
+        series = "genesis_request_duration_seconds_count" + selector(self.service.name, "stable")
+        wait_for(lambda: prom.series_exists(series), 30, "the first scrape of the stable track")
+
+
+@contextlib.contextmanager
+def local_cluster(release: Release, out_dir: Path) -> Iterator[LocalCluster]:
+    """Start the servers (stopped again on exit, also on Ctrl-C or failure). `release` is already
+    on the demo's time scale (`for_demo`)."""
+    rules_path = out_dir / "rules" / RULES_FILE
+    service = release.project.services[0]
+    with contextlib.ExitStack() as stack:
+        try:
+            webhook = stack.enter_context(WebhookReceiver())
+            alertmanager = stack.enter_context(start_alertmanager(
+                render_alertmanager_config(release.project.monitoring, webhook_override=webhook.url)
+            ))
+            workloads = {
+                track: stack.enter_context(Workload(track, request_rate=REQUEST_RATE, canary_weight=0, seed=seed))
+                for seed, track in enumerate(("stable", "canary"), start=1)
+            }
+            kube_state = stack.enter_context(KubeStateMetrics())
+            # the bot's own metrics, scraped like a watch pod's: the dead man's switch stays quiet
+            bot_metrics = BotMetrics("demo", release)
+            metrics_server = bot_metrics.serve(free_port(), "127.0.0.1")
+            stack.callback(metrics_server.shutdown)
+            rules_path.parent.mkdir(parents=True, exist_ok=True)
+            rules_path.write_text(render_rule_file(
+                StackConfig(project=release.project, stage=release.rollback_target)
+            ))
+            targets = [ScrapeTarget(w.address, target_labels(service, track)) for track, w in workloads.items()]
+            targets.append(ScrapeTarget(kube_state.address, {}))
+            targets.append(ScrapeTarget(f"127.0.0.1:{metrics_server.server_address[1]}", {}))
+            prometheus = stack.enter_context(
+                start_prometheus(rule_files=[rules_path], targets=targets, alertmanager_url=alertmanager.url)
+            )
+        except LocalStackError as err:
+            raise DemoError(str(err)) from err
+        yield LocalCluster(release, rules_path, webhook, alertmanager, prometheus, workloads, kube_state, bot_metrics)
+
+
 def run_demo(
     project_dir: Path,
     out_dir: Path,
@@ -131,15 +218,7 @@ def run_demo(
         release = load_release(project_dir)
     except ConfigError as err:
         raise DemoError(str(err)) from err
-    # alert grouping on the demo's time scale too, so on-call hears of it in seconds
-    alerting = release.project.monitoring.alerting.model_copy(
-        update={"group_wait": timedelta(seconds=1), "group_interval": timedelta(seconds=2)}
-    )
-    monitoring = release.project.monitoring.model_copy(update={"alerting": alerting})
-    demo_release = Release(
-        project=release.project.model_copy(update={"monitoring": monitoring}),
-        stages=[compress(s, check_seconds, hold_seconds) for s in release.stages],
-    )
+    demo_release = for_demo(release, check_seconds, hold_seconds)
     fault_kind = fault
     try:
         fault = demo_release.stage(fault_stage)
@@ -153,66 +232,27 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     state_file = out_dir / "stack-state.json"
     state_file.unlink(missing_ok=True)  # each demo is a new release on a new "stack"
-    rules_path = out_dir / "rules" / RULES_FILE
-    service = release.project.services[0]
     summary = DemoSummary(fault_stage=fault_stage)
     started = time.monotonic()
 
     with contextlib.ExitStack() as stack:
-        try:
-            webhook = stack.enter_context(WebhookReceiver())
-            alertmanager = stack.enter_context(
-                start_alertmanager(render_alertmanager_config(monitoring, webhook_override=webhook.url))
-            )
-            workloads = {
-                track: stack.enter_context(
-                    Workload(track, request_rate=REQUEST_RATE, canary_weight=0, seed=seed)
-                )
-                for seed, track in enumerate(("stable", "canary"), start=1)
-            }
-            kube_state = stack.enter_context(KubeStateMetrics())
-            # the bot's own metrics, scraped like a watch pod's: the dead man's switch stays quiet
-            bot_metrics = BotMetrics("demo", demo_release)
-            metrics_server = bot_metrics.serve(free_port(), "127.0.0.1")
-            stack.callback(metrics_server.shutdown)
-
-            def stack_config(stage_name: str) -> StackConfig:
-                return StackConfig(project=demo_release.project, stage=demo_release.stage(stage_name))
-
-            rules_path.parent.mkdir(parents=True, exist_ok=True)
-            rules_path.write_text(render_rule_file(stack_config(demo_release.rollback_target.name)))
-            targets = [ScrapeTarget(w.address, target_labels(service, track)) for track, w in workloads.items()]
-            targets.append(ScrapeTarget(kube_state.address, {}))
-            targets.append(ScrapeTarget(f"127.0.0.1:{metrics_server.server_address[1]}", {}))
-            prometheus = stack.enter_context(
-                start_prometheus(rule_files=[rules_path], targets=targets, alertmanager_url=alertmanager.url)
-            )
-        except LocalStackError as err:
-            raise DemoError(str(err)) from err
-        say(f"Prometheus {prometheus.url}, Alertmanager {alertmanager.url}, webhook {webhook.url}")
+        cluster = stack.enter_context(local_cluster(demo_release, out_dir))
+        service, workloads, kube_state, webhook = cluster.service, cluster.workloads, cluster.kube_state, cluster.webhook
+        say(f"Prometheus {cluster.prometheus.url}, Alertmanager {cluster.alertmanager.url}, webhook {webhook.url}")
         say(f"synthetic {service.name}: stable {workloads['stable'].address}, canary {workloads['canary'].address}")
-
-        def on_apply(config: StackConfig) -> None:
-            # what `pulumi up` does in the cluster: replicas, route weights, the stage's PrometheusRule
-            split = split_for(config.project.routing.router, service.replicas, config.stage.weight)
-            for track, workload in workloads.items():
-                workload.set_weight(config.stage.weight)
-                kube_state.set_replicas(service.namespace, f"{service.name}-{track}", split.replicas(track))
-            rules_path.write_text(render_rule_file(stack_config(config.stage.name)))
-            httpx.post(f"{prometheus.url}/-/reload", timeout=5.0).raise_for_status()
 
         def load(project: Path, stage_name: str) -> StackConfig:
             load_stack_config(project, stage_name)  # the real stage file must validate
-            return stack_config(stage_name)
+            return cluster.stack_config(stage_name)
 
-        deployer = LocalDeployer(project_dir, state_file, on_apply, load=load)
-        prom = stack.enter_context(Prometheus(prometheus.url))
+        deployer = LocalDeployer(project_dir, state_file, cluster.apply, load=load)
+        prom = stack.enter_context(Prometheus(cluster.prometheus.url))
         reporter = StageReportWriter(out_dir, demo_release, service, prom)
         notifier = ReleaseNotifier(
             app=service.name,
             namespace=service.namespace,
             runbook_base_url=release.project.monitoring.runbook_base_url,
-            alertmanager=AlertmanagerClient(alertmanager.url),
+            alertmanager=AlertmanagerClient(cluster.alertmanager.url),
             report_writer=reporter,
             weights={s.name: s.weight for s in demo_release.stages},
             dashboard_base_url=release.project.monitoring.grafana.public_url,
@@ -220,10 +260,7 @@ def run_demo(
         bot = ReleaseBot(demo_release, deployer, prom, hooks=[notifier])
 
         deployer.apply(demo_release.rollback_target.name, "demo: baseline before the release")
-        wait_for(
-            lambda: prom.series_exists("genesis_request_duration_seconds_count" + selector(service.name, "stable")),
-            30, "the first scrape of the stable track",
-        )
+        cluster.wait_for_stable_scrape(prom)
         say("stable track scraped; a human starts the release", "bold")
         _show(say, bot.promote("demo: release started by hand"), summary)
 
@@ -242,7 +279,7 @@ def run_demo(
                         say(f"FAULT ({fault_kind}) injected into the canary at stage {fault_stage}", "bold red")
                 started_tick = time.monotonic()
                 outcome = bot.tick()
-                bot_metrics.record(outcome, time.monotonic() - started_tick, time.time())
+                cluster.bot_metrics.record(outcome, time.monotonic() - started_tick, time.time())
                 summary.ticks += 1
                 _show(say, outcome, summary)
                 if outcome.decision.action == "rollback":
