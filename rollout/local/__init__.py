@@ -5,7 +5,9 @@
   update messages, a JSON file as the stack);
 - `pulumi_standin`: a recording stand-in for the Pulumi CLI, driven by the real Automation API
   (the demo's sandbox and the deployer's tests);
-- `demo`: `rollout demo`, the whole release loop with compressed time.
+- `demo`: `rollout demo`, the whole release loop with compressed time;
+- `sandbox`: `rollout demo --keep`, the demo's servers and the Pulumi stand-in left running for
+  the operator commands.
 
 May import anything. Only `rollout.cli` and the tests import it, so the production path
 (the bot, the program) never loads a stand-in (tests/test_layout.py).
