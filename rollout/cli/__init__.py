@@ -7,6 +7,7 @@ commands so `rollout --help` and `rollout check` start fast.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from rollout.cli.common import app, json_errors
@@ -19,6 +20,10 @@ from rollout.cli import analysis, status, release, review, local  # noqa: F401,E
 # one convention for every command with --json: its errors are JSON too
 for _command in app.registered_commands:
     _command.callback = json_errors(_command.callback)
+    # an on/off flag takes no value: its help says what it does, no `<bool>` type beside it
+    for _parameter in inspect.signature(_command.callback).parameters.values():
+        if _parameter.annotation in (bool, "bool") and getattr(_parameter.default, "metavar", 0) is None:
+            _parameter.default.metavar = ""
 
 __all__ = ["app", "main"]
 

@@ -49,7 +49,7 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _global_options(
     _version: bool = typer.Option(
-        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        False, "--version", callback=_print_version, is_eager=True, metavar="", help="Print the version and exit."
     ),
 ) -> None:
     pass
