@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -152,38 +153,39 @@ def status(
     root = _project(project_dir)
     release = _release(root)
     deployer = _deployer(root, stack, pulumi_root)
-    prom = _prometheus(prometheus) if prometheus else None
+    with ExitStack() as resources:
+        prom = resources.enter_context(_prometheus(prometheus)) if prometheus else None
+        _show(lambda: read_view(release, deployer, prom), stack, as_json, watch, interval, count)
+
+
+def _show(read, stack: str, as_json: bool, watch: bool, interval: float, count: int) -> None:
+    """Once, or every `interval` seconds until Ctrl-C (or `count` refreshes)."""
 
     def show_json(view: dict[str, Any]) -> None:
         out.print(json.dumps(view), soft_wrap=True, markup=False, highlight=False)
 
     if not watch:
-        view = read_view(release, deployer, prom)
+        view = read()
         return show_json(view) if as_json else out.print(render(view, stack))
     refreshes = 0
     try:
-        if as_json:
+        if as_json or not out.is_terminal:  # JSON lines, or frame after frame when piped or logged
             while True:
-                show_json(read_view(release, deployer, prom))
+                view = read()
+                show_json(view) if as_json else out.print(render(view, stack))
                 refreshes += 1
                 if count and refreshes >= count:
                     return
-                time.sleep(interval)
-        if not out.is_terminal:  # piped or logged: one frame after another, nothing to redraw
-            while True:
-                out.print(render(read_view(release, deployer, prom), stack))
-                refreshes += 1
-                if count and refreshes >= count:
-                    return
-                out.rule(style="dim")
+                if not as_json:
+                    out.rule(style="dim")
                 time.sleep(interval)
         from rich.live import Live
 
-        with Live(render(read_view(release, deployer, prom), stack), console=out, auto_refresh=False) as live:
+        with Live(render(read(), stack), console=out, auto_refresh=False) as live:
             refreshes = 1
             while not count or refreshes < count:
                 time.sleep(interval)
-                live.update(render(read_view(release, deployer, prom), stack), refresh=True)
+                live.update(render(read(), stack), refresh=True)
                 refreshes += 1
     except KeyboardInterrupt:  # the way out of a live view: not an error
         return
