@@ -73,3 +73,21 @@ def test_status_watch_refreshes_the_view(fake: FakePulumi) -> None:
     views = [json.loads(line) for line in lines.stdout.splitlines()]
     assert len(views) == 2 and views[0]["stage"] == views[1]["stage"] == "gradual"
     assert views[1]["now"] > views[0]["now"]
+
+
+def test_status_watch_on_a_terminal_redraws_in_place(fake: FakePulumi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the view is a Rich Live display: the next frame moves the cursor back up
+    over the last one and erases it instead of scrolling."""
+    import io
+
+    from rich.console import Console
+
+    from rollout.cli import status as status_module
+
+    screen = io.StringIO()
+    monkeypatch.setattr(status_module, "out", Console(file=screen, force_terminal=True, width=120, emoji=False))
+    with HostilePrometheus(answering()) as prometheus:
+        result = status(fake, "--watch", "--count", "2", "--interval", "0.5", prometheus=prometheus.url)
+    assert result.exit_code == 0, result.output
+    text = screen.getvalue()
+    assert text.count("stages") >= 2 and "\x1b[2K" in text and "\x1b[1A" in text  # erase line, cursor up
