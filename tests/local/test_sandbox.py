@@ -25,7 +25,7 @@ from rollout.review.localstack import wait_for
 ROLLOUT = str(Path(sys.executable).parent / "rollout")
 # exit codes README documents as a result rather than an error, per command
 OUTCOMES = {"preflight": {0, 1}, "check": {0, 1, 2}}
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(600)  # a hang guard; the README run gets more (below)
 
 
 def operator_commands() -> list[str]:
@@ -85,6 +85,8 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         process.wait()
 
 
+@pytest.mark.timeout(1800)  # 17 commands, each a `rollout` process and several Pulumi stand-in calls:
+# about 4 minutes alone, 8 times that on a 2-core machine running three suites at once
 def test_readme_operator_commands_run_as_written_in_the_sandbox(sandbox: Sandbox, tmp_path: Path) -> None:
     printed = sandbox.log.read_text()
     assert sandbox.env_file.read_text().strip() in printed  # the line to eval is printed too
