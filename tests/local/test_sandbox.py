@@ -74,7 +74,7 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         )
     box = Sandbox(out, process, log)
     try:
-        wait_for(lambda: box.env_file.exists() or process.poll() is not None, 180, "the sandbox to be ready")
+        wait_for(lambda: box.env_file.exists() or process.poll() is not None, 300, "the sandbox to be ready")
         assert process.poll() is None, log.read_text()
         yield box
     finally:  # whatever a test left: the sandbox's process group holds its servers too
