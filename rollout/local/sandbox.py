@@ -71,7 +71,8 @@ def write_project(
     project = yaml.safe_load((project_dir / PROJECT_FILE).read_text())
     routing = project["config"].get(f"{namespace}:routing")
     if isinstance(routing, dict) and isinstance(routing.get("value"), dict):
-        routing["value"]["scaleDownDelay"] = format_duration(check)  # a rollback by hand takes seconds
+        # a stage change by hand takes seconds: the waits between its phases shrink with the checks
+        routing["value"].update(scaleDownDelay=format_duration(check), flagsPropagation=format_duration(check))
     (dest / PROJECT_FILE).write_text(yaml.safe_dump(project, sort_keys=False))
     for stage in release.stages:
         data = yaml.safe_load(stage_file(project_dir, stage.name).read_text())
