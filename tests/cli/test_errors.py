@@ -60,7 +60,9 @@ def test_a_refused_value_is_quoted_once_and_a_misspelled_key_gets_a_suggestion(t
         config["genesis-rollout:gates"]["errorRat"] = config["genesis-rollout:gates"].pop("errorRate")
 
     _edit(project, "canary", break_canary)
-    _edit(project, "gradual", lambda c: c.__setitem__("genesis-rollout:gate", c.pop("genesis-rollout:gates")))
+    (tmp_path / "other").mkdir()
+    other = copy_project(tmp_path / "other")  # plan reads every stage file: one broken one here
+    _edit(other, "gradual", lambda c: c.__setitem__("genesis-rollout:gate", c.pop("genesis-rollout:gates")))
     canary = rollout("render", "--stage", "canary", "--out", str(tmp_path / "out"), "-C", str(project))
     assert canary.exit_code == 3
     lines = canary.stderr.splitlines()
@@ -69,7 +71,7 @@ def test_a_refused_value_is_quoted_once_and_a_misspelled_key_gets_a_suggestion(t
     (hold,) = [line for line in lines if "analysis.hold" in line]
     assert hold.count("(got '4x')") == 1, hold
 
-    gradual = rollout("plan", "gradual", "majority", "-C", str(project))
+    gradual = rollout("plan", "gradual", "majority", "-C", str(other))
     assert gradual.exit_code == 3
     assert "genesis-rollout:gate: unknown key; did you mean 'gates'?" in gradual.stderr
 
