@@ -47,6 +47,18 @@ def clean(text: str) -> str:
     return redact(str(text))
 
 
+def redacted(data):  # noqa: ANN001, ANN201
+    """A JSON-able value with credentials redacted from every string in it (not from the JSON
+    text: a redaction must never eat a quote)."""
+    if isinstance(data, str):
+        return clean(data)
+    if isinstance(data, dict):
+        return {key: redacted(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redacted(value) for value in data]
+    return data
+
+
 def say(*parts: str | tuple[str, str], console: Console = out) -> None:
     """Print text as it is: `(text, style)` pairs are styled, nothing is parsed as markup."""
     console.print(Text.assemble(*((clean(p[0]), p[1]) if isinstance(p, tuple) else clean(p) for p in parts)), soft_wrap=True)

@@ -40,13 +40,14 @@ from rollout.cli.common import (
     err,
     fail,
     out,
+    redacted,
     say,
 )
 
 
 def print_outcome(outcome, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(outcome.to_dict()))
+        out.print_json(json.dumps(redacted(outcome.to_dict())))
         return
     state, decision = outcome.state, outcome.decision
     say("stage ", (state.stage, "bold"), f" ({state.weight}%) since {state.since:%Y-%m-%d %H:%M:%S}Z; "
@@ -106,7 +107,7 @@ def status(
     }
     if as_json:
         data = TickOutcome(state=state, decision=decision, checks=checks).to_dict()
-        out.print_json(json.dumps({**data, "operators": operators}))
+        out.print_json(json.dumps(redacted({**data, "operators": operators})))
         return
     print_outcome(TickOutcome(state=state, decision=decision, checks=checks), as_json=False)
     say(f"paused: {operators['paused'] or 'no'}")
@@ -237,11 +238,16 @@ def promote(options: BotOptions, reason: str = typer.Option("promoted by hand", 
 
 
 @bot_command("rollback")
-def rollback(options: BotOptions, reason: str = typer.Option("rolled back by hand", "--reason")) -> None:
+def rollback(
+    options: BotOptions,
+    reason: str = typer.Option("rolled back by hand", "--reason"),
+    force: bool = typer.Option(False, "--force", help="Apply the rollback target even when the stack is at it already."),
+) -> None:
     """Apply the rollback target now (stable: SPICE and Pipelex off, fallback on).
 
-    Refused if the stack changed since it was read."""
-    outcome = _run_bot_action(lambda: options.bot().rollback(reason))
+    Refused if the stack changed since it was read. At the rollback target already it does
+    nothing (no second page) unless --force."""
+    outcome = _run_bot_action(lambda: options.bot().rollback(reason, force=force))
     print_outcome(outcome, False)
     _exit_for(outcome)
 

@@ -114,13 +114,19 @@ class Deployer(Protocol):
     def current(self) -> DeployedState: ...
 
     def apply(
-        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None
+        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None,
+        action: str | None = None,
     ) -> ApplyResult:
         """Apply a stage; `source` finishes an interrupted change from that stage; with
-        `expect_head`, refuse (StaleStateError) if the stack's newest update is another one."""
+        `expect_head`, refuse (StaleStateError) if the stack's newest update is another one;
+        with `action`, `message` is the reason as given (never read as a composed message)."""
         ...
 
     def preview(self, stage_name: str) -> str: ...
+
+    def tags(self) -> dict[str, str]:
+        """The stack tags now (the operator controls, read again right before a promotion)."""
+        ...
 
     def set_tag(self, key: str, value: str) -> None:
         """Keep a note with the stack (operator state, what was already notified)."""
@@ -320,7 +326,8 @@ class PulumiDeployer:
         self._call(lambda: stack.remove_tag(key), f"remove the stack tag {key!r}")
 
     def apply(
-        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None
+        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None,
+        action: str | None = None,
     ) -> ApplyResult:
         """`pulumi up --config-file Pulumi.<stage>.yaml --message 'rollout: ...'` in phases, each
         exactly once: the early phases `--target` what moves first, the last one is untargeted.
@@ -344,12 +351,12 @@ class PulumiDeployer:
         previous_weight = int(previous["weight"].value) if "weight" in previous else None
         if source is not None:
             previous_weight = release.stage(source).weight
-        action = action_for(previous_weight, target.weight)
-        composed = parse_update_message(message)
+        # the bot names the action; a message from elsewhere may be composed (`rollout: ...`)
+        composed = parse_update_message(message) if action is None else None
         if composed and composed.target != stage_name:
             raise ValueError(f"message {message!r} names stage {composed.target!r}, not {stage_name!r}")
         reason = composed.reason if composed else message
-        action = composed.action if composed else action
+        action = action or (composed.action if composed else action_for(previous_weight, target.weight))
         phases = self._phases(release, previous_stage, target, previous)
         applied: list[str] = []
         result = None

@@ -12,8 +12,11 @@ No secrets reach a report: the inputs hold none, and free text is redacted of cr
 
 from __future__ import annotations
 
+import io
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -388,10 +391,35 @@ def plot_stage(report: Report, path: Path) -> Path:
     ax_p.legend(loc="upper left", fontsize=8)
     for label in ax_p.get_xticklabels():
         label.set_rotation(20)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, buffer.getvalue())
     return path
+
+
+REPORT_MODE = 0o640  # owner and group (the on-call group) read reports; nobody else
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `path` atomically with mode 0640: a fresh temp file beside it (O_EXCL, never a
+    symlink), then renamed over it. A symlink planted at `path` is replaced, never followed, and
+    a reader never sees half a report."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, REPORT_MODE)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def write_report(report: Report, out_dir: Path) -> Path:
@@ -405,7 +433,7 @@ def write_report(report: Report, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = plot_stage(report, out_dir / f"{stem}.png")
     markdown = out_dir / f"{stem}.md"
-    markdown.write_text(render_markdown(report, plot.name))
+    write_private(markdown, render_markdown(report, plot.name).encode())
     return markdown
 
 
@@ -451,6 +479,10 @@ def report_for_change(
         )
     gates = source.gates
     decisive = checks[-1] if checks else None
+    notes = list(_get(decisive, "notes", []) or []) if decisive is not None else []
+    if getattr(change, "late", False):
+        notes.insert(0, f"told LATE: applied at {_time(done)}, nobody was told until this report "  # type: ignore[arg-type]
+                        "(the bot was down or could not reach the receivers)")
     return Report(
         kind="incident" if change.action == "rollback" else "stage",
         app=app,
@@ -475,7 +507,7 @@ def report_for_change(
             p95_critical=gates.p95_latency_seconds.critical,
         ),
         update=update,
-        notes=list(_get(decisive, "notes", []) or []) if decisive is not None else [],
+        notes=notes,
     )
 
 
