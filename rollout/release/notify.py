@@ -344,7 +344,9 @@ def stage_change_alert(
     }
     if dashboard_base_url:
         end = change.at + timedelta(minutes=5)
-        annotations["dashboard_url"] = dashboard_link(dashboard_base_url, app, change.target, change.started_at, end)
+        # a change told again after a crash does not know when its stage began: the hour before it
+        start = change.started_at or change.at - timedelta(hours=1)
+        annotations["dashboard_url"] = dashboard_link(dashboard_base_url, app, change.target, start, end)
     if change.action == "rollback":
         annotations["next_steps"] = "rolled back already: fix the canary, then start again with `rollout promote`"
     else:
