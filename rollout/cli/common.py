@@ -132,9 +132,11 @@ def _hooks(release, alertmanager: Optional[str], grafana: Optional[str], report_
 
 
 def _bot(project_dir, stack, pulumi_root, prometheus, alertmanager, grafana, report_dir):
+    from rollout.config import load_release_lenient
     from rollout.release.bot import ReleaseBot
 
-    release = _release(project_dir)
+    # a broken unrelated stage file is reported by the bot, never in the way of a rollback
+    release = _or_config_error(lambda: load_release_lenient(project_dir))
     prom = _prometheus(prometheus)
     try:  # how hard to try telling people after a change (3 attempts, 2 s then 4 s apart)
         attempts = int(os.environ.get("ROLLOUT_NOTIFY_ATTEMPTS") or 3)

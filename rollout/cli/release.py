@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rollout.cli.common import (
+    EXIT_ERROR,
     EXIT_NOT_NOTIFIED,
     AlertmanagerUrl,
     GrafanaUrl,
@@ -217,14 +218,26 @@ def watch(
     if metrics_port:
         metrics.serve(metrics_port)
     ticks = 0
+    # until a tick has read the stack: the shortest interval of any usable stage
+    interval = min(s.analysis.check_interval.total_seconds() for s in bot.release.stages)
     while True:
-        outcome = _measured_tick(bot, metrics)
+        try:
+            outcome = _measured_tick(bot, metrics)
+        except typer.Exit as stopped:  # a tick that could not act (error printed): the next one tries again
+            if stopped.exit_code != EXIT_ERROR:
+                raise
+            ticks += 1
+            if max_ticks and ticks >= max_ticks:
+                raise
+            time.sleep(interval)
+            continue
         print_outcome(outcome, as_json=False)
         ticks += 1
         if outcome.decision.action in ("rollback", "complete") or (max_ticks and ticks >= max_ticks):
             return
         stage = bot.release.stage(outcome.applied.stage if outcome.applied else outcome.state.stage)
-        time.sleep(stage.analysis.check_interval.total_seconds())
+        interval = stage.analysis.check_interval.total_seconds()
+        time.sleep(interval)
 
 
 @bot_command("promote")

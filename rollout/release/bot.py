@@ -179,6 +179,9 @@ def next_decision(release: Release, state: DeployedState, now: datetime, checks:
     stage = release.stage(state.stage)
     target = release.next_stage(stage.name)
     decision = decide(stage, state.since, now, checks, last_stage=target is None)
+    if decision.action == "promote" and target is not None and target.name in release.unavailable:
+        problem = release.unavailable[target.name]
+        return dataclasses.replace(decision, action="wait", reason=f"{decision.reason}, but the next stage's file is broken: {problem}")
     if decision.action == "promote" and target is not None:
         controls = read_controls(state.tags, target.name, state.head_version)
         block = promotion_block(release.project.release_policy, target, now, controls)
@@ -235,6 +238,15 @@ class ReleaseBot:
 
     def _tick(self) -> TickOutcome:
         state = self.deployer.current()
+        if state.pending is None and state.stage in self.release.unavailable:
+            # nothing to judge with; `rollout rollback` needs only the rollback target's file
+            raise ValueError(f"cannot judge stage '{state.stage}': {self.release.unavailable[state.stage]}")
+        outcome = self._tick_on(state)
+        outcome.warnings += [f"a stage file is broken (not needed for this tick): {problem}"
+                             for name, problem in self.release.unavailable.items() if name != state.stage]
+        return outcome
+
+    def _tick_on(self, state: DeployedState) -> TickOutcome:
         if state.pending is not None:
             return self._finish_pending(state)
         stage = self.release.stage(state.stage)

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from rollout.config import load_release, load_stack_config, project_name, stage_file
+from rollout.config import load_release_lenient, load_stack_config, project_name, stage_file
 from rollout.model import Release, Stage
 from rollout.release.report import redact
 from rollout.release.transition import (
@@ -336,7 +336,7 @@ class PulumiDeployer:
         before the first `up`, and a different one (someone applied in the meantime) is refused
         with StaleStateError; Pulumi's own lock covers the update itself."""
         self._validated_stage(stage_name)  # a broken stage file fails here, with file + key + rule
-        release = load_release(self.project_dir)
+        release = load_release_lenient(self.project_dir)  # another stage's broken file is not in the way
         target = release.stage(stage_name)
         stack = self._select()
         if expect_head is not None:
@@ -394,7 +394,7 @@ class PulumiDeployer:
         """(phase, URNs to target) in order. Without a known previous stage, or outputs that do
         not name the resources (an older program), one untargeted update: the program's own
         dependencies still order it."""
-        if previous_stage is None or previous_stage not in release.project.stage_order:
+        if previous_stage is None or previous_stage not in release.project.stage_order or previous_stage in release.unavailable:
             return [(Phase("apply", (), timedelta(0), ()), [])]
         transition = plan_transition(release.project, release.stage(previous_stage), target)
         services = outputs["services"].value if "services" in outputs else {}

@@ -308,3 +308,58 @@ def test_a_reason_that_looks_like_a_stack_message_is_just_a_reason(fake: FakePul
     assert result.exit_code == 0, result.output
     assert fake.state()["outputs"]["stage"] == "stable"
     assert all(m.startswith("rollout: rollback majority -> stable") and m.endswith(reason) for _, m in ups(fake))
+
+
+# --------------------------------------------------------------------------- 4. someone's half-edited stage file
+
+
+@pytest.fixture
+def half_edited(tmp_path: Path) -> Path:
+    """The project with `Pulumi.full.yaml` holding `weight: 1000` (someone's edit in progress)."""
+    project = copy_project(tmp_path)
+    edit_stage_file(project, "full", "stage", {"name": "full", "weight": 1000})
+    return project
+
+
+def test_a_broken_unrelated_stage_file_never_blocks_a_rollback(fake: FakePulumi, half_edited: Path, tmp_path: Path) -> None:
+    """Was: ConfigError, exit 3, nothing applied, no page, no report. Now: rolled back from
+    majority (it needs only Pulumi.stable.yaml), the broken file reported as a warning."""
+    seed(fake, "majority", datetime.now(UTC) - timedelta(hours=1))
+    with HostilePrometheus(answering(**FAILING)) as prometheus:
+        result = cli("tick", "--json", *bot_args(fake, prometheus.url, tmp_path / "reports", half_edited))
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    assert outcome["decision"]["action"] == "rollback" and fake.state()["outputs"]["stage"] == "stable"
+    assert [f for f, _ in ups(fake)] == ["Pulumi.stable.yaml", "Pulumi.stable.yaml"]  # still in phases
+    assert any("Pulumi.full.yaml" in w and "weight" in w for w in outcome["warnings"])
+    assert list((tmp_path / "reports").glob("*rollback-majority-to-stable.md"))
+
+
+def test_a_manual_rollback_needs_only_the_rollback_targets_file(fake: FakePulumi, half_edited: Path, tmp_path: Path) -> None:
+    seed(fake, "majority", datetime.now(UTC) - timedelta(hours=1))
+    with HostilePrometheus(answering()) as prometheus:
+        result = cli("rollback", "--reason", "INC-4", *bot_args(fake, prometheus.url, tmp_path / "reports", half_edited))
+    assert result.exit_code == 0, result.output
+    assert fake.state()["outputs"]["stage"] == "stable"
+
+
+def test_a_broken_next_stage_file_holds_the_promotion_and_says_why(fake: FakePulumi, half_edited: Path, tmp_path: Path) -> None:
+    seed(fake, "majority", datetime.now(UTC) - timedelta(days=30))
+    with HostilePrometheus(answering()) as prometheus:
+        result = cli("tick", "--json", *bot_args(fake, prometheus.url, tmp_path / "reports", half_edited))
+    assert result.exit_code == 0, result.output
+    decision = json.loads(result.stdout)["decision"]
+    assert decision["action"] == "wait" and "the next stage's file is broken: Pulumi.full.yaml" in decision["reason"]
+    assert ups(fake) == []
+
+
+def test_watch_keeps_running_through_a_tick_that_cannot_act(fake: FakePulumi, tmp_path: Path) -> None:
+    """A tick that fails (here: the stack is locked) is printed and the next tick comes; only
+    --max-ticks ends the loop, with the last tick's exit code."""
+    seed(fake, "majority", datetime.now(UTC) - timedelta(hours=1), lock="service")
+    project = copy_project(tmp_path)
+    edit_stage_file(project, "majority", "analysis", {"checkInterval": "1s"})
+    with HostilePrometheus(answering(**FAILING)) as prometheus:
+        result = cli("watch", "--max-ticks", "2", *bot_args(fake, prometheus.url, tmp_path / "reports", project))
+    assert result.exit_code == 3, result.output
+    assert result.output.count("locked by another update") == 2  # two ticks, not one
