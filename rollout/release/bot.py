@@ -45,6 +45,7 @@ from rollout.release.deployer import (
     DeployedState,
     Deployer,
     DeployerError,
+    CANARY_TAG,
     StaleStateError,
     parse_update_message,
 )
@@ -258,6 +259,13 @@ class ReleaseBot:
         if checks:  # said on every tick it lasts (and paged: rollout_judge_errors, GenesisReleaseJudgeFailing)
             outcome.warnings += [f"the judge could not judge {g.name}: {g.judge_error} (held; the thresholds still judge)"
                                  for g in checks[-1].gates if g.judge_error is not None]
+        if state.canary_changed is not None:
+            outcome.effects.append(
+                f"the canary changed in update {state.canary_changed.version} ({state.canary_changed.message or 'no message'}): "
+                f"the hold and the evidence run from {state.since:%Y-%m-%d %H:%M:%S}Z"
+            )
+        if state.canary_note and state.tags.get(CANARY_TAG) != state.canary_note:
+            self._note(outcome, CANARY_TAG, state.canary_note, done="")
         if decision.action == "promote":
             # the controls again, right before applying: a pause given while this tick measured wins
             fresh = dataclasses.replace(state, tags=self.deployer.tags())
@@ -401,13 +409,14 @@ class ReleaseBot:
         if self._notify(outcome, change) and outcome.applied.version is not None:
             self._note(outcome, NOTIFIED_TAG, str(outcome.applied.version))
 
-    def _note(self, outcome: TickOutcome, key: str, value: str) -> None:
-        """Record on the stack that post-apply work is done. Everything is applied and told by
-        now: a failing tag write is a warning (the next tick may tell once more), not an error."""
+    def _note(self, outcome: TickOutcome, key: str, value: str, done: str = "applied and told, but ") -> None:
+        """A note on the stack (post-apply work done, the canary's identity). A failing tag
+        write is a warning (the next tick notes or tells once more), never an error: everything
+        it records is already done."""
         try:
             self.deployer.set_tag(key, value)
         except DeployerError as err:
-            outcome.warnings.append(f"applied and told, but could not note it on the stack ({key}): {err}")
+            outcome.warnings.append(f"{done}could not note it on the stack ({key}): {err}")
 
     def _finish_notifications(self, outcome: TickOutcome) -> None:
         """The newest change was applied but its hooks never all ran (a crash right after `up`, or

@@ -7,6 +7,13 @@ and rollback are the same command with another stage file. The bot keeps no stat
   writes in a parseable form: `rollout: promote canary -> gradual: <reason>`.
 So the stack's update history is the audit trail, and a restarted bot sees what is deployed.
 
+A stage's hold (and the judge's evidence) runs from when the canary became what it is now: a
+hand `pulumi up` that changes the canary's image or pod template mid-stage restarts it. The
+program exports the canary's identity (`services.<name>.canaryImage`, `.canaryTemplate`); the
+stack tag `rollout:canary` notes `<update version> <identity>`, the update from which the canary
+has been the same. Without a matching note, the newest hand update within the stage counts as
+the change (the earliest moment that is certainly after it).
+
 A stage change is applied in phases (rollout.release.transition: scale up, shift, wait, scale
 down), each an update whose message carries its place, `rollout: rollback majority -> stable
 [1/2 shift]: <reason>`. A stage starts when its last phase is done; a stack whose newest
@@ -20,6 +27,7 @@ re-reads the state and decides again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -44,6 +52,7 @@ log = logging.getLogger("rollout.deployer")
 PULUMI_INSTALL_URL = "https://www.pulumi.com/docs/iac/download-install/"
 DEFAULT_STACK = "prod"
 MESSAGE_PREFIX = "rollout:"
+CANARY_TAG = "rollout:canary"  # "<version> <identity>": the update from which the canary is unchanged
 # rollout: <action> [<from> ]-> <to>[ [<k>/<n> <phase>]]: <reason>
 _MESSAGE = re.compile(
     r"^rollout: (?P<action>[a-z-]+) (?:(?P<source>[a-z0-9-]+) )?-> (?P<target>[a-z0-9-]+)"
@@ -92,6 +101,9 @@ class DeployedState:
     head_version: int | None = None
     head_message: str = ""
     head_finished: datetime | None = None
+    # the canary changed mid-stage (a hand update): `since` is that update, not the stage's start
+    canary_changed: HistoryEntry | None = None
+    canary_note: str | None = None  # the rollout:canary tag value that describes this state
 
 
 @dataclass(frozen=True)
@@ -227,6 +239,32 @@ def pending_change(history: Sequence[HistoryEntry]) -> UpdateMessage | None:
     return parsed if parsed is not None and not parsed.final else None
 
 
+def canary_identity(services: Any) -> str | None:
+    """The canary's identity from the stack output `services`: a hash of every service's canary
+    image and pod-template id; None when the outputs do not say (an older program)."""
+    if not isinstance(services, Mapping):
+        return None
+    parts = {name: [s.get("canaryImage"), s.get("canaryTemplate")] for name, s in services.items() if isinstance(s, Mapping)}
+    if not any(value for pair in parts.values() for value in pair):
+        return None
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def canary_since(
+    history: Sequence[HistoryEntry], stage_entry: HistoryEntry, identity: str | None, note: str | None
+) -> HistoryEntry | None:
+    """The update from which the canary has been what it is now, when that is later than the
+    stage's start (`stage_entry`); None when the canary has not changed during the stage."""
+    later = [e for e in _succeeded(history) if (e.version or 0) > (stage_entry.version or 0)]
+    if identity is None or not later:
+        return None
+    noted_version, _, noted_identity = (note or "").partition(" ")
+    if noted_identity == identity:  # unchanged since the noted update
+        return next((e for e in later if str(e.version) == noted_version), None)
+    # changed, or never noted: the newest update within the stage that the bot did not make
+    return next((e for e in later if parse_update_message(e.message) is None), None)
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -296,17 +334,23 @@ class PulumiDeployer:
                 f"history applied it; cannot tell how long the stage has run"
             )
         head = _succeeded(history)[0]
+        tags = self.tags()
+        identity = canary_identity(outputs["services"].value if "services" in outputs else None)
+        changed = None if pending is not None else canary_since(history, entry, identity, tags.get(CANARY_TAG))
+        held_from = changed or entry
         return DeployedState(
             stage=stage,
             weight=weight,
-            since=_utc(entry.end_time or entry.start_time),  # type: ignore[arg-type]
+            since=_utc(held_from.end_time or held_from.start_time),  # type: ignore[arg-type]
             update_version=entry.version,
             message=entry.message,
             pending=pending,
-            tags=self.tags(),
+            tags=tags,
             head_version=head.version,
             head_message=head.message,
             head_finished=head.end_time or head.start_time,
+            canary_changed=changed,
+            canary_note=f"{held_from.version} {identity}" if identity and pending is None else None,
         )
 
     def head_version(self) -> int | None:

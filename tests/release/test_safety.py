@@ -363,3 +363,51 @@ def test_watch_keeps_running_through_a_tick_that_cannot_act(fake: FakePulumi, tm
         result = cli("watch", "--max-ticks", "2", *bot_args(fake, prometheus.url, tmp_path / "reports", project))
     assert result.exit_code == 3, result.output
     assert result.output.count("locked by another update") == 2  # two ticks, not one
+
+
+# --------------------------------------------------------------------------- 7. a changed canary
+
+
+def seed_hand_update(fake: FakePulumi, now: datetime, image: str, tags: dict[str, str]) -> dict:
+    """At canary since 50 h (the bot's promotion); 15 min ago someone ran `pulumi up` by hand."""
+    services = {"genesis": {**SERVICES["genesis"], "canaryImage": image}}
+    stage = {"genesis-rollout:stage": {"name": "canary", "weight": 10}}
+    fake.seed(
+        outputs={"stage": "canary", "weight": 10, "services": services},
+        history=[update(2, "Update canary image", now - timedelta(minutes=16), now - timedelta(minutes=15), config=stage),
+                 update(1, "rollout: promote stable -> canary: day 1", now - timedelta(hours=50), now - timedelta(hours=50))],
+        tags={"rollout:notified": "1", **tags},
+    )
+    return services
+
+
+@pytest.mark.parametrize("noted", [True, False], ids=["noted-before", "never-noted"])
+def test_a_new_canary_image_mid_stage_restarts_the_hold_and_the_evidence(fake: FakePulumi, tmp_path: Path, noted: bool) -> None:
+    """Was: promoted after three 5-min passes on the 50 h old stage start. Now: the hold runs
+    from the hand update that changed the canary (its checks too), and the bot notes it."""
+    from rollout.release.deployer import canary_identity
+
+    now = datetime.now(UTC)
+    old = canary_identity({"genesis": {**SERVICES["genesis"], "canaryImage": "ghcr.io/genesis/genesis:1.42.0"}})
+    services = seed_hand_update(fake, now, "ghcr.io/genesis/genesis:1.42.1", {"rollout:canary": f"1 {old}"} if noted else {})
+    with HostilePrometheus(answering()) as prometheus:
+        result = cli("tick", "--json", *bot_args(fake, prometheus.url, tmp_path / "reports"))
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    assert outcome["decision"]["action"] == "wait", outcome["decision"]
+    assert datetime.fromisoformat(outcome["since"]) > now - timedelta(minutes=16)
+    assert any("the canary changed in update 2" in e for e in outcome["effects"])
+    assert ups(fake) == []
+    assert fake.state()["tags"]["rollout:canary"] == f"2 {canary_identity(services)}"
+
+
+def test_a_hand_update_that_leaves_the_canary_alone_keeps_the_hold(fake: FakePulumi, tmp_path: Path) -> None:
+    from rollout.release.deployer import canary_identity
+
+    now = datetime.now(UTC)
+    same = {"genesis": {**SERVICES["genesis"], "canaryImage": "ghcr.io/genesis/genesis:1.42.0"}}
+    seed_hand_update(fake, now, "ghcr.io/genesis/genesis:1.42.0", {"rollout:canary": f"1 {canary_identity(same)}"})
+    with HostilePrometheus(answering()) as prometheus:
+        result = cli("tick", "--json", *bot_args(fake, prometheus.url, tmp_path / "reports"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["decision"]["action"] == "promote"
