@@ -9,6 +9,10 @@ every message (`rollout.release.report.redact`).
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Optional
@@ -164,17 +168,55 @@ def _run_bot_action(action):
         raise fail(str(error.args[0]) if isinstance(error, KeyError) else str(error))
 
 
+MAX_UNIX_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z, the last second datetime can hold
+
+
 def parse_time(text: str, flag: str) -> datetime:
     """A time given on the command line: RFC 3339 (with a zone) or unix seconds; anything else
     is an error naming the flag."""
     try:
-        return datetime.fromtimestamp(float(text), UTC)
+        seconds = float(text)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        # inf, nan, 1e300 and the like: an error naming the flag, never an OverflowError
+        if not (0 <= seconds <= MAX_UNIX_SECONDS):
+            raise fail(f"{flag}: {text!r} is not a time: unix seconds must be between 0 and {MAX_UNIX_SECONDS:.0f} (year 9999)")
+        return datetime.fromtimestamp(seconds, UTC)
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise fail(f"{flag}: {text!r} is neither RFC 3339 (2026-01-05T00:00:00Z) nor unix seconds") from None
     if value.tzinfo is None:
         raise fail(f"{flag}: {text!r} needs a time zone, e.g. a trailing Z for UTC")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise fail(f"{flag}: {text!r} is out of range in UTC") from None
+
+
+@contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM ends the command like Ctrl-C does: context managers run, so the Prometheus and
+    promtool children a command started are stopped (the default handler would orphan them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def writable_file(path: Path, flag: str) -> Path:
+    """An output file's path checked before any work: not a directory, in a folder that exists."""
+    if path.is_dir():
+        raise fail(f"{flag}: {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise fail(f"{flag}: the folder {path.parent} does not exist")
+    return path

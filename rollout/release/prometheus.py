@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -111,11 +112,18 @@ class PrometheusAuth:
         ("Name=value,Name=value"), PROMETHEUS_CA_FILE, PROMETHEUS_CLIENT_CERT_FILE,
         PROMETHEUS_CLIENT_KEY_FILE."""
         headers = {}
-        for item in filter(None, (environ.get("PROMETHEUS_HEADERS") or "").split(",")):
+        # header values are often credentials: an error names the item and the header, never its value
+        for index, item in enumerate(filter(None, (environ.get("PROMETHEUS_HEADERS") or "").split(",")), 1):
             name, sep, value = item.partition("=")
-            if not sep or not name.strip():
-                raise ValueError(f"PROMETHEUS_HEADERS: {item!r} is not Name=value")
-            headers[name.strip()] = value.strip()
+            name = name.strip()
+            if not sep or not name:
+                raise ValueError(f"PROMETHEUS_HEADERS: item {index} is not Name=value (value not shown)")
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"PROMETHEUS_HEADERS: item {index}: the header name is not an HTTP token "
+                                 "(letters, digits, -, _, ...; value not shown)")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"PROMETHEUS_HEADERS: {name}: the value holds a line break or NUL (value not shown)")
+            headers[name] = value.strip()
         return cls(
             bearer_token_file=environ.get("PROMETHEUS_BEARER_TOKEN_FILE") or None,
             basic_auth_file=environ.get("PROMETHEUS_BASIC_AUTH_FILE") or None,
