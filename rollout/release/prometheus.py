@@ -18,6 +18,7 @@ as `X-Scope-OrgID`, a CA bundle, a client certificate). Credentials in the URL
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -95,6 +96,10 @@ def _read_secret(path: str, what: str) -> str:
     return value
 
 
+def _basic_header(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 @dataclass(frozen=True)
 class PrometheusAuth:
     """How to reach a Prometheus-compatible API. Secrets are file paths (mounted Secrets)."""
@@ -141,7 +146,8 @@ class PrometheusAuth:
         """(httpx.Client keyword arguments, the secret values to keep out of every message),
         each secret file read once."""
         options: dict[str, Any] = {"headers": dict(self.headers)}
-        secrets = [url_credentials[1]] if url_credentials else []
+        # a server may echo the Authorization header: its base64 form is as secret as the password
+        secrets = [url_credentials[1], _basic_header(*url_credentials)] if url_credentials else []
         if self.bearer_token_file and (self.basic_auth_file or url_credentials):
             raise ValueError("a bearer token and basic auth exclude each other")
         if self.bearer_token_file:
@@ -153,7 +159,7 @@ class PrometheusAuth:
             if not sep:
                 raise ValueError(f"PROMETHEUS_BASIC_AUTH_FILE: {self.basic_auth_file} must hold user:password")
             options["auth"] = httpx.BasicAuth(user, password)
-            secrets.append(password)
+            secrets += [password, _basic_header(user, password)]
         elif url_credentials:
             options["auth"] = httpx.BasicAuth(*url_credentials)
         if self.ca_file or self.client_cert_file or self.client_key_file:

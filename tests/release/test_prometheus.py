@@ -112,3 +112,51 @@ def test_unreachable_is_an_error() -> None:
     with pytest.raises(PrometheusError, match="unreachable .* \\(after 2 attempts\\)"):
         prom.query("up")
     assert prom.ready_status() == "ConnectError: [Errno 111] Connection refused"  # a reason, never a 200
+
+
+# --------------------------------------------------------------------------- credentials never shown
+
+
+@pytest.mark.parametrize("where", ["file", "url"])
+def test_credentials_a_server_echoes_back_are_never_shown(tmp_path, where: str) -> None:  # noqa: ANN001
+    """A proxy or gateway that echoes what it got (the Authorization header, the decoded
+    password) in its 401: the error says 401 and names the URL, never the password nor its
+    base64 form. A real Prometheus never echoes, so only an echoing server can show this."""
+    import base64
+
+    from rollout.release.prometheus import PrometheusAuth
+    from support.hostile import ScriptedReceiver
+
+    def echo(method: str, path: str, headers: dict[str, str], body: bytes):  # noqa: ANN202
+        header = headers.get("authorization", "")
+        decoded = base64.b64decode(header.removeprefix("Basic ")).decode() if header.startswith("Basic ") else ""
+        return 401, [json.dumps({"status": "error", "error": f"denied: {header} ({decoded})"}).encode()], 0.0
+
+    (tmp_path / "basic").write_text("rollout-bot:pw-echo-7731\n")
+    with ScriptedReceiver(echo) as server:
+        url, auth = server.url, PrometheusAuth(basic_auth_file=str(tmp_path / "basic"))
+        if where == "url":
+            url, auth = server.url.replace("http://", "http://rollout-bot:pw-echo-7731@"), PrometheusAuth()
+        with Prometheus(url, auth=auth, retries=0) as prom, pytest.raises(PrometheusError, match="401") as refused:
+            prom.query("up")
+    sent = server.requests[0][2]["authorization"]
+    assert sent == "Basic " + base64.b64encode(b"rollout-bot:pw-echo-7731").decode()  # it was echoed
+    message = str(refused.value)
+    assert "pw-echo-7731" not in message and sent.removeprefix("Basic ") not in message
+    assert "denied: Basic ***" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("Authorization: Bearer s3cr3t-hdr", "item 1 is not Name=value"),
+     ("X-Scope-OrgID=ok,Bad Name=s3cr3t-hdr", "item 2: the header name is not an HTTP token"),
+     ("X-Token=s3cr3t-hdr\nInjected: 1", "X-Token: the value holds a line break")],
+    ids=["colon-not-equals", "bad-name", "line-break"],
+)
+def test_a_malformed_prometheus_headers_variable_never_echoes_a_value(value: str, message: str) -> None:
+    """Was: `PROMETHEUS_HEADERS: 'Authorization: Bearer <token>' is not Name=value`."""
+    from rollout.release.prometheus import PrometheusAuth
+
+    with pytest.raises(ValueError) as refused:
+        PrometheusAuth.from_env({"PROMETHEUS_HEADERS": value})
+    assert message in str(refused.value) and "s3cr3t-hdr" not in str(refused.value)
