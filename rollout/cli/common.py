@@ -147,14 +147,21 @@ def _bot(project_dir, stack, pulumi_root, prometheus, alertmanager, grafana, rep
         backoff = float(os.environ.get("ROLLOUT_NOTIFY_BACKOFF") or 2.0)
     except ValueError as error:
         raise fail(f"ROLLOUT_NOTIFY_ATTEMPTS / ROLLOUT_NOTIFY_BACKOFF: {error}")
+    deployer = _deployer(project_dir, stack, pulumi_root)
+    deployer.progress = _print_phase  # each phase of a promotion or rollback, as it happens
     return ReleaseBot(
         release,
-        _deployer(project_dir, stack, pulumi_root),
+        deployer,
         prom,
         hooks=_hooks(release, alertmanager, grafana, report_dir, prom),
         notify_attempts=max(1, attempts),
         notify_backoff=max(0.0, backoff),
     )
+
+
+def _print_phase(at: datetime, text: str) -> None:
+    """On stderr, so `--json` output stays one document."""
+    say((f"{at:%H:%M:%S}Z ", "dim"), text, console=err)
 
 
 def _run_bot_action(action):

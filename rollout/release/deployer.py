@@ -118,6 +118,7 @@ class ApplyResult:
     finished: datetime | None = None
     resource_changes: Mapping[str, int] = field(default_factory=dict)
     phases: tuple[str, ...] = ()  # the update message of every phase applied, in order
+    events: tuple[tuple[datetime, str], ...] = ()  # each phase as it happened: (UTC time, what)
 
 
 class Deployer(Protocol):
@@ -291,8 +292,10 @@ class PulumiDeployer:
         pulumi_command: Any | None = None,
         env: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        progress: Callable[[datetime, str], None] | None = None,
     ) -> None:
         self.project_dir = Path(project_dir).resolve()
+        self.progress = progress  # told of each phase as it happens (the CLI prints it)
         self.stack_name = stack_name
         self._sleep = sleep  # the scale-down delay between phases
         self._pulumi_root = str(pulumi_root) if pulumi_root else None
@@ -403,10 +406,21 @@ class PulumiDeployer:
         action = action or (composed.action if composed else action_for(previous_weight, target.weight))
         phases = self._phases(release, previous_stage, target, previous)
         applied: list[str] = []
+        events: list[tuple[datetime, str]] = []
+
+        def event(text: str) -> None:
+            at = datetime.now(timezone.utc)
+            events.append((at, text))
+            if self.progress is not None:
+                self.progress(at, text)
+
         result = None
         for index, (phase, urns) in enumerate(phases):
+            step = f"{action} {previous_stage or '?'} -> {stage_name} phase {index + 1}/{len(phases)} {phase.name}"
             if phase.wait:
+                event(f"{step} in {phase.wait.total_seconds():g} s (the scale-down delay)")
                 self._sleep(phase.wait.total_seconds())
+            event(f"{step} started" + (f": {'; '.join(phase.changes)}" if phase.changes else ""))
             marker = f"[{index + 1}/{len(phases)} {phase.name}]" if len(phases) > 1 else ""
             text = update_message(action, previous_stage, stage_name, reason, marker)
             result = self._call(
@@ -418,6 +432,7 @@ class PulumiDeployer:
                 f"apply stage {stage_name!r}" + (f" (phase {index + 1}/{len(phases)} {phase.name})" if marker else ""),
             )
             applied.append(text)
+            event(f"{step} done" + (f" (stack update {result.summary.version})" if getattr(result.summary, "version", None) else ""))
         assert result is not None
         summary = result.summary
         outputs = result.outputs
@@ -432,6 +447,7 @@ class PulumiDeployer:
             finished=_utc(getattr(summary, "end_time", None)),
             resource_changes=dict(getattr(summary, "resource_changes", None) or {}),
             phases=tuple(applied),
+            events=tuple(events),
         )
 
     def _phases(self, release: Release, previous_stage: str | None, target: Stage, outputs: Mapping[str, Any]):

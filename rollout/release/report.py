@@ -465,6 +465,8 @@ def report_for_change(
         done = _when(getattr(applied, "finished", None)) or _when(change.at)
         version = getattr(applied, "version", None)
         update = f"stack update {'v' + str(version) if version else ''} `{applied.message}`".replace("  ", " ")
+        # every phase as it happened, so the page says when traffic actually moved
+        timeline += [TimelineEvent(_when(at), text) for at, text in getattr(applied, "events", ())]  # type: ignore[arg-type]
         timeline.append(TimelineEvent(done, f"{change.action} applied: {target.name} ({target.weight}%), {update}"))  # type: ignore[arg-type]
     timeline += [TimelineEvent(_when(at), text) for at, text in events]  # type: ignore[arg-type]
     if series is None:

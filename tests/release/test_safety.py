@@ -411,3 +411,33 @@ def test_a_hand_update_that_leaves_the_canary_alone_keeps_the_hold(fake: FakePul
         result = cli("tick", "--json", *bot_args(fake, prometheus.url, tmp_path / "reports"))
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["decision"]["action"] == "promote"
+
+
+# --------------------------------------------------------------------------- also: phases as they happen
+
+
+def test_a_rollback_prints_each_phase_with_its_time_and_the_report_records_them(fake: FakePulumi, tmp_path: Path) -> None:
+    """The page says when traffic actually moved: every phase is printed as it happens (on
+    stderr, with a UTC time) and lands in the incident report's timeline."""
+    import re
+
+    import yaml
+
+    project = copy_project(tmp_path)
+    path = project / "Pulumi.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["config"]["genesis-rollout:routing"]["value"]["scaleDownDelay"] = "1s"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    seed(fake, "majority", datetime.now(UTC) - timedelta(hours=1))
+    with HostilePrometheus(answering(**FAILING)) as prometheus:
+        result = cli("rollback", "--reason", "INC-30", *bot_args(fake, prometheus.url, tmp_path / "reports", project))
+    assert result.exit_code == 0, result.output
+    step = "rollback majority -> stable phase"
+    for line in (f"{step} 1/2 shift started", f"{step} 1/2 shift done", f"{step} 2/2 scale-down in 1 s",
+                 f"{step} 2/2 scale-down started", f"{step} 2/2 scale-down done"):
+        assert re.search(rf"\d\d:\d\d:\d\dZ {re.escape(line)}", result.output), line
+    [report] = (tmp_path / "reports").glob("*rollback-majority-to-stable.md")
+    text = report.read_text()
+    assert f"{step} 1/2 shift done (stack update 2)" in text and f"{step} 2/2 scale-down done" in text
+    # a person's rollback: the report shows the gate values that made them roll back
+    assert "| error_rate |" in text and "No check ran" not in text
