@@ -13,9 +13,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from support.fake_pulumi import REPO
+from support.hostile import Answer, HostilePrometheus, vector
 
+from rollout.config import load_release
+from rollout.release.bot import check_release
 from rollout.release.prometheus import Prometheus, PrometheusError
 from rollout.review.localstack import LoopbackServer, QuietHandler
+
+RELEASE = load_release(REPO)
+CANARY = RELEASE.stage("canary")
 
 VECTOR = {"status": "success", "data": {"resultType": "vector", "result": [
     {"metric": {"app": "genesis"}, "value": [1700000000, "0.25"]}]}}
@@ -160,3 +167,44 @@ def test_a_malformed_prometheus_headers_variable_never_echoes_a_value(value: str
     with pytest.raises(ValueError) as refused:
         PrometheusAuth.from_env({"PROMETHEUS_HEADERS": value})
     assert message in str(refused.value) and "s3cr3t-hdr" not in str(refused.value)
+
+
+# --------------------------------------------------------------------------- partial data, drips, size (moved from the probes of issue 10)
+#
+# A hostile Prometheus (tests/support/hostile.py): a real one cannot be made to answer with
+# warnings, drip bytes or send 150 MB on demand.
+
+
+def test_an_answer_with_warnings_is_not_trusted() -> None:
+    """Was: ignored, promoted. Partial data (a Thanos store down) is an error naming the query."""
+    def answer(query: str) -> Answer:
+        return vector("0.0", warnings=["store 10.0.0.5 unavailable: partial response"])
+
+    with HostilePrometheus(answer) as prometheus, Prometheus(prometheus.url, retries=0) as prom:
+        with pytest.raises(PrometheusError, match="partial data, not trusted: warnings .*store 10.0.0.5") as caught:
+            check_release(RELEASE, prom, CANARY)
+    assert "namespace_app_track" in caught.value.query
+
+
+def test_a_server_dripping_bytes_cannot_hold_a_check_past_its_deadline() -> None:
+    """Was: still running after 100 s (the 5 s timeout is per read). One deadline per check."""
+    def drip(query: str) -> Answer:
+        return 200, (b" " for _ in range(1000)), 1.0  # one byte a second, for ever
+
+    with HostilePrometheus(drip) as prometheus, Prometheus(prometheus.url, check_seconds=3, retries=0) as prom:
+        started = time.monotonic()
+        with pytest.raises(PrometheusError, match="deadline passed"):
+            check_release(RELEASE, prom, CANARY)
+        assert time.monotonic() - started < 30  # bounded by the deadline, not by 1000 bytes
+
+
+def test_a_huge_answer_is_refused_before_it_fills_memory() -> None:
+    """Was: 150 MB read, a pass, 2.2 GB of memory. Now: refused at the size cap."""
+    def huge(query: str) -> Answer:
+        head = b'{"status":"success","data":{"resultType":"vector","result":['
+        series = b'{"metric":{"pod":"' + b"x" * 1000 + b'"},"value":[1,"0"]},'
+        return 200, (head, *(series for _ in range(150_000))), 0.0
+
+    with HostilePrometheus(huge) as prometheus, Prometheus(prometheus.url, retries=0) as prom:
+        with pytest.raises(PrometheusError, match="answer larger than 10485760 bytes: refused"):
+            prom.query('namespace_app_track:genesis_requests:rate{track="canary"}')
