@@ -104,6 +104,7 @@ class Report:
     notes: Sequence[str] = field(default_factory=tuple)
     version: int | None = None  # the stack update's version: names the file, so telling again rewrites it
     error: str | None = None  # the decision could not be applied
+    traffic_moved: datetime | None = None  # when the phase that moved traffic finished
 
 
 def _get(item: Any, key: str, default: Any = None) -> Any:
@@ -321,6 +322,8 @@ def render_markdown(report: Report, plot_file: str | None = None) -> str:
         lines.append(f"- **Stage {report.source} ran:** {ran}, since {_time(report.started_at)}")
     if report.update:
         lines.append(f"- **Applied by:** {_cell(report.update)}")
+    if report.traffic_moved is not None:
+        lines.append(f"- **Traffic moved:** {_time(report.traffic_moved)}")
     lines += ["", f"## Gate values{f' at {report.gates_at}' if report.gates_at else ''}", ""]
     lines += gate_table(report.gates) if report.gates else ["No check ran in this stage."]
     evidence = evidence_table(report.gates)
@@ -354,8 +357,26 @@ def plot_stage(report: Report, path: Path) -> Path:
     from matplotlib.dates import DateFormatter
 
     s, th = report.series, report.thresholds
-    fig, (ax_w, ax_e, ax_p) = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True, constrained_layout=True)
+    failing = failing_gates(report)
+    fig = plt.figure(figsize=(9, 7.5 + (2.2 if failing else 0)), constrained_layout=True)
+    grid = fig.add_gridspec(4 if failing else 3, max(1, len(failing)), height_ratios=[1, 1, 1, 0.9][: 4 if failing else 3])
+    ax_w = fig.add_subplot(grid[0, :])
+    ax_e = fig.add_subplot(grid[1, :], sharex=ax_w)
+    ax_p = fig.add_subplot(grid[2, :], sharex=ax_w)
     fig.suptitle(_title(report), fontsize=12)
+    # every failing gate of the decisive check: the canary against the stable baseline and the limits
+    for column, row in enumerate(failing):
+        ax = fig.add_subplot(grid[3, column])
+        bars = [("canary", row.value, "tab:red"), ("stable", row.baseline, "tab:blue")]
+        ax.bar([n for n, v, _ in bars if v is not None], [v for _, v, _ in bars if v is not None],
+               color=[c for _, v, c in bars if v is not None])
+        ax.axhline(row.target, color="tab:green", linestyle=":", label="target")
+        if row.critical is not None:
+            ax.axhline(row.critical, color="black", linestyle="--", label="critical")
+        ax.set_title(row.name, fontsize=9)
+        ax.tick_params(labelsize=8)
+    if failing:
+        fig.axes[3].legend(loc="upper left", fontsize=7)
 
     def values(seq: Sequence[float | None], scale: float) -> list[float]:
         return [math.nan if v is None else v * scale for v in seq]
@@ -382,7 +403,12 @@ def plot_stage(report: Report, path: Path) -> Path:
 
     for ax in (ax_w, ax_e, ax_p):
         ax.axvline(report.decided_at, color="tab:orange", linewidth=1.5)
+        if report.traffic_moved is not None:  # when the page's change actually reached the traffic
+            ax.axvline(report.traffic_moved, color="tab:brown", linestyle="-.", linewidth=1.2)
         ax.grid(True, alpha=0.3)
+    if report.traffic_moved is not None:
+        ax_w.annotate("traffic moved", (report.traffic_moved, 50), xytext=(4, 0), textcoords="offset points",
+                      color="tab:brown", fontsize=8)
     ax_w.annotate(
         report.action, (report.decided_at, 100), xytext=(-4, -12), textcoords="offset points",
         color="tab:orange", ha="right",
@@ -391,12 +417,19 @@ def plot_stage(report: Report, path: Path) -> Path:
     ax_p.legend(loc="upper left", fontsize=8)
     for label in ax_p.get_xticklabels():
         label.set_rotation(20)
+    for ax in (ax_w, ax_e):
+        ax.tick_params(labelbottom=False)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_private(path, buffer.getvalue())
     return path
+
+
+def failing_gates(report: Report) -> list[GateRow]:
+    """The gates the plot shows one by one: those failing in the decisive check."""
+    return [row for row in report.gates if row.status == "fail" and row.value is not None]
 
 
 REPORT_MODE = 0o640  # owner and group (the on-call group) read reports; nobody else
@@ -481,6 +514,9 @@ def report_for_change(
         )
     gates = source.gates
     decisive = checks[-1] if checks else None
+    # the phase that moved traffic: a shift when there is one, else the change's last phase
+    phase_events = [(at, text) for at, text in getattr(applied, "events", ()) if text.endswith(" done") or " done (" in text]
+    moved = next((at for at, text in phase_events if " shift done" in text), phase_events[-1][0] if phase_events else None)
     notes = list(_get(decisive, "notes", []) or []) if decisive is not None else []
     if getattr(change, "late", False):
         notes.insert(0, f"told LATE: applied at {_time(done)}, nobody was told until this report "  # type: ignore[arg-type]
@@ -510,6 +546,7 @@ def report_for_change(
         ),
         update=update,
         notes=notes,
+        traffic_moved=_when(moved),
     )
 
 

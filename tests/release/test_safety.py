@@ -439,5 +439,12 @@ def test_a_rollback_prints_each_phase_with_its_time_and_the_report_records_them(
     [report] = (tmp_path / "reports").glob("*rollback-majority-to-stable.md")
     text = report.read_text()
     assert f"{step} 1/2 shift done (stack update 2)" in text and f"{step} 2/2 scale-down done" in text
-    # a person's rollback: the report shows the gate values that made them roll back
+    # a person's rollback: the report shows the gate values that made them roll back, and when
+    # traffic moved (the shift's end); its plot has a panel per failing gate against stable
     assert "| error_rate |" in text and "No check ran" not in text
+    moved = re.search(r"- \*\*Traffic moved:\*\* (\S+ \S+) UTC", text)
+    assert moved and f"| {moved[1]} UTC | {step} 1/2 shift done" in text
+    from rollout.release.report import failing_gates, report_for_change  # noqa: F401 - the plot's panels
+
+    png = report.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
