@@ -260,17 +260,18 @@ def run_demo(
             raise DemoError(f"the bot stopped: {err}") from err
 
         if summary.rolled_back:
-            def delivered(name: str = ROLLBACK_ALERT) -> set[str]:
-                return {a["receiver"] for a in webhook.alerts() if a["labels"].get("alertname") == name}
+            def delivered(name: str = ROLLBACK_ALERT, **labels: str) -> set[str]:
+                return {a["receiver"] for a in webhook.alerts() if a["labels"].get("alertname") == name
+                        and all(a["labels"].get(k) == v for k, v in labels.items())}
 
-            def at_every_receiver(name: str) -> bool:
+            def at_every_receiver(name: str, **labels: str) -> bool:
                 # every receiver Alertmanager's route tree chose, not whoever arrived within a fixed pause
-                alerts = AlertmanagerClient(alertmanager.url).alerts({"alertname": name})
+                alerts = AlertmanagerClient(alertmanager.url).alerts({"alertname": name, **labels})
                 routed = {r["name"] for a in alerts for r in a.get("receivers", [])}
-                return bool(routed) and routed <= delivered(name)
+                return bool(routed) and routed <= delivered(name, **labels)
 
             try:
-                wait_for(lambda: at_every_receiver(ROLLBACK_ALERT) and at_every_receiver(STAGE_CHANGE_ALERT),
+                wait_for(lambda: at_every_receiver(ROLLBACK_ALERT) and at_every_receiver(STAGE_CHANGE_ALERT, action="rollback"),
                          120, "the rollback alert and notice at every receiver")
             except TimeoutError:
                 say(f"the rollback alert did not reach every receiver (reached: {sorted(delivered()) or 'none'})", "red")
