@@ -26,6 +26,7 @@ gaining Deployment comes first. The bot applies a stage change in phases on top 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -163,6 +164,14 @@ def hardened_container(service: ServiceConfig, track: str, routing: RoutingConfi
             k8s.core.v1.VolumeMountArgs(name="flags", mount_path=service.flags_mount_path, read_only=True),
         ],
     )
+
+
+def canary_template_id(service: ServiceConfig) -> str:
+    """A short hash of the service config the canary's pod template is built from (its image,
+    resources, probes, port...; not the stable track's, not the stage's): equal while the
+    canary's pods stay the same pods."""
+    shaped = service.model_dump(mode="json", exclude={"stable"})
+    return hashlib.sha256(json.dumps(shaped, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def pod_template(
@@ -362,6 +371,8 @@ class WeightedService(pulumi.ComponentResource):
             "routerExact": self.router.exact,
             "stableImage": self.service.stable.image,
             "canaryImage": self.service.canary.image,
+            # what shapes the canary's pods besides the stage: a change restarts the bot's hold
+            "canaryTemplate": canary_template_id(self.service),
             "stableReplicas": self.split.stable_replicas,
             "canaryReplicas": self.split.canary_replicas,
             "routeWeights": {"stable": self.split.stable_weight, "canary": self.split.canary_weight},

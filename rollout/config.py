@@ -20,6 +20,7 @@ from rollout.model import (
     Release,
     StackConfig,
     Stage,
+    StageSettings,
     replica_ratio_problem,
     rollback_target_problem,
 )
@@ -288,3 +289,38 @@ def load_release(project_dir: Path) -> Release:
             "stage files " + ", ".join(stage_file(project_dir, n).name for n in order),
             _problems(err, namespace, key_of_root="stage.weight"),
         ) from err
+
+
+def load_release_lenient(project_dir: Path) -> Release:
+    """The release as `load_release` gives it; when some stage files are broken (someone's
+    half-done edit), the release with a stand-in for each, named in `Release.unavailable` with the
+    file's problem, so the bot can still judge the current stage and roll back. A stand-in is
+    never promoted into (rollout.release.bot) and never planned from. Strict (ConfigError) when
+    Pulumi.yaml or the rollback target's file is broken: then nothing is safe to do."""
+    try:
+        return load_release(project_dir)
+    except ConfigError as strict:
+        project_dir = Path(project_dir)
+        try:
+            order = ProjectSettings.model_validate(
+                {k: v for k, v in project_defaults(project_dir).items() if k in PROJECT_KEYS}
+            ).stage_order
+        except (ValidationError, ConfigError):
+            raise strict from None
+        configs: dict[str, StackConfig] = {}
+        problems: dict[str, str] = {}
+        for name in order:
+            try:
+                configs[name] = load_stack_config(project_dir, name)
+            except ConfigError as err:
+                problems[name] = str(err)
+        if not problems or order[0] in problems:
+            raise strict from None
+        first = configs[order[0]].stage
+
+        def stand_in(name: str) -> Stage:
+            settings = StageSettings.model_construct(name=name, weight=None, description=f"UNAVAILABLE: {problems[name]}")
+            return first.model_copy(update={"stage": settings})
+
+        stages = [configs[n].stage if n in configs else stand_in(n) for n in order]
+        return Release.model_construct(project=configs[order[0]].project, stages=stages, unavailable=problems)

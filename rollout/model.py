@@ -933,6 +933,9 @@ class Release(Model):
 
     project: ProjectSettings
     stages: list[Stage]
+    # stage -> why its file cannot be used. Only a release loaded for the bot's safety paths has
+    # any (rollout.config.load_release_lenient): a rollback must never need an unrelated file.
+    unavailable: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @model_validator(mode="after")
     def _progressive(self) -> Release:

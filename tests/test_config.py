@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from support.stack import REPO_ROOT, copy_project, edit_stage_file
@@ -278,3 +280,50 @@ def test_a_stage_alpha_outside_0_1_is_refused(tmp_path):
         load_stack_config(project, "canary")
     assert caught.value.problems == [
         "genesis-rollout:analysis.judgeAlpha: Input should be greater than 0 (got 0)"]
+
+
+# --------------------------------------------------------------------------- strict stage files (moved from the probes of issue 10)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("  genesis-rollout:stage:\n    name: canary\n    weight: 10\n    weight: 10\n", "key 'weight' appears twice"),
+     (None, "stage.weight: Input should be a valid integer (got True)")],
+    ids=["duplicate-key", "bool-weight"],
+)
+def test_stage_files_with_duplicate_keys_or_booleans_for_numbers_are_refused(tmp_path: Path, text, problem) -> None:
+    """Was: the last one won silently; `true` was taken as 1."""
+    project = copy_project(tmp_path)
+    path = project / "Pulumi.canary.yaml"
+    if text is None:
+        edit_stage_file(project, "canary", "stage", {"name": "canary", "weight": True})
+    else:
+        original = path.read_text()
+        start = original.index("  genesis-rollout:stage:")
+        end = original.index("  genesis-rollout:analysis:")
+        path.write_text(original[:start] + text + original[end:])
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "canary")
+    assert caught.value.source == "Pulumi.canary.yaml" and problem in str(caught.value)
+
+
+def test_a_secret_pasted_into_the_project_file_is_refused_without_printing_it(tmp_path: Path) -> None:
+    project = copy_project(tmp_path)
+    path = project / "Pulumi.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["config"]["genesis-rollout:monitoring"]["value"]["alerting"]["pagerduty"]["routingKey"] = "R0UTINGKEY-0123456789abcdef"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(project, "canary")
+    assert "routingKey" in str(caught.value) and "R0UTINGKEY" not in str(caught.value)
+    assert "value not shown" in str(caught.value)
+
+
+def test_the_plans_rollback_triggers_cannot_be_switched_off(tmp_path: Path) -> None:
+    """Was: accepted: a 50% error rate held for ever."""
+    project = copy_project(tmp_path)
+    gates = yaml.safe_load((project / "Pulumi.canary.yaml").read_text())["config"]["genesis-rollout:gates"]
+    for name in ("errorRate", "p95LatencySeconds", "testPassRate"):
+        edit_stage_file(project, "canary", "gates", {**gates, name: {**gates[name], "rollback": False}})
+        with pytest.raises(ConfigError, match=f"gates: {name}: is one of the plan's rollback triggers"):
+            load_stack_config(project, "canary")

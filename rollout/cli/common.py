@@ -12,6 +12,10 @@ import functools
 import json
 import os
 from contextvars import ContextVar
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -92,6 +96,18 @@ def clean(text: str) -> str:
     from rollout.release.report import redact
 
     return redact(str(text))
+
+
+def redacted(data):  # noqa: ANN001, ANN201
+    """A JSON-able value with credentials redacted from every string in it (not from the JSON
+    text: a redaction must never eat a quote)."""
+    if isinstance(data, str):
+        return clean(data)
+    if isinstance(data, dict):
+        return {key: redacted(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redacted(value) for value in data]
+    return data
 
 
 def say(*parts: str | tuple[str, str], console: Console = out) -> None:
@@ -180,23 +196,32 @@ def _hooks(release, alertmanager: Optional[str], grafana: Optional[str], report_
 
 
 def _bot(project_dir, stack, pulumi_root, prometheus, alertmanager, grafana, report_dir):
+    from rollout.config import load_release_lenient
     from rollout.release.bot import ReleaseBot
 
-    release = _release(project_dir)
+    # a broken unrelated stage file is reported by the bot, never in the way of a rollback
+    release = _or_config_error(lambda: load_release_lenient(project_dir))
     prom = _prometheus(prometheus)
     try:  # how hard to try telling people after a change (3 attempts, 2 s then 4 s apart)
         attempts = int(os.environ.get("ROLLOUT_NOTIFY_ATTEMPTS") or 3)
         backoff = float(os.environ.get("ROLLOUT_NOTIFY_BACKOFF") or 2.0)
     except ValueError as error:
         raise fail(f"ROLLOUT_NOTIFY_ATTEMPTS / ROLLOUT_NOTIFY_BACKOFF: {error}")
+    deployer = _deployer(project_dir, stack, pulumi_root)
+    deployer.progress = _print_phase  # each phase of a promotion or rollback, as it happens
     return ReleaseBot(
         release,
-        _deployer(project_dir, stack, pulumi_root),
+        deployer,
         prom,
         hooks=_hooks(release, alertmanager, grafana, report_dir, prom),
         notify_attempts=max(1, attempts),
         notify_backoff=max(0.0, backoff),
     )
+
+
+def _print_phase(at: datetime, text: str) -> None:
+    """On stderr, so `--json` output stays one document."""
+    say((f"{at:%H:%M:%S}Z ", "dim"), text, console=err)
 
 
 def _run_bot_action(action):
@@ -210,17 +235,55 @@ def _run_bot_action(action):
         raise fail(str(error.args[0]) if isinstance(error, KeyError) else str(error))
 
 
+MAX_UNIX_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z, the last second datetime can hold
+
+
 def parse_time(text: str, flag: str) -> datetime:
     """A time given on the command line: RFC 3339 (with a zone) or unix seconds; anything else
     is an error naming the flag."""
     try:
-        return datetime.fromtimestamp(float(text), UTC)
+        seconds = float(text)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        # inf, nan, 1e300 and the like: an error naming the flag, never an OverflowError
+        if not (0 <= seconds <= MAX_UNIX_SECONDS):
+            raise fail(f"{flag}: {text!r} is not a time: unix seconds must be between 0 and {MAX_UNIX_SECONDS:.0f} (year 9999)")
+        return datetime.fromtimestamp(seconds, UTC)
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise fail(f"{flag}: {text!r} is neither RFC 3339 (2026-01-05T00:00:00Z) nor unix seconds") from None
     if value.tzinfo is None:
         raise fail(f"{flag}: {text!r} needs a time zone, e.g. a trailing Z for UTC")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise fail(f"{flag}: {text!r} is out of range in UTC") from None
+
+
+@contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM ends the command like Ctrl-C does: context managers run, so the Prometheus and
+    promtool children a command started are stopped (the default handler would orphan them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def writable_file(path: Path, flag: str) -> Path:
+    """An output file's path checked before any work: not a directory, in a folder that exists."""
+    if path.is_dir():
+        raise fail(f"{flag}: {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise fail(f"{flag}: the folder {path.parent} does not exist")
+    return path

@@ -41,13 +41,14 @@ from rollout.cli.common import (
     err,
     fail,
     out,
+    redacted,
     say,
 )
 
 
 def print_outcome(outcome, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(outcome.to_dict()))
+        out.print_json(json.dumps(redacted(outcome.to_dict())))
         return
     state, decision = outcome.state, outcome.decision
     say("stage ", (state.stage, "bold"), f" ({state.weight}%) since {state.since:%Y-%m-%d %H:%M:%S}Z; "
@@ -254,12 +255,14 @@ def promote(
 def rollback(
     options: BotOptions,
     reason: str = typer.Option("rolled back by hand", "--reason", help="Why, for the stack history, the page and the incident report."),
+    force: bool = typer.Option(False, "--force", help="Apply the rollback target even when the stack is at it already."),
     as_json: bool = JsonOutput,
 ) -> None:
     """Apply the rollback target now (stable: SPICE and Pipelex off, fallback on).
 
-    Refused if the stack changed since it was read."""
-    outcome = _run_bot_action(lambda: options.bot().rollback(reason))
+    Refused if the stack changed since it was read. At the rollback target already it does
+    nothing (no second page) unless --force."""
+    outcome = _run_bot_action(lambda: options.bot().rollback(reason, force=force))
     print_outcome(outcome, as_json)
     _exit_for(outcome)
 

@@ -22,6 +22,8 @@ from rollout.cli.common import (
     err,
     fail,
     parse_time,
+    stopped_by_sigterm,
+    writable_file,
     say,
 )
 
@@ -120,13 +122,19 @@ def replay(
         config = _or_config_error(lambda: load_policy_file(root, policy))
     started = parse_time(start, "--start")
     ended = None if end is None else parse_time(end, "--end")
+    if plot_file is not None:
+        writable_file(plot_file, "--plot")  # before minutes of work, not after
     try:
-        result = run_replay(metrics, config, started, ended, last_stage=last_stage,
-                            progress=lambda line: say(line, console=err))
+        with stopped_by_sigterm():
+            result = run_replay(metrics, config, started, ended, last_stage=last_stage,
+                                progress=lambda line: say(line, console=err))
     except (ReplayError, OpenMetricsError, BackfillError) as error:
         raise fail(str(error))
     if plot_file is not None:
-        plot(result, plot_file)
+        try:
+            plot(result, plot_file)
+        except OSError as error:
+            raise fail(f"--plot: cannot write {plot_file}: {error.strerror or error}")
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return
@@ -154,11 +162,14 @@ def export(
     root = _project(project_dir)
     config = _or_config_error(lambda: load_stack_config(root, config_stage(root)))
     started, ended = parse_time(start, "--start"), parse_time(end, "--end")
+    writable_file(out_file, "--out")
     try:
         with _prometheus(prometheus) as prom:
             report = export_metrics(prom, config.project.services, started, ended, out_file)
     except (PrometheusError, ValueError) as error:
         raise fail(str(error))
+    except OSError as error:
+        raise fail(f"--out: cannot write {out_file}: {error.strerror or error}")
     say(f"wrote {report.samples} samples of {report.series} series ({', '.join(report.families)}) to {out_file}")
 
 

@@ -31,6 +31,7 @@ from rollout.cli.common import (
     _run_bot_action,
     app,
     clean,
+    redacted,
     out,
 )
 
@@ -162,7 +163,7 @@ def _show(read, stack: str, as_json: bool, watch: bool, interval: float, count: 
     """Once, or every `interval` seconds until Ctrl-C (or `count` refreshes)."""
 
     def show_json(view: dict[str, Any]) -> None:
-        out.print(json.dumps(view), soft_wrap=True, markup=False, highlight=False)
+        out.print(json.dumps(redacted(view)), soft_wrap=True, markup=False, highlight=False)
 
     if not watch:
         view = read()

@@ -33,7 +33,7 @@ from rollout.local.synthetic import KubeStateMetrics, Workload, target_labels
 from rollout.model import Release, ServiceConfig, StackConfig, Stage, split_for
 from rollout.monitoring.alert_rules import RULES_FILE, render_rule_file
 from rollout.monitoring.alertmanager_config import render_alertmanager_config
-from rollout.monitoring.names import STAGE_CHANGE_ALERT
+from rollout.monitoring.names import LAST_CHECK_METRIC, STAGE_CHANGE_ALERT
 from rollout.release.bot import ReleaseBot, TickOutcome
 from rollout.release.deployer import DeployerError
 from rollout.release.hooks import StageReportWriter
@@ -70,6 +70,7 @@ class DemoSummary:
     alert_receivers: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # stage-change notices seen at the webhook
     rule_alerts: list[str] = field(default_factory=list)  # Prometheus alerts seen at the webhook
+    bot_scraped: bool = False  # Prometheus holds the bot's last-check metric (the dead man's switch sees it)
     reports: list[Path] = field(default_factory=list)
     stages_seen: list[str] = field(default_factory=list)
     ticks: int = 0
@@ -162,7 +163,7 @@ class LocalCluster:
 
     def wait_for_stable_scrape(self, prom: Prometheus) -> None:
         series = "genesis_request_duration_seconds_count" + selector(self.service.name, "stable")
-        wait_for(lambda: prom.series_exists(series), 30, "the first scrape of the stable track")
+        wait_for(lambda: prom.series_exists(series), 120, "the first scrape of the stable track")  # a bound, not a wait: ~6 s idle
 
 
 @contextlib.contextmanager
@@ -296,16 +297,24 @@ def run_demo(
             raise DemoError(f"the bot stopped: {err}") from err
 
         if summary.rolled_back:
+            def delivered(name: str = ROLLBACK_ALERT, **labels: str) -> set[str]:
+                return {a["receiver"] for a in webhook.alerts() if a["labels"].get("alertname") == name
+                        and all(a["labels"].get(k) == v for k, v in labels.items())}
+
+            def at_every_receiver(name: str, **labels: str) -> bool:
+                # every receiver Alertmanager's route tree chose, not whoever arrived within a fixed pause
+                alerts = AlertmanagerClient(cluster.alertmanager.url).alerts({"alertname": name, **labels})
+                routed = {r["name"] for a in alerts for r in a.get("receivers", [])}
+                return bool(routed) and routed <= delivered(name, **labels)
+
             try:
-                webhook.wait_for_alert(lambda a: a["labels"].get("alertname") == ROLLBACK_ALERT, 30)
+                wait_for(lambda: at_every_receiver(ROLLBACK_ALERT) and at_every_receiver(STAGE_CHANGE_ALERT, action="rollback"),
+                         120, "the rollback alert and notice at every receiver")
             except TimeoutError:
-                say("the rollback alert did not reach the webhook", "red")
+                say(f"the rollback alert did not reach every receiver (reached: {sorted(delivered()) or 'none'})", "red")
             else:
                 summary.alert_received = True
-                time.sleep(1.0)  # the other receivers of the same route tree are notified together
-                receivers = sorted({
-                    a["receiver"] for a in webhook.alerts() if a["labels"].get("alertname") == ROLLBACK_ALERT
-                })
+                receivers = sorted(delivered())
                 summary.alert_receivers = receivers
                 say(f"on-call reached: {ROLLBACK_ALERT} delivered to {', '.join(receivers)}", "bold")
             summary.rule_alerts = sorted(
@@ -316,6 +325,7 @@ def run_demo(
             for a in webhook.alerts() if a["labels"].get("alertname") == STAGE_CHANGE_ALERT
         })
         summary.reports = sorted(out_dir.glob("*.md"))
+        summary.bot_scraped = prom.series_exists(LAST_CHECK_METRIC)
         summary.queries = prom.queries
     summary.seconds = time.monotonic() - started
     _print_summary(say, summary)

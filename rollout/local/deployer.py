@@ -97,8 +97,12 @@ class LocalDeployer:
             head_finished=datetime.fromisoformat(head["end"]),
         )
 
+    def tags(self) -> dict[str, str]:
+        return dict(self._read()["tags"])
+
     def apply(
-        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None
+        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None,
+        action: str | None = None,
     ) -> ApplyResult:
         """One update (the stand-in has no phases, so it is never left between two);
         compare-and-apply like PulumiDeployer."""
@@ -108,10 +112,9 @@ class LocalDeployer:
         if expect_head is not None and head != expect_head:
             raise StaleStateError(f"the stack changed after this decision (update {head}, not {expect_head})")
         previous = state["outputs"]
-        action = action_for(previous.get("weight"), config.stage.weight)
-        text = message if parse_update_message(message) else update_message(
-            action, previous.get("stage"), stage_name, message
-        )
+        composed = action is None and parse_update_message(message) is not None
+        action = action or action_for(previous.get("weight"), config.stage.weight)
+        text = message if composed else update_message(action, source or previous.get("stage"), stage_name, message)
         started = self.clock()
         self.on_apply(config)
         finished = self.clock()

@@ -13,9 +13,14 @@ Safety rules:
   (`TickOutcome.notified` False: the CLI's exit code 4). A rollback that cannot be applied is
   told (`rollback_failed`: a critical GenesisRollbackFailed alert and the incident report);
 - post-apply work is idempotent: the stack tag rollout:notified names the newest change whose
-  hooks all ran; a tick after a crash finishes the newest change's notifications;
+  hooks all ran; a tick after a crash finishes the newest change's notifications (a rollback
+  however late, marked late; a promotion within REPLAY_WINDOW);
+- an interrupted change (the stack's newest update is an earlier phase): a rollback is always
+  finished; a promotion is judged again with a fresh check first, finished only on a pass, rolled
+  back on a fail, left waiting otherwise;
 - operators: a pause, a required approval, a freeze window or the promotion hours hold back
-  promotion only (rollout.analysis.policy); rollbacks always run.
+  promotion only (rollout.analysis.policy), read again right before a promotion is applied, so a
+  pause given while a tick measures wins; rollbacks always run.
 
 Judging is pure (rollout.analysis.gates, .decision, .policy); I/O sits behind the deployer, the
 Prometheus adapter and the release hooks (Alertmanager, Grafana, reports).
@@ -40,6 +45,7 @@ from rollout.release.deployer import (
     DeployedState,
     Deployer,
     DeployerError,
+    CANARY_TAG,
     StaleStateError,
     parse_update_message,
 )
@@ -47,7 +53,7 @@ from rollout.release.measuring import measure
 from rollout.release.prometheus import Prometheus
 
 log = logging.getLogger("rollout.release.bot")
-REPLAY_WINDOW = timedelta(hours=1)  # a change older than this is not told again after a crash
+REPLAY_WINDOW = timedelta(hours=1)  # a promotion older than this is not told again after a crash
 
 
 def utcnow() -> datetime:
@@ -67,6 +73,7 @@ class StageChange:
     checks: Sequence[CheckResult]
     applied: ApplyResult | None
     error: str | None = None  # why it could not be applied
+    late: bool = False  # told after REPLAY_WINDOW (the bot was down): the page says so
 
     @property
     def version(self) -> int | None:
@@ -173,6 +180,9 @@ def next_decision(release: Release, state: DeployedState, now: datetime, checks:
     stage = release.stage(state.stage)
     target = release.next_stage(stage.name)
     decision = decide(stage, state.since, now, checks, last_stage=target is None)
+    if decision.action == "promote" and target is not None and target.name in release.unavailable:
+        problem = release.unavailable[target.name]
+        return dataclasses.replace(decision, action="wait", reason=f"{decision.reason}, but the next stage's file is broken: {problem}")
     if decision.action == "promote" and target is not None:
         controls = read_controls(state.tags, target.name, state.head_version)
         block = promotion_block(release.project.release_policy, target, now, controls)
@@ -229,6 +239,15 @@ class ReleaseBot:
 
     def _tick(self) -> TickOutcome:
         state = self.deployer.current()
+        if state.pending is None and state.stage in self.release.unavailable:
+            # nothing to judge with; `rollout rollback` needs only the rollback target's file
+            raise ValueError(f"cannot judge stage '{state.stage}': {self.release.unavailable[state.stage]}")
+        outcome = self._tick_on(state)
+        outcome.warnings += [f"a stage file is broken (not needed for this tick): {problem}"
+                             for name, problem in self.release.unavailable.items() if name != state.stage]
+        return outcome
+
+    def _tick_on(self, state: DeployedState) -> TickOutcome:
         if state.pending is not None:
             return self._finish_pending(state)
         stage = self.release.stage(state.stage)
@@ -240,6 +259,18 @@ class ReleaseBot:
         if checks:  # said on every tick it lasts (and paged: rollout_judge_errors, GenesisReleaseJudgeFailing)
             outcome.warnings += [f"the judge could not judge {g.name}: {g.judge_error} (held; the thresholds still judge)"
                                  for g in checks[-1].gates if g.judge_error is not None]
+        if state.canary_changed is not None:
+            outcome.effects.append(
+                f"the canary changed in update {state.canary_changed.version} ({state.canary_changed.message or 'no message'}): "
+                f"the hold and the evidence run from {state.since:%Y-%m-%d %H:%M:%S}Z"
+            )
+        if state.canary_note and state.tags.get(CANARY_TAG) != state.canary_note:
+            self._note(outcome, CANARY_TAG, state.canary_note, done="")
+        if decision.action == "promote":
+            # the controls again, right before applying: a pause given while this tick measured wins
+            fresh = dataclasses.replace(state, tags=self.deployer.tags())
+            decision = next_decision(self.release, fresh, now, checks)
+            outcome.decision = decision
         if decision.action == "promote":
             assert target is not None  # decide() says 'complete' at the last stage
             self._change(outcome, "promote", target.name, decision.reason)
@@ -257,19 +288,46 @@ class ReleaseBot:
             if state.tags.get(COMPLETED_TAG) != str(state.update_version):
                 change = self._stage_change(outcome, "complete", stage.name, decision.reason, now)
                 if self._notify(outcome, change):
-                    self.deployer.set_tag(COMPLETED_TAG, str(state.update_version))
+                    self._note(outcome, COMPLETED_TAG, str(state.update_version))
         return outcome
 
     def _finish_pending(self, state: DeployedState) -> TickOutcome:
-        """A stage change stopped between its phases (the process died mid-way): finish it
-        before judging anything; every phase is idempotent, so it is replayed from its source."""
+        """A stage change stopped between its phases (the process died mid-way). A rollback is
+        finished before anything else. A promotion was decided on checks that may be hours old:
+        it is judged again with a fresh check of its source stage first (and the operator
+        controls), finished on a pass, rolled back on a fail, left waiting otherwise. Every
+        phase is idempotent, so a change is replayed from its source."""
         pending = state.pending
         assert pending is not None
         source = pending.source or state.stage
-        reason = f"finishing the interrupted stage change {source} -> {pending.target}: {pending.reason}"
-        decision = Decision(pending.action, reason, source, timedelta(0))  # type: ignore[arg-type]
-        outcome = TickOutcome(state=state, decision=decision, checks=[])
-        self._change(outcome, pending.action, pending.target, pending.reason, source=source)
+        checks: list[CheckResult] = []
+        action, target = pending.action, pending.target
+        reason = f"finishing the interrupted stage change {source} -> {target}: {pending.reason}"
+        if action == "promote":
+            stage = self.release.stage(source)
+            now = self.clock()
+            checks = [self.check(stage, now, state.since)] if stage.weight else []
+            verdict = checks[-1].verdict if checks else "pass"
+            interrupted = f"the interrupted promotion {source} -> {target}"
+            if verdict == "fail":
+                action, target = "rollback", self.release.rollback_target.name
+                reason = f"{interrupted} was checked again and fails: {checks[-1].reason}"
+            elif verdict != "pass":
+                reason = f"{interrupted} waits for a passing check: {checks[-1].reason}"
+                return TickOutcome(state=state, decision=Decision("wait", reason, source, timedelta(0)), checks=checks)
+            else:
+                block = promotion_block(
+                    self.release.project.release_policy, self.release.stage(target), now,
+                    read_controls(state.tags, target, state.head_version),
+                )
+                if block:
+                    reason = f"{interrupted} passes a fresh check, but {block}"
+                    return TickOutcome(state=state, decision=Decision("wait", reason, source, timedelta(0)), checks=checks)
+                reason = f"{reason} (a fresh check passes: {checks[-1].reason})" if checks else reason
+        decision = Decision(action, reason, source, timedelta(0))  # type: ignore[arg-type]
+        outcome = TickOutcome(state=state, decision=decision, checks=checks)
+        told = pending.reason if action == pending.action else reason
+        self._change(outcome, action, target, told, source=source)
         return outcome
 
     def promote(self, reason: str = "promoted by hand") -> TickOutcome:
@@ -280,16 +338,39 @@ class ReleaseBot:
             raise ValueError(f"stage '{state.stage}' is the last stage: nothing to promote to")
         return self._manual(state, "promote", target.name, reason)
 
-    def rollback(self, reason: str = "rolled back by hand") -> TickOutcome:
+    def rollback(self, reason: str = "rolled back by hand", *, force: bool = False) -> TickOutcome:
+        """Apply the rollback target now. At the rollback target already (and no change under
+        way) nothing is applied and nobody is paged again unless `force`. The incident report
+        gets a fresh check first, so it shows the gate values that made someone roll back."""
         state = self.deployer.current()
-        return self._manual(state, "rollback", self.release.rollback_target.name, reason)
+        target = self.release.rollback_target.name
+        source = state.pending.source if state.pending is not None else None
+        if state.stage == target and state.pending is None and not force:
+            reason = f"already at the rollback target '{target}': nothing applied, nobody paged (--force applies it again)"
+            return TickOutcome(state=state, decision=Decision("wait", reason, state.stage, timedelta(0)), checks=[])
+        checks = self._fresh_checks(source or state.stage, state.since)
+        return self._manual(state, "rollback", target, reason, source=source, checks=checks)
 
-    def _manual(self, state: DeployedState, action: str, target: str, reason: str) -> TickOutcome:
+    def _fresh_checks(self, stage_name: str, since: datetime) -> list[CheckResult]:
+        """One check now, for the report of a person's rollback; unreadable metrics never block it."""
+        stage = self.release.stage(stage_name)
+        if not stage.weight:
+            return []
+        try:
+            return [self.check(stage, self.clock(), since)]
+        except Exception as err:  # noqa: BLE001 - the rollback goes ahead; the report says why no values
+            log.warning("no fresh check for the rollback's report: %s", err)
+            return []
+
+    def _manual(
+        self, state: DeployedState, action: str, target: str, reason: str,
+        source: str | None = None, checks: Sequence[CheckResult] = (),
+    ) -> TickOutcome:
         """A person's command: applied only on the state they looked at (StaleStateError else)."""
         stage = self.release.stage(state.stage)
         decision = Decision(action, reason, stage.name, timedelta(0))  # type: ignore[arg-type]
-        outcome = TickOutcome(state=state, decision=decision, checks=[])
-        self._change(outcome, action, target, reason)
+        outcome = TickOutcome(state=state, decision=decision, checks=list(checks))
+        self._change(outcome, action, target, reason, source=source)
         return outcome
 
     # ------------------------------------------------------------------ applying and telling
@@ -313,10 +394,10 @@ class ReleaseBot:
         decided_at = self.clock()
         log.info("%s %s -> %s: %s", action, source or outcome.state.stage, target, reason)
         try:
-            if source is None:
-                outcome.applied = self.deployer.apply(target, reason, expect_head=outcome.state.head_version)
-            else:
-                outcome.applied = self.deployer.apply(target, reason, source=source)
+            # `action` given: the reason is never read as a composed stack message
+            outcome.applied = self.deployer.apply(
+                target, reason, source=source, expect_head=outcome.state.head_version, action=action
+            )
         except StaleStateError:
             raise
         except DeployerError as err:
@@ -326,7 +407,16 @@ class ReleaseBot:
             raise
         change = self._stage_change(outcome, action, target, reason, decided_at, source)
         if self._notify(outcome, change) and outcome.applied.version is not None:
-            self.deployer.set_tag(NOTIFIED_TAG, str(outcome.applied.version))
+            self._note(outcome, NOTIFIED_TAG, str(outcome.applied.version))
+
+    def _note(self, outcome: TickOutcome, key: str, value: str, done: str = "applied and told, but ") -> None:
+        """A note on the stack (post-apply work done, the canary's identity). A failing tag
+        write is a warning (the next tick notes or tells once more), never an error: everything
+        it records is already done."""
+        try:
+            self.deployer.set_tag(key, value)
+        except DeployerError as err:
+            outcome.warnings.append(f"{done}could not note it on the stack ({key}): {err}")
 
     def _finish_notifications(self, outcome: TickOutcome) -> None:
         """The newest change was applied but its hooks never all ran (a crash right after `up`, or
@@ -337,7 +427,11 @@ class ReleaseBot:
             return
         if str(state.head_version) == state.tags.get(NOTIFIED_TAG):
             return
-        if state.head_finished is None or self.clock() - state.head_finished > REPLAY_WINDOW:
+        if state.head_finished is None:
+            return
+        # a rollback is told however late (marked late); an old promotion is news to nobody
+        late = self.clock() - state.head_finished > REPLAY_WINDOW
+        if late and parsed.action != "rollback":
             return
         applied = ApplyResult(
             stage=parsed.target, weight=self.release.stage(parsed.target).weight, action=parsed.action,
@@ -347,10 +441,12 @@ class ReleaseBot:
         change = StageChange(
             action=parsed.action, source=parsed.source or parsed.target, target=parsed.target,
             reason=parsed.reason, started_at=None, at=state.head_finished, checks=[], applied=applied,
+            late=late,
         )
-        outcome.effects.append(f"finishing the notifications of update {state.head_version}: {state.head_message}")
+        when = f" (LATE: applied at {state.head_finished:%Y-%m-%d %H:%M:%S}Z)" if late else ""
+        outcome.effects.append(f"finishing the notifications of update {state.head_version}{when}: {state.head_message}")
         if self._notify(outcome, change):
-            self.deployer.set_tag(NOTIFIED_TAG, str(state.head_version))
+            self._note(outcome, NOTIFIED_TAG, str(state.head_version))
 
     def _notify(self, outcome: TickOutcome, change: StageChange, method: str = "stage_changed") -> bool:
         """Every hook, each retried with bounded backoff; a failure is reported, never raised

@@ -7,6 +7,13 @@ and rollback are the same command with another stage file. The bot keeps no stat
   writes in a parseable form: `rollout: promote canary -> gradual: <reason>`.
 So the stack's update history is the audit trail, and a restarted bot sees what is deployed.
 
+A stage's hold (and the judge's evidence) runs from when the canary became what it is now: a
+hand `pulumi up` that changes the canary's image or pod template mid-stage restarts it. The
+program exports the canary's identity (`services.<name>.canaryImage`, `.canaryTemplate`); the
+stack tag `rollout:canary` notes `<update version> <identity>`, the update from which the canary
+has been the same. Without a matching note, the newest hand update within the stage counts as
+the change (the earliest moment that is certainly after it).
+
 A stage change is applied in phases (rollout.release.transition: scale up, shift, wait, scale
 down), each an update whose message carries its place, `rollout: rollback majority -> stable
 [1/2 shift]: <reason>`. A stage starts when its last phase is done; a stack whose newest
@@ -20,6 +27,7 @@ re-reads the state and decides again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -29,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from rollout.config import load_release, load_stack_config, project_name, stage_file
+from rollout.config import load_release_lenient, load_stack_config, project_name, stage_file
 from rollout.model import Release, Stage
 from rollout.release.report import redact
 from rollout.release.transition import (
@@ -44,6 +52,7 @@ log = logging.getLogger("rollout.deployer")
 PULUMI_INSTALL_URL = "https://www.pulumi.com/docs/iac/download-install/"
 DEFAULT_STACK = "prod"
 MESSAGE_PREFIX = "rollout:"
+CANARY_TAG = "rollout:canary"  # "<version> <identity>": the update from which the canary is unchanged
 # rollout: <action> [<from> ]-> <to>[ [<k>/<n> <phase>]]: <reason>
 _MESSAGE = re.compile(
     r"^rollout: (?P<action>[a-z-]+) (?:(?P<source>[a-z0-9-]+) )?-> (?P<target>[a-z0-9-]+)"
@@ -92,6 +101,9 @@ class DeployedState:
     head_version: int | None = None
     head_message: str = ""
     head_finished: datetime | None = None
+    # the canary changed mid-stage (a hand update): `since` is that update, not the stage's start
+    canary_changed: HistoryEntry | None = None
+    canary_note: str | None = None  # the rollout:canary tag value that describes this state
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,7 @@ class ApplyResult:
     finished: datetime | None = None
     resource_changes: Mapping[str, int] = field(default_factory=dict)
     phases: tuple[str, ...] = ()  # the update message of every phase applied, in order
+    events: tuple[tuple[datetime, str], ...] = ()  # each phase as it happened: (UTC time, what)
 
 
 class Deployer(Protocol):
@@ -114,13 +127,19 @@ class Deployer(Protocol):
     def current(self) -> DeployedState: ...
 
     def apply(
-        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None
+        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None,
+        action: str | None = None,
     ) -> ApplyResult:
         """Apply a stage; `source` finishes an interrupted change from that stage; with
-        `expect_head`, refuse (StaleStateError) if the stack's newest update is another one."""
+        `expect_head`, refuse (StaleStateError) if the stack's newest update is another one;
+        with `action`, `message` is the reason as given (never read as a composed message)."""
         ...
 
     def preview(self, stage_name: str) -> str: ...
+
+    def tags(self) -> dict[str, str]:
+        """The stack tags now (the operator controls, read again right before a promotion)."""
+        ...
 
     def set_tag(self, key: str, value: str) -> None:
         """Keep a note with the stack (operator state, what was already notified)."""
@@ -221,6 +240,32 @@ def pending_change(history: Sequence[HistoryEntry]) -> UpdateMessage | None:
     return parsed if parsed is not None and not parsed.final else None
 
 
+def canary_identity(services: Any) -> str | None:
+    """The canary's identity from the stack output `services`: a hash of every service's canary
+    image and pod-template id; None when the outputs do not say (an older program)."""
+    if not isinstance(services, Mapping):
+        return None
+    parts = {name: [s.get("canaryImage"), s.get("canaryTemplate")] for name, s in services.items() if isinstance(s, Mapping)}
+    if not any(value for pair in parts.values() for value in pair):
+        return None
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def canary_since(
+    history: Sequence[HistoryEntry], stage_entry: HistoryEntry, identity: str | None, note: str | None
+) -> HistoryEntry | None:
+    """The update from which the canary has been what it is now, when that is later than the
+    stage's start (`stage_entry`); None when the canary has not changed during the stage."""
+    later = [e for e in _succeeded(history) if (e.version or 0) > (stage_entry.version or 0)]
+    if identity is None or not later:
+        return None
+    noted_version, _, noted_identity = (note or "").partition(" ")
+    if noted_identity == identity:  # unchanged since the noted update
+        return next((e for e in later if str(e.version) == noted_version), None)
+    # changed, or never noted: the newest update within the stage that the bot did not make
+    return next((e for e in later if parse_update_message(e.message) is None), None)
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -247,8 +292,10 @@ class PulumiDeployer:
         pulumi_command: Any | None = None,
         env: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        progress: Callable[[datetime, str], None] | None = None,
     ) -> None:
         self.project_dir = Path(project_dir).resolve()
+        self.progress = progress  # told of each phase as it happens (the CLI prints it)
         self.stack_name = stack_name
         self._sleep = sleep  # the scale-down delay between phases
         self._pulumi_root = str(pulumi_root) if pulumi_root else None
@@ -290,17 +337,23 @@ class PulumiDeployer:
                 f"history applied it; cannot tell how long the stage has run"
             )
         head = _succeeded(history)[0]
+        tags = self.tags()
+        identity = canary_identity(outputs["services"].value if "services" in outputs else None)
+        changed = None if pending is not None else canary_since(history, entry, identity, tags.get(CANARY_TAG))
+        held_from = changed or entry
         return DeployedState(
             stage=stage,
             weight=weight,
-            since=_utc(entry.end_time or entry.start_time),  # type: ignore[arg-type]
+            since=_utc(held_from.end_time or held_from.start_time),  # type: ignore[arg-type]
             update_version=entry.version,
             message=entry.message,
             pending=pending,
-            tags=self.tags(),
+            tags=tags,
             head_version=head.version,
             head_message=head.message,
             head_finished=head.end_time or head.start_time,
+            canary_changed=changed,
+            canary_note=f"{held_from.version} {identity}" if identity and pending is None else None,
         )
 
     def head_version(self) -> int | None:
@@ -328,7 +381,8 @@ class PulumiDeployer:
         self._call(lambda: stack.remove_tag(key), f"remove the stack tag {key!r}")
 
     def apply(
-        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None
+        self, stage_name: str, message: str, *, source: str | None = None, expect_head: int | None = None,
+        action: str | None = None,
     ) -> ApplyResult:
         """`pulumi up --config-file Pulumi.<stage>.yaml --message 'rollout: ...'` in phases, each
         exactly once: the early phases `--target` what moves first, the last one is untargeted.
@@ -337,7 +391,7 @@ class PulumiDeployer:
         before the first `up`, and a different one (someone applied in the meantime) is refused
         with StaleStateError; Pulumi's own lock covers the update itself."""
         self._validated_stage(stage_name)  # a broken stage file fails here, with file + key + rule
-        release = load_release(self.project_dir)
+        release = load_release_lenient(self.project_dir)  # another stage's broken file is not in the way
         target = release.stage(stage_name)
         stack = self._select()
         if expect_head is not None:
@@ -352,18 +406,29 @@ class PulumiDeployer:
         previous_weight = int(previous["weight"].value) if "weight" in previous else None
         if source is not None:
             previous_weight = release.stage(source).weight
-        action = action_for(previous_weight, target.weight)
-        composed = parse_update_message(message)
+        # the bot names the action; a message from elsewhere may be composed (`rollout: ...`)
+        composed = parse_update_message(message) if action is None else None
         if composed and composed.target != stage_name:
             raise ValueError(f"message {message!r} names stage {composed.target!r}, not {stage_name!r}")
         reason = composed.reason if composed else message
-        action = composed.action if composed else action
+        action = action or (composed.action if composed else action_for(previous_weight, target.weight))
         phases = self._phases(release, previous_stage, target, previous)
         applied: list[str] = []
+        events: list[tuple[datetime, str]] = []
+
+        def event(text: str) -> None:
+            at = datetime.now(timezone.utc)
+            events.append((at, text))
+            if self.progress is not None:
+                self.progress(at, text)
+
         result = None
         for index, (phase, urns) in enumerate(phases):
+            step = f"{action} {previous_stage or '?'} -> {stage_name} phase {index + 1}/{len(phases)} {phase.name}"
             if phase.wait:
+                event(f"{step} in {phase.wait.total_seconds():g} s (the scale-down delay)")
                 self._sleep(phase.wait.total_seconds())
+            event(f"{step} started" + (f": {'; '.join(phase.changes)}" if phase.changes else ""))
             marker = f"[{index + 1}/{len(phases)} {phase.name}]" if len(phases) > 1 else ""
             text = update_message(action, previous_stage, stage_name, reason, marker)
             result = self._call(
@@ -375,6 +440,7 @@ class PulumiDeployer:
                 f"apply stage {stage_name!r}" + (f" (phase {index + 1}/{len(phases)} {phase.name})" if marker else ""),
             )
             applied.append(text)
+            event(f"{step} done" + (f" (stack update {result.summary.version})" if getattr(result.summary, "version", None) else ""))
         assert result is not None
         summary = result.summary
         outputs = result.outputs
@@ -389,13 +455,14 @@ class PulumiDeployer:
             finished=_utc(getattr(summary, "end_time", None)),
             resource_changes=dict(getattr(summary, "resource_changes", None) or {}),
             phases=tuple(applied),
+            events=tuple(events),
         )
 
     def _phases(self, release: Release, previous_stage: str | None, target: Stage, outputs: Mapping[str, Any]):
         """(phase, URNs to target) in order. Without a known previous stage, or outputs that do
         not name the resources (an older program), one untargeted update: the program's own
         dependencies still order it."""
-        if previous_stage is None or previous_stage not in release.project.stage_order:
+        if previous_stage is None or previous_stage not in release.project.stage_order or previous_stage in release.unavailable:
             return [(Phase("apply", (), timedelta(0), ()), [])]
         transition = plan_transition(release.project, release.stage(previous_stage), target)
         services = outputs["services"].value if "services" in outputs else {}

@@ -22,6 +22,7 @@ from rollout.release.notify import (
     NotifyError,
     ReleaseNotifier,
     Secret,
+    notify_timeout,
     read_token,
 )
 from rollout.release.prometheus import Prometheus, PrometheusError
@@ -97,13 +98,20 @@ def default_hooks(
     (GRAFANA_TOKEN[_FILE], ALERTMANAGER_TOKEN[_FILE]), never from arguments or config."""
     # A credential problem never stops the bot: it becomes a client whose every call fails with
     # it, after the stage change (the outcome then says "applied, not notified").
+    timeout = notify_timeout()
     am_token, am_problem = _token("ALERTMANAGER_TOKEN")
-    alertmanager = AlertmanagerClient(alertmanager_url, am_token, broken=am_problem) if alertmanager_url else None
+    alertmanager = (AlertmanagerClient(alertmanager_url, am_token, broken=am_problem, timeout=timeout)
+                    if alertmanager_url else None)
     grafana_url = grafana_url or release.project.monitoring.grafana.url
     token, problem = _token("GRAFANA_TOKEN") if grafana_url else (None, None)
-    if grafana_url and token is None and problem is None:
+    grafana = GrafanaClient(grafana_url, token, broken=problem, timeout=timeout) if grafana_url else None
+    if grafana is not None and not (token or problem or grafana.has_credentials):
         log.warning("no GRAFANA_TOKEN or GRAFANA_TOKEN_FILE: Grafana annotations are off")
-    grafana = GrafanaClient(grafana_url, token, broken=problem) if grafana_url and (token or problem) else None
+        grafana = None
+    # links people open: never with the credentials a URL may carry
+    public_url = release.project.monitoring.grafana.public_url or (grafana.base_url if grafana else None)
+    if public_url is None and grafana_url:
+        public_url = GrafanaClient(grafana_url).base_url
     hooks: list[ReleaseHook] = []
     for i, service in enumerate(release.project.services):
         hooks.append(
@@ -116,7 +124,7 @@ def default_hooks(
                 dashboard_uid=os.environ.get("GRAFANA_DASHBOARD_UID") or None,
                 report_writer=StageReportWriter(report_dir, release, service, prometheus) if i == 0 else None,
                 weights={s.name: s.weight for s in release.stages},
-                dashboard_base_url=release.project.monitoring.grafana.public_url or grafana_url,
+                dashboard_base_url=public_url,
             )
         )
     return hooks

@@ -4,8 +4,11 @@ team's e-mail) saying what changed, the weight, the gate values that justified i
 link and the rollback command; on a rollback also the critical `GenesisRolloutRolledBack`
 (PagerDuty and Slack #incidents). A Grafana annotation marks every change on the dashboard.
 
-Thin adapters over the two HTTP APIs (httpx, short timeouts, no retries: a lost notification
-is reported by the bot, it never blocks or repeats a stage change):
+Thin adapters over the two HTTP APIs (httpx, no retries: a lost notification is reported by the
+bot, it never blocks or repeats a stage change). Every request has a TOTAL deadline, not a
+per-read timeout: a receiver that accepts and then trickles bytes is given up on at the deadline.
+Credentials in a URL (`http://bot:PASSWORD@...`) become basic auth and are never shown: every
+message, log line and link uses the URL without them.
 - Alertmanager API v2: `POST /api/v2/alerts` with labels/annotations/startsAt/endsAt;
 - Grafana HTTP API: `POST /api/annotations` with tags/text/time, `Authorization: Bearer <token>`.
 Tokens come from an env var or a file (`GRAFANA_TOKEN` / `GRAFANA_TOKEN_FILE`) and are held in
@@ -14,8 +17,10 @@ Tokens come from an env var or a file (`GRAFANA_TOKEN` / `GRAFANA_TOKEN_FILE`) a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -35,11 +40,25 @@ from rollout.monitoring.names import (
     STAGE_CHANGE_ALERT,
     annotation_tags,
 )
-from rollout.release.report import gate_line, gate_rows
+from rollout.release.report import gate_line, gate_rows, redact
 
 log = logging.getLogger("rollout.release.notify")
 
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = 10.0  # seconds for a whole request: connect, send, headers and body
+
+
+def notify_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """ROLLOUT_NOTIFY_TIMEOUT (seconds, total per request), else DEFAULT_TIMEOUT."""
+    raw = (os.environ if environ is None else environ).get("ROLLOUT_NOTIFY_TIMEOUT") or ""
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 600:
+        raise NotifyError(f"ROLLOUT_NOTIFY_TIMEOUT: {raw!r} is not a number of seconds in (0, 600]")
+    return value
 
 
 class NotifyError(RuntimeError):
@@ -114,8 +133,15 @@ class _Api:
         broken: str | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise NotifyError(f"{self.name} URL must start with http:// or https:// (got {base_url!r})")
-        self.base_url = base_url.rstrip("/")
+            raise NotifyError(f"{self.name} URL must start with http:// or https:// (got {_shown_url(base_url)!r})")
+        try:
+            url = httpx.URL(base_url)
+        except httpx.InvalidURL as err:
+            raise NotifyError(f"{self.name} URL {_shown_url(base_url)!r} is not a valid URL: {err}") from None
+        # user:password in the URL: basic auth, and never part of what is shown
+        self._basic = (url.username, url.password) if (url.username or url.password) else None
+        self._url_secret = Secret(url.password) if url.password else None
+        self.base_url = str(url.copy_with(username=None, password=None)).rstrip("/")
         self._token = token
         self._timeout = timeout
         self._transport = transport
@@ -126,6 +152,10 @@ class _Api:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
 
+    @property
+    def has_credentials(self) -> bool:
+        return self._basic is not None
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self._broken:
             raise NotifyError(f"{self.name}: {self._broken}")
@@ -133,11 +163,31 @@ class _Api:
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token.reveal()}"
         url = f"{self.base_url}{path}"
-        try:
-            with httpx.Client(timeout=self._timeout, transport=self._transport) as client:
-                response = client.request(method, url, headers=headers, **kwargs)
-        except httpx.HTTPError as err:
+        answer: dict[str, Any] = {}
+
+        def send() -> None:
+            try:
+                with httpx.Client(timeout=self._timeout, transport=self._transport, auth=self._basic) as client:
+                    response = client.request(method, url, headers=headers, **kwargs)
+                    response.read()
+                    answer["response"] = response
+            except Exception as err:  # noqa: BLE001 - handed to the caller below
+                answer["error"] = err
+
+        # httpx's timeout is per read: a receiver trickling a byte a second never trips it. The
+        # request runs in a daemon thread and is given up on at the total deadline (the thread
+        # ends with the connection; a CLI process does not wait for it).
+        worker = threading.Thread(target=send, name=f"{self.name} {method}", daemon=True)
+        worker.start()
+        worker.join(self._timeout)
+        if worker.is_alive():
+            raise NotifyError(f"{self.name}: {method} {url} gave no complete answer within {self._timeout:g}s: given up")
+        if "error" in answer:
+            err = answer["error"]
+            if not isinstance(err, httpx.HTTPError):
+                raise err
             raise NotifyError(self._scrub(f"{self.name}: {method} {url} failed: {type(err).__name__}: {err}")) from None
+        response = answer["response"]
         if response.is_error:
             body = response.text[:300].strip()
             raise NotifyError(
@@ -146,7 +196,13 @@ class _Api:
         return response
 
     def _scrub(self, text: str) -> str:
-        return self._token.scrub(text) if self._token else text
+        for secret in (self._token, self._url_secret):
+            text = secret.scrub(text) if secret else text
+        return redact(text)
+
+
+def _shown_url(url: str) -> str:
+    return redact(url)
 
 
 # --------------------------------------------------------------------------- Alertmanager
@@ -288,7 +344,9 @@ def stage_change_alert(
     }
     if dashboard_base_url:
         end = change.at + timedelta(minutes=5)
-        annotations["dashboard_url"] = dashboard_link(dashboard_base_url, app, change.target, change.started_at, end)
+        # a change told again after a crash does not know when its stage began: the hour before it
+        start = change.started_at or change.at - timedelta(hours=1)
+        annotations["dashboard_url"] = dashboard_link(dashboard_base_url, app, change.target, start, end)
     if change.action == "rollback":
         annotations["next_steps"] = "rolled back already: fix the canary, then start again with `rollout promote`"
     else:
@@ -378,9 +436,10 @@ class ReleaseNotifier:
         return f"{self.runbook_base_url.rstrip('/')}/{alert}.md"
 
     def rollback_failed(self, change: Any) -> str | None:
-        """The rollback was not applied: page (GenesisRollbackFailed) and write the incident report."""
+        """The rollback was not applied: write the incident report, then page (GenesisRollbackFailed)."""
         told = _Telling(self.clock)
         told.events.append((self.clock(), f"rollback NOT applied: {change.error}"))
+        self._write_report(change, told)
         if self.alertmanager is not None:
             alertmanager = self.alertmanager
             alert = rollback_failed_alert(change, app=self.app, namespace=self.namespace,
@@ -402,10 +461,21 @@ class ReleaseNotifier:
             app=self.app, namespace=self.namespace, source_stage=change.source, target_stage=change.target,
             reason=change.reason, at=change.at, runbook_url=self.runbook_url,
         )
-        return [page, notice]
+        if not getattr(change, "late", False):
+            return [page, notice]
+        # told late: an alert whose endsAt is past is resolved on arrival and pages nobody
+        now = self.clock()
+        late = f"LATE: this rollback was applied at {_iso(change.at)} and is told only now ({_iso(now)})"
+        return [
+            dataclasses.replace(alert, ends_at=now + timedelta(hours=1),
+                                annotations={**alert.annotations, "late": late,
+                                             "summary": f"[late] {alert.annotations['summary']}"})
+            for alert in (page, notice)
+        ]
 
     def stage_changed(self, change: Any) -> str | None:
         told = _Telling(self.clock)
+        self._write_report(change, told)  # the record exists before anyone is told (or waited for)
         if self.alertmanager is not None:
             alertmanager = self.alertmanager
             alerts = self.alerts_for(change)
@@ -427,11 +497,22 @@ class ReleaseNotifier:
             told.attempt(annotate, done="Grafana annotation added", event="Grafana annotation added")
         return self._report_and_result(change, told)
 
+    def _write_report(self, change: Any, told: _Telling) -> Path | None:
+        if self.report_writer is None:
+            return None
+        try:
+            return self.report_writer(change, list(told.events))
+        except Exception as err:  # noqa: BLE001 - a report that cannot be written never stops the telling
+            told.failed.append(f"report not written: {type(err).__name__}: {err}")
+            return None
+
     def _report_and_result(self, change: Any, told: _Telling) -> str | None:
-        """The report (with this round's timeline) is written whatever failed; then a failure
-        raises, naming what was done anyway."""
-        if self.report_writer is not None:
-            told.done.append(f"report written to {self.report_writer(change, told.events)}")
+        """The report is written before anyone is told and again afterwards with this round's
+        timeline (same file, replaced atomically), whatever failed; then a failure raises,
+        naming what was done anyway."""
+        path = self._write_report(change, told)
+        if path is not None:
+            told.done.append(f"report written to {path}")
         return told.result()
 
 

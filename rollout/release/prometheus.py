@@ -18,8 +18,10 @@ as `X-Scope-OrgID`, a CA bundle, a client certificate). Credentials in the URL
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import re
 import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -94,6 +96,10 @@ def _read_secret(path: str, what: str) -> str:
     return value
 
 
+def _basic_header(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 @dataclass(frozen=True)
 class PrometheusAuth:
     """How to reach a Prometheus-compatible API. Secrets are file paths (mounted Secrets)."""
@@ -111,11 +117,18 @@ class PrometheusAuth:
         ("Name=value,Name=value"), PROMETHEUS_CA_FILE, PROMETHEUS_CLIENT_CERT_FILE,
         PROMETHEUS_CLIENT_KEY_FILE."""
         headers = {}
-        for item in filter(None, (environ.get("PROMETHEUS_HEADERS") or "").split(",")):
+        # header values are often credentials: an error names the item and the header, never its value
+        for index, item in enumerate(filter(None, (environ.get("PROMETHEUS_HEADERS") or "").split(",")), 1):
             name, sep, value = item.partition("=")
-            if not sep or not name.strip():
-                raise ValueError(f"PROMETHEUS_HEADERS: {item!r} is not Name=value")
-            headers[name.strip()] = value.strip()
+            name = name.strip()
+            if not sep or not name:
+                raise ValueError(f"PROMETHEUS_HEADERS: item {index} is not Name=value (value not shown)")
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"PROMETHEUS_HEADERS: item {index}: the header name is not an HTTP token "
+                                 "(letters, digits, -, _, ...; value not shown)")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"PROMETHEUS_HEADERS: {name}: the value holds a line break or NUL (value not shown)")
+            headers[name] = value.strip()
         return cls(
             bearer_token_file=environ.get("PROMETHEUS_BEARER_TOKEN_FILE") or None,
             basic_auth_file=environ.get("PROMETHEUS_BASIC_AUTH_FILE") or None,
@@ -133,7 +146,8 @@ class PrometheusAuth:
         """(httpx.Client keyword arguments, the secret values to keep out of every message),
         each secret file read once."""
         options: dict[str, Any] = {"headers": dict(self.headers)}
-        secrets = [url_credentials[1]] if url_credentials else []
+        # a server may echo the Authorization header: its base64 form is as secret as the password
+        secrets = [url_credentials[1], _basic_header(*url_credentials)] if url_credentials else []
         if self.bearer_token_file and (self.basic_auth_file or url_credentials):
             raise ValueError("a bearer token and basic auth exclude each other")
         if self.bearer_token_file:
@@ -145,7 +159,7 @@ class PrometheusAuth:
             if not sep:
                 raise ValueError(f"PROMETHEUS_BASIC_AUTH_FILE: {self.basic_auth_file} must hold user:password")
             options["auth"] = httpx.BasicAuth(user, password)
-            secrets.append(password)
+            secrets += [password, _basic_header(user, password)]
         elif url_credentials:
             options["auth"] = httpx.BasicAuth(*url_credentials)
         if self.ca_file or self.client_cert_file or self.client_key_file:

@@ -12,8 +12,11 @@ No secrets reach a report: the inputs hold none, and free text is redacted of cr
 
 from __future__ import annotations
 
+import io
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,6 +105,7 @@ class Report:
     notes: Sequence[str] = field(default_factory=tuple)
     version: int | None = None  # the stack update's version: names the file, so telling again rewrites it
     error: str | None = None  # the decision could not be applied
+    traffic_moved: datetime | None = None  # when the phase that moved traffic finished
 
 
 def _get(item: Any, key: str, default: Any = None) -> Any:
@@ -310,6 +314,8 @@ def render_markdown(report: Report, plot_file: str | None = None) -> str:
         lines.append(f"- **Stage {report.source} ran:** {ran}, since {_time(report.started_at)}")
     if report.update:
         lines.append(f"- **Applied by:** {_cell(report.update)}")
+    if report.traffic_moved is not None:
+        lines.append(f"- **Traffic moved:** {_time(report.traffic_moved)}")
     lines += ["", f"## Gate values{f' at {report.gates_at}' if report.gates_at else ''}", ""]
     lines += gate_table(report.gates) if report.gates else ["No check ran in this stage."]
     evidence = evidence_table(report.gates)
@@ -343,8 +349,26 @@ def plot_stage(report: Report, path: Path) -> Path:
     from matplotlib.dates import DateFormatter
 
     s, th = report.series, report.thresholds
-    fig, (ax_w, ax_e, ax_p) = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True, constrained_layout=True)
+    failing = failing_gates(report)
+    fig = plt.figure(figsize=(9, 7.5 + (2.2 if failing else 0)), constrained_layout=True)
+    grid = fig.add_gridspec(4 if failing else 3, max(1, len(failing)), height_ratios=[1, 1, 1, 0.9][: 4 if failing else 3])
+    ax_w = fig.add_subplot(grid[0, :])
+    ax_e = fig.add_subplot(grid[1, :], sharex=ax_w)
+    ax_p = fig.add_subplot(grid[2, :], sharex=ax_w)
     fig.suptitle(_title(report), fontsize=12)
+    # every failing gate of the decisive check: the canary against the stable baseline and the limits
+    for column, row in enumerate(failing):
+        ax = fig.add_subplot(grid[3, column])
+        bars = [("canary", row.value, "tab:red"), ("stable", row.baseline, "tab:blue")]
+        ax.bar([n for n, v, _ in bars if v is not None], [v for _, v, _ in bars if v is not None],
+               color=[c for _, v, c in bars if v is not None])
+        ax.axhline(row.target, color="tab:green", linestyle=":", label="target")
+        if row.critical is not None:
+            ax.axhline(row.critical, color="black", linestyle="--", label="critical")
+        ax.set_title(row.name, fontsize=9)
+        ax.tick_params(labelsize=8)
+    if failing:
+        fig.axes[3].legend(loc="upper left", fontsize=7)
 
     def values(seq: Sequence[float | None], scale: float) -> list[float]:
         return [math.nan if v is None else v * scale for v in seq]
@@ -371,7 +395,12 @@ def plot_stage(report: Report, path: Path) -> Path:
 
     for ax in (ax_w, ax_e, ax_p):
         ax.axvline(report.decided_at, color="tab:orange", linewidth=1.5)
+        if report.traffic_moved is not None:  # when the page's change actually reached the traffic
+            ax.axvline(report.traffic_moved, color="tab:brown", linestyle="-.", linewidth=1.2)
         ax.grid(True, alpha=0.3)
+    if report.traffic_moved is not None:
+        ax_w.annotate("traffic moved", (report.traffic_moved, 50), xytext=(4, 0), textcoords="offset points",
+                      color="tab:brown", fontsize=8)
     ax_w.annotate(
         report.action, (report.decided_at, 100), xytext=(-4, -12), textcoords="offset points",
         color="tab:orange", ha="right",
@@ -380,10 +409,42 @@ def plot_stage(report: Report, path: Path) -> Path:
     ax_p.legend(loc="upper left", fontsize=8)
     for label in ax_p.get_xticklabels():
         label.set_rotation(20)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    for ax in (ax_w, ax_e):
+        ax.tick_params(labelbottom=False)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, buffer.getvalue())
     return path
+
+
+def failing_gates(report: Report) -> list[GateRow]:
+    """The gates the plot shows one by one: those failing in the decisive check."""
+    return [row for row in report.gates if row.status == "fail" and row.value is not None]
+
+
+REPORT_MODE = 0o640  # owner and group (the on-call group) read reports; nobody else
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `path` atomically with mode 0640: a fresh temp file beside it (O_EXCL, never a
+    symlink), then renamed over it. A symlink planted at `path` is replaced, never followed, and
+    a reader never sees half a report."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, REPORT_MODE)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def write_report(report: Report, out_dir: Path) -> Path:
@@ -397,7 +458,7 @@ def write_report(report: Report, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = plot_stage(report, out_dir / f"{stem}.png")
     markdown = out_dir / f"{stem}.md"
-    markdown.write_text(render_markdown(report, plot.name))
+    write_private(markdown, render_markdown(report, plot.name).encode())
     return markdown
 
 
@@ -429,6 +490,8 @@ def report_for_change(
         done = _when(getattr(applied, "finished", None)) or _when(change.at)
         version = getattr(applied, "version", None)
         update = f"stack update {'v' + str(version) if version else ''} `{applied.message}`".replace("  ", " ")
+        # every phase as it happened, so the page says when traffic actually moved
+        timeline += [TimelineEvent(_when(at), text) for at, text in getattr(applied, "events", ())]  # type: ignore[arg-type]
         timeline.append(TimelineEvent(done, f"{change.action} applied: {target.name} ({target.weight}%), {update}"))  # type: ignore[arg-type]
     timeline += [TimelineEvent(_when(at), text) for at, text in events]  # type: ignore[arg-type]
     if series is None:
@@ -443,6 +506,13 @@ def report_for_change(
         )
     gates = source.gates
     decisive = checks[-1] if checks else None
+    # the phase that moved traffic: a shift when there is one, else the change's last phase
+    phase_events = [(at, text) for at, text in getattr(applied, "events", ()) if text.endswith(" done") or " done (" in text]
+    moved = next((at for at, text in phase_events if " shift done" in text), phase_events[-1][0] if phase_events else None)
+    notes = list(_get(decisive, "notes", []) or []) if decisive is not None else []
+    if getattr(change, "late", False):
+        notes.insert(0, f"told LATE: applied at {_time(done)}, nobody was told until this report "  # type: ignore[arg-type]
+                        "(the bot was down or could not reach the receivers)")
     return Report(
         kind="incident" if change.action == "rollback" else "stage",
         app=app,
@@ -467,7 +537,8 @@ def report_for_change(
             p95_critical=gates.p95_latency_seconds.critical,
         ),
         update=update,
-        notes=list(_get(decisive, "notes", []) or []) if decisive is not None else [],
+        notes=notes,
+        traffic_moved=_when(moved),
     )
 
 

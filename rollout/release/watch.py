@@ -99,8 +99,8 @@ class Watcher:
     ticks: int = 0
 
     def run(self) -> int:
-        """Tick until told to stop; the exit code (0, 3 error, 4 not notified) of the last tick
-        when not `forever`."""
+        """Tick until told to stop. Without `forever` a rollback or completion ends it (0, or 4
+        when not everyone was told); with `max_ticks`, the last tick's code (0, or 3 on an error)."""
         if self.elector is not None:
             self.elector.start()
         try:
@@ -118,10 +118,9 @@ class Watcher:
             self.ticks += 1
             if outcome is not None:
                 stage, since = self._grid_of(outcome)
-            if not self.forever:
-                if error is not None:
-                    return 3
-                assert outcome is not None
+            # a tick that could not act (locked stack, Prometheus down, someone's broken file) never
+            # ends the loop: the next check tries again (issue 20); only --max-ticks ends it then
+            if not self.forever and outcome is not None:
                 if outcome.notified is False:
                     return 4
                 if outcome.decision.action in ("rollback", "complete"):

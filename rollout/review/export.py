@@ -23,6 +23,7 @@ from rollout.release.prometheus import Prometheus
 from rollout.review.openmetrics import SUFFIXES, OpenMetricsWriter
 
 CHUNK = timedelta(hours=2)  # one range selector per chunk keeps each answer small
+MAX_RANGE = timedelta(days=31)  # a release is days; a longer range is a typo, and 12 queries per chunk add up
 # what Prometheus stores of each kind: OpenMetrics' suffixes but _created (not scraped as a series)
 SAMPLE_NAMES = {kind: tuple(s for s in SUFFIXES[kind] if s != "_created") for kind in ("counter", "gauge", "histogram")}
 DEPLOYMENT_NAMES = {name for name, _, _ in DEPLOYMENT_FAMILIES}
@@ -67,6 +68,9 @@ def _collect(prom: Prometheus, expr: str, start: datetime, end: datetime) -> dic
 def export(prom: Prometheus, services: Sequence[ServiceConfig], start: datetime, end: datetime, path: Path) -> ExportReport:
     if start >= end:
         raise ValueError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
+    if end - start > MAX_RANGE:
+        raise ValueError(f"--start {start.isoformat()} to --end {end.isoformat()} is {(end - start).days} days: "
+                         f"export at most {MAX_RANGE.days} days at once")
     series_count = 0
     families = []
     with OpenMetricsWriter.open(path) as writer:

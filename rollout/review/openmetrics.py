@@ -48,6 +48,9 @@ RULES: dict[str, str] = {
     "bad-line": "a line is neither a comment (# HELP/# TYPE/# UNIT/# EOF) nor `name{labels} value timestamp`",
     "no-timestamp": "every sample needs a timestamp",
     "timestamp-unit": "timestamps are seconds since the epoch, not milliseconds",
+    "bad-timestamp": "a timestamp is a finite, non-negative number of seconds in plain ASCII digits",
+    "line-ending": "lines end with \\n alone (no CR)",
+    "duplicate-label": "a label name appears once per sample",
     "eof-missing": "the file must end with `# EOF`",
     "after-eof": "nothing may follow `# EOF`",
     "family-split": "each metric family must be contiguous",
@@ -198,6 +201,10 @@ _SAMPLE = re.compile(
     r"(?: (?P<ts>\S+))?"
     r"(?: # .*)?$"  # an exemplar
 )
+# what OpenMetrics (and promtool's parser) takes as a number: ASCII digits only, no `1_0`, no
+# full-width digits (Python's float() takes both, promtool refuses them with a vague message)
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:Inf|inf)|NaN")
+_TIMESTAMP = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 _META = re.compile(r"^# (HELP|TYPE|UNIT) ([a-zA-Z_:][a-zA-Z0-9_:]*)(?: (.*))?$")
 _TYPES = ("counter", "gauge", "histogram", "unknown", "summary", "stateset", "info", "gaugehistogram")
@@ -208,6 +215,10 @@ def _seconds(ts: float) -> str:
     return f"{ts:.3f}".rstrip("0").rstrip(".")
 
 
+class DuplicateLabel(ValueError):
+    pass
+
+
 def parse_labels(text: str | None) -> dict[str, str]:
     labels: dict[str, str] = {}
     pos = 0
@@ -215,6 +226,8 @@ def parse_labels(text: str | None) -> dict[str, str]:
         match = _LABEL.match(text, pos)
         if not match:
             raise ValueError(f"malformed labels at {text[pos:pos + 30]!r}")
+        if match.group(1) in labels:
+            raise DuplicateLabel(f"label {match.group(1)!r} appears twice")
         labels[match.group(1)] = match.group(2).replace(r"\"", '"').replace(r"\n", "\n").replace(r"\\", "\\")
         pos = match.end()
     return labels
@@ -282,7 +295,11 @@ class _Checker:
         """The next sample of the previous line's series, fully checked, or False."""
         if self.prefix is None or not line.startswith(self.prefix):
             return False
-        parts = line[len(self.prefix):].split(" ")
+        rest = line[len(self.prefix):]
+        # float() also takes `1_0`, full-width digits, a trailing CR: those take the slow path
+        if "_" in rest or not (rest.isascii() and rest.isprintable()):
+            return False
+        parts = rest.split(" ")
         if len(parts) != 3 or parts[0] != "":
             return False
         try:
@@ -353,24 +370,25 @@ class _Checker:
         if labels is None:
             try:
                 labels = parse_labels(label_text)
+            except DuplicateLabel as err:
+                self.problem(number, "duplicate-label", f"{name}: {err}")
+                return
             except ValueError as err:
                 self.problem(number, "bad-line", str(err))
                 return
             if len(self.label_cache) < 100_000:
                 self.label_cache[label_text] = labels
-        try:
-            value = float(match.group("value"))
-        except ValueError:
-            self.problem(number, "bad-value", f"value {match.group('value')!r}")
+        if not _NUMBER.fullmatch(match.group("value")):
+            self.problem(number, "bad-value", f"value {match.group('value')!r} (ASCII digits, . e + -, Inf or NaN)")
             return
+        value = float(match.group("value"))
         if match.group("ts") is None:
             self.problem(number, "no-timestamp", f"{name} has no timestamp")
             return
-        try:
-            ts = float(match.group("ts"))
-        except ValueError:
-            self.problem(number, "bad-line", f"timestamp {match.group('ts')!r}")
+        if not _TIMESTAMP.fullmatch(match.group("ts")):
+            self.problem(number, "bad-timestamp", f"timestamp {match.group('ts')!r} of {name}")
             return
+        ts = float(match.group("ts"))
         if ts > MAX_SECONDS:
             self.problem(number, "timestamp-unit", f"timestamp {match.group('ts')} (seconds expected, not ms)")
             return
@@ -423,13 +441,15 @@ class _Checker:
             self.prefix_key, self.prefix_monotonic = key, monotonic
 
     def line(self, raw: str, number: int) -> None:
-        line = raw.rstrip("\n")
+        line = raw[:-1] if raw.endswith("\n") else raw
         if self.fast(line, number):
             return
         self.prefix = None
-        if self.eof_line:
-            if line.strip():
-                self.problem(number, "after-eof", f"content after # EOF (line {self.eof_line}): {line[:60]!r}")
+        if "\r" in line:
+            self.problem(number, "line-ending", "a CR (\\r) in the line: the file has Windows (CRLF) line endings?")
+            return
+        if self.eof_line:  # a blank line too: promtool refuses anything after # EOF
+            self.problem(number, "after-eof", f"content after # EOF (line {self.eof_line}): {line[:60]!r}")
         elif line.startswith("#"):
             self.comment(line, number)
         elif not line.strip():
@@ -463,7 +483,7 @@ def check_file(
     checker = _Checker(str(path), None if services is None else set(services), max_problems, monotonic_counters)
     number = 0
     try:
-        with open(path, encoding="utf-8") as lines:
+        with open(path, encoding="utf-8", newline="") as lines:  # newline="": a CR is seen, not translated
             for number, raw in enumerate(lines, 1):
                 if checker.full:
                     break

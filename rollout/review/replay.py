@@ -36,6 +36,11 @@ from rollout.review.backfill import Backfill
 from rollout.review.openmetrics import FileReport, OpenMetricsError, check_file
 
 
+MAX_LEAD = timedelta(days=1)  # how far --start / --end may lie outside the file's samples
+MAX_CHECKS = 100_000  # about 70 days of 1-minute checks
+MAX_FILE_BYTES = 4 * 1024**3
+
+
 Progress = Callable[[str], None]  # one line per step (the CLI prints them on stderr)
 
 
@@ -107,6 +112,11 @@ class ReplaySession:
     def __init__(self, path: Path | str, services: Sequence[ServiceConfig], workdir: Path | None = None,
                  progress: Progress = _quiet):
         self.path = Path(path)
+        # /dev/zero, a FIFO: reading it would never end
+        if not self.path.is_file():
+            raise ReplayError(f"{self.path}: not a regular file (a metrics file written by `rollout export` or a scenario)")
+        if self.path.stat().st_size > MAX_FILE_BYTES:
+            raise ReplayError(f"{self.path}: {self.path.stat().st_size} bytes, over the {MAX_FILE_BYTES} bytes a replay reads")
         self.progress = progress
         self.seconds: dict[str, float] = {}
         clock = time.perf_counter()
@@ -114,6 +124,7 @@ class ReplaySession:
         self.report = check_file(self.path, services={(s.namespace, s.name) for s in services})
         if self.report.min_time is None or self.report.max_time is None:
             raise OpenMetricsError(str(self.path), [(0, "bad-line", "the file holds no samples")])
+        self.first_sample = datetime.fromtimestamp(self.report.min_time, UTC)
         self.last_sample = datetime.fromtimestamp(self.report.max_time, UTC)
         self.seconds["check file"] = time.perf_counter() - clock
         self._tmp = tempfile.TemporaryDirectory(prefix="rollout-replay-", dir=workdir)
@@ -140,6 +151,16 @@ class ReplaySession:
             raise ReplayError(f"--start {_rfc3339(start)} is after the end of the replay {_rfc3339(end)} "
                               "(the file's last sample unless --end is given)")
         services = _services(config, self.report, self.path)
+        # a replay judges the data it has: a range far outside it is a typo, and unbounded work
+        if start < self.first_sample - MAX_LEAD:
+            raise ReplayError(f"--start {_rfc3339(start)} is more than {format_duration(MAX_LEAD)} before the file's "
+                              f"first sample ({_rfc3339(self.first_sample)}): give the time the stage was applied")
+        if end > self.last_sample + MAX_LEAD:
+            raise ReplayError(f"--end {_rfc3339(end)} is more than {format_duration(MAX_LEAD)} after the file's "
+                              f"last sample ({_rfc3339(self.last_sample)})")
+        if (end - start) / stage.analysis.check_interval > MAX_CHECKS:
+            raise ReplayError(f"{_rfc3339(start)} to {_rfc3339(end)} is over {MAX_CHECKS} checks of every "
+                              f"{format_duration(stage.analysis.check_interval)}: replay a shorter range")
         instants = check_times(stage, start, end, count=EVERY_CHECK)  # the bot's grid, all of it
         if not instants:
             raise ReplayError(f"no check fits between --start and the end: the stage checks every "

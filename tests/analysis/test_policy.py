@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.stages import FLAGS_ON
@@ -93,3 +93,24 @@ def test_the_shipped_project_restricts_no_promotion():
     from rollout.config import load_stack_config
 
     assert load_stack_config(REPO_ROOT, "canary").project.release_policy == ReleasePolicy()
+
+
+FREEZE = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)  # a Monday inside the promotion hours
+FREEZE_ONLY = ReleasePolicy.model_validate({
+    "freezes": [{"start": "2026-11-30T10:00:00Z", "end": "2026-11-30T12:00:00Z", "reason": "CAB"}],
+})
+
+
+@pytest.mark.parametrize(
+    ("policy", "at", "blocked"),
+    [
+        (FREEZE_ONLY, FREEZE, True),  # the freeze's first instant is frozen (start <= now)
+        (FREEZE_ONLY, FREEZE - timedelta(microseconds=1), False),  # 1 µs before
+        (FREEZE_ONLY, FREEZE.replace(hour=12), False),  # its end is not (now < end)
+        (FREEZE_ONLY, FREEZE.replace(hour=11, minute=59, second=59, microsecond=999999), True),
+        (OFFICE, datetime(2026, 11, 30, 9, 0, tzinfo=UTC), False),  # the hours' first instant is open
+    ],
+    ids=["freeze-start", "before-freeze", "freeze-end", "last-frozen-instant", "hours-start"],
+)
+def test_the_boundaries_of_freezes_and_hours(policy, at, blocked):
+    assert (promotion_block(policy, stage(), at, Controls()) is not None) == blocked

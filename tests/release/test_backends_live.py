@@ -68,17 +68,19 @@ def recording_rules_only(config: StackConfig) -> str:
 
 def check(config: StackConfig, url: str, auth: PrometheusAuth, app_name: str) -> CheckResult:
     service = next(s for s in config.project.services if s.name == app_name)
-    with Prometheus(url, auth=auth, timeout=3.0, retries=1, backoff=0.1) as prom:
+    # generous bounds (not waits): a busy 2-core CI answers slowly, and a bound hit is a failure
+    with Prometheus(url, auth=auth, timeout=30.0, retries=1, backoff=0.1, check_seconds=120) as prom:
         return evaluate(config.stage, measure(prom, config.stage, service))
 
 
-def wait_until_judged(config: StackConfig, url: str, auth: PrometheusAuth, timeout: float = 45.0) -> None:
+def wait_until_judged(config: StackConfig, url: str, auth: PrometheusAuth, timeout: float = 180.0) -> None:
     """Until every gate of every service has a value: scrapes over a whole rate window and
     recording rules evaluated over them (vmalert writes back through remote write)."""
 
     def ready() -> bool:
         results = [check(config, url, auth, name) for name in PROFILES]
-        return all(g.value is not None for r in results for g in r.gates)
+        # the stable baselines too: a slow machine scrapes one track before the other
+        return all(g.value is not None and "no data" not in g.message for r in results for g in r.gates)
 
     wait_for(ready, timeout, f"every gate measured through {url}", interval=0.5)
 
@@ -244,10 +246,11 @@ def test_a_server_not_signed_by_the_ca_bundle_is_not_trusted(secured: SecuredPro
         check(secured.config, secured.server.url, secured.auth(ca=False), "genesis-healthy")
 
 
-def test_a_wrong_password_is_refused_and_never_echoed(secured: SecuredPrometheus) -> None:
-    with pytest.raises(PrometheusError, match="HTTP 401") as refused:
+def test_a_wrong_password_is_refused(secured: SecuredPrometheus) -> None:
+    """Refused with the status. That the password never shows is tested against a server that
+    echoes credentials (tests/release/test_prometheus.py): a real Prometheus never echoes it."""
+    with pytest.raises(PrometheusError, match="HTTP 401"):
         check(secured.config, secured.server.url, secured.auth(basic="wrong-basic"), "genesis-healthy")
-    assert "guess-4471" not in str(refused.value)
 
 
 def test_unreadable_tls_files_are_named(tmp_path: Path) -> None:

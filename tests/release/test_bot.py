@@ -8,12 +8,13 @@ and an injected clock, so the checks it re-runs at past instants are reproducibl
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from support.fake_pulumi import REPO, FakePulumi, update
+from support.hostile import HostilePrometheus, answering
 from support.live import LiveStack, compressed_config, live_stack
 
 from rollout.analysis.decision import check_times
@@ -22,7 +23,8 @@ from rollout.model import Release
 from rollout.release.bot import ReleaseBot, check_release
 from rollout.release.deployer import PulumiDeployer, StackLockedError
 from rollout.release.prometheus import Prometheus, PrometheusError
-from rollout.review.localstack import start_prometheus, wait_for
+from rollout.release.notify import AlertmanagerClient, ReleaseNotifier
+from rollout.review.localstack import start_alertmanager, start_prometheus, wait_for
 
 APP = "genesis"
 
@@ -280,3 +282,82 @@ def test_a_tick_first_finishes_a_stage_change_stopped_between_its_phases(fake: F
     assert unreachable.queries == 0 and fake.sleeps == [30.0]
     state = deployer.current()
     assert state.pending is None and state.stage == "stable"
+
+
+# --------------------------------------------------------------------------- compare-and-apply, a rollback that fails (moved from the probes of issue 10)
+
+
+@pytest.fixture
+def alertmanager() -> Iterator[str]:
+    with start_alertmanager({"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}) as running:
+        yield running.url
+
+
+def test_a_manual_rollback_landing_during_a_tick_is_never_overwritten_by_the_ticks_promotion(
+    fake: FakePulumi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: the tick then applied "promote stable -> gradual". Now: compare-and-apply sees the new
+    head update, the tick decides again on it (stable: nothing to do)."""
+    now = datetime.now(UTC)
+    seed_stage(fake, "canary", 10, now - timedelta(hours=49))
+    import rollout.release.bot as bot_module
+
+    real_decide = bot_module.decide
+    landed = []
+
+    def decide_while_someone_rolls_back(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        decision = real_decide(*args, **kwargs)
+        if not landed:  # the person's command lands between the tick's read and its apply
+            landed.append(PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep).apply(
+                "stable", "rolled back by hand: INC-7"))
+        return decision
+
+    monkeypatch.setattr(bot_module, "decide", decide_while_someone_rolls_back)
+    with HostilePrometheus(answering()) as prometheus, Prometheus(prometheus.url) as prom:
+        bot = ReleaseBot(load_release(REPO), PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep), prom,
+                         clock=lambda: now)
+        outcome = bot.tick()
+    messages = [run["argv"][run["argv"].index("--message") + 1] for run in fake.runs_of("up")]
+    assert messages == ["rollout: rollback canary -> stable: rolled back by hand: INC-7"]  # no promotion
+    assert fake.state()["outputs"]["stage"] == "stable"
+    assert outcome.decision.action == "wait" and any("decided again" in w for w in outcome.warnings)
+
+
+def test_a_manual_command_refuses_a_stale_view(fake: FakePulumi) -> None:
+    seed_stage(fake, "gradual", 50, datetime.now(UTC) - timedelta(hours=1))
+    deployer = PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep)
+    state = deployer.current()
+    PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep).apply("stable", "someone else")
+    from rollout.release.deployer import StaleStateError
+
+    with pytest.raises(StaleStateError, match="the stack changed after this decision"):
+        deployer.apply("majority", "promote on an old view", expect_head=state.head_version)
+    assert len(fake.runs_of("up")) == 1
+
+
+@pytest.mark.parametrize("lock", ["service", None], ids=["stack-locked", "up-failed"])
+def test_a_rollback_that_cannot_be_applied_pages_and_is_reported(
+    fake: FakePulumi, alertmanager: str, tmp_path: Path, lock: str | None
+) -> None:
+    """Was: exit 3, nobody paged, no report."""
+    seed_stage(fake, "majority", 80, datetime.now(UTC) - timedelta(hours=1))
+    state = fake.state()
+    fake.seed(outputs=state["outputs"], history=state["history"], tags=state["tags"], lock=lock, fail_next_up=lock is None)
+    from rollout.release.hooks import StageReportWriter
+
+    service = load_release(REPO).project.services[0]
+    notifier = ReleaseNotifier(app="genesis", namespace="genesis", runbook_base_url="https://r.example",
+                               alertmanager=AlertmanagerClient(alertmanager),
+                               report_writer=StageReportWriter(tmp_path, load_release(REPO), service))
+    bot = ReleaseBot(load_release(REPO), PulumiDeployer(REPO, "prod", pulumi_root=fake.root, sleep=fake.sleep),
+                     Prometheus("http://127.0.0.1:9"), hooks=[notifier], sleep=fake.sleep)
+    from rollout.release.deployer import DeployerError
+
+    with pytest.raises(DeployerError):
+        bot.rollback("error rate 3% on 3 checks")
+    (page,) = AlertmanagerClient(alertmanager).alerts({"alertname": "GenesisRollbackFailed"})
+    assert page["labels"]["severity"] == "critical" and page["labels"]["stage"] == "majority"
+    assert "the canary still has traffic" in page["annotations"]["summary"]
+    (report,) = tmp_path.glob("*-rollback-majority-to-stable-failed.md")
+    text = report.read_text()
+    assert "NOT APPLIED" in text and "error rate 3% on 3 checks" in text

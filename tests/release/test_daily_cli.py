@@ -136,7 +136,7 @@ def test_a_dry_run_writes_the_day_with_its_rollback_and_sends_nothing(day: Day, 
     assert "earliest promotion" not in next_action and "stage 'stable' sends the canary no traffic" in next_action
     alerts = text.split("## Alerts that fired")[1].split("##")[0]
     assert alerts.count("GenesisRolloutRolledBack (critical)") == 1, alerts
-    assert f"rollback gradual -> stable: the last 3 checks failed (limit 3)" in text
+    assert "rollback gradual -> stable: the last 3 checks failed (limit 3)" in text
 
 
 def test_the_plot_shows_both_tracks_and_the_weight(day: Day, fake: FakePulumi, tmp_path: Path) -> None:

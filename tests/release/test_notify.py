@@ -289,7 +289,8 @@ def test_notifier_pages_on_rollback_annotates_and_feeds_the_report(
     assert held["GenesisStageChanged"]["labels"]["stage"] == "stable"  # the notice, the stage it went to
     assert held[ROLLBACK_ALERT]["annotations"]["runbook_url"] == "https://runbooks.example/GenesisRolloutRolledBack.md"
     assert grafana.requests[0]["body"]["tags"] == ["genesis-rollout", "deployment", "rollback", "stable"]
-    [(_, events)] = written
+    [(_, before), (_, events)] = written  # written before anyone was told, then with the timeline
+    assert before == []
     assert [text for _, text in events] == [
         "GenesisRolloutRolledBack, GenesisStageChanged sent to Alertmanager", "Grafana annotation added",
     ]
@@ -343,7 +344,8 @@ def test_a_rollback_that_cannot_page_still_writes_the_report_with_what_failed(tm
     stuck.error = "the stack is locked"
     with pytest.raises(NotifyError, match=r"Alertmanager: POST .* failed.*\(done: report written to .*incident.md\)"):
         notifier.rollback_failed(stuck)
-    (events,) = written
+    before, events = written  # before the page was tried, then with what happened
+    assert [text for _, text in before] == ["rollback NOT applied: the stack is locked"]
     texts = [text for _, text in events]
     assert texts[0] == "rollback NOT applied: the stack is locked"
     assert texts[1].startswith("GenesisRollbackFailed NOT sent: ") and len(texts) == 2

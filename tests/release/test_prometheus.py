@@ -13,9 +13,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from support.fake_pulumi import REPO
+from support.hostile import Answer, HostilePrometheus, vector
 
+from rollout.config import load_release
+from rollout.release.bot import check_release
 from rollout.release.prometheus import Prometheus, PrometheusError
 from rollout.review.localstack import LoopbackServer, QuietHandler
+
+RELEASE = load_release(REPO)
+CANARY = RELEASE.stage("canary")
 
 VECTOR = {"status": "success", "data": {"resultType": "vector", "result": [
     {"metric": {"app": "genesis"}, "value": [1700000000, "0.25"]}]}}
@@ -112,3 +119,92 @@ def test_unreachable_is_an_error() -> None:
     with pytest.raises(PrometheusError, match="unreachable .* \\(after 2 attempts\\)"):
         prom.query("up")
     assert prom.ready_status() == "ConnectError: [Errno 111] Connection refused"  # a reason, never a 200
+
+
+# --------------------------------------------------------------------------- credentials never shown
+
+
+@pytest.mark.parametrize("where", ["file", "url"])
+def test_credentials_a_server_echoes_back_are_never_shown(tmp_path, where: str) -> None:  # noqa: ANN001
+    """A proxy or gateway that echoes what it got (the Authorization header, the decoded
+    password) in its 401: the error says 401 and names the URL, never the password nor its
+    base64 form. A real Prometheus never echoes, so only an echoing server can show this."""
+    import base64
+
+    from rollout.release.prometheus import PrometheusAuth
+    from support.hostile import ScriptedReceiver
+
+    def echo(method: str, path: str, headers: dict[str, str], body: bytes):  # noqa: ANN202
+        header = headers.get("authorization", "")
+        decoded = base64.b64decode(header.removeprefix("Basic ")).decode() if header.startswith("Basic ") else ""
+        return 401, [json.dumps({"status": "error", "error": f"denied: {header} ({decoded})"}).encode()], 0.0
+
+    (tmp_path / "basic").write_text("rollout-bot:pw-echo-7731\n")
+    with ScriptedReceiver(echo) as server:
+        url, auth = server.url, PrometheusAuth(basic_auth_file=str(tmp_path / "basic"))
+        if where == "url":
+            url, auth = server.url.replace("http://", "http://rollout-bot:pw-echo-7731@"), PrometheusAuth()
+        with Prometheus(url, auth=auth, retries=0) as prom, pytest.raises(PrometheusError, match="401") as refused:
+            prom.query("up")
+    sent = server.requests[0][2]["authorization"]
+    assert sent == "Basic " + base64.b64encode(b"rollout-bot:pw-echo-7731").decode()  # it was echoed
+    message = str(refused.value)
+    assert "pw-echo-7731" not in message and sent.removeprefix("Basic ") not in message
+    assert "denied: Basic ***" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("Authorization: Bearer s3cr3t-hdr", "item 1 is not Name=value"),
+     ("X-Scope-OrgID=ok,Bad Name=s3cr3t-hdr", "item 2: the header name is not an HTTP token"),
+     ("X-Token=s3cr3t-hdr\nInjected: 1", "X-Token: the value holds a line break")],
+    ids=["colon-not-equals", "bad-name", "line-break"],
+)
+def test_a_malformed_prometheus_headers_variable_never_echoes_a_value(value: str, message: str) -> None:
+    """Was: `PROMETHEUS_HEADERS: 'Authorization: Bearer <token>' is not Name=value`."""
+    from rollout.release.prometheus import PrometheusAuth
+
+    with pytest.raises(ValueError) as refused:
+        PrometheusAuth.from_env({"PROMETHEUS_HEADERS": value})
+    assert message in str(refused.value) and "s3cr3t-hdr" not in str(refused.value)
+
+
+# --------------------------------------------------------------------------- partial data, drips, size (moved from the probes of issue 10)
+#
+# A hostile Prometheus (tests/support/hostile.py): a real one cannot be made to answer with
+# warnings, drip bytes or send 150 MB on demand.
+
+
+def test_an_answer_with_warnings_is_not_trusted() -> None:
+    """Was: ignored, promoted. Partial data (a Thanos store down) is an error naming the query."""
+    def answer(query: str) -> Answer:
+        return vector("0.0", warnings=["store 10.0.0.5 unavailable: partial response"])
+
+    with HostilePrometheus(answer) as prometheus, Prometheus(prometheus.url, retries=0) as prom:
+        with pytest.raises(PrometheusError, match="partial data, not trusted: warnings .*store 10.0.0.5") as caught:
+            check_release(RELEASE, prom, CANARY)
+    assert "namespace_app_track" in caught.value.query
+
+
+def test_a_server_dripping_bytes_cannot_hold_a_check_past_its_deadline() -> None:
+    """Was: still running after 100 s (the 5 s timeout is per read). One deadline per check."""
+    def drip(query: str) -> Answer:
+        return 200, (b" " for _ in range(1000)), 1.0  # one byte a second, for ever
+
+    with HostilePrometheus(drip) as prometheus, Prometheus(prometheus.url, check_seconds=3, retries=0) as prom:
+        started = time.monotonic()
+        with pytest.raises(PrometheusError, match="deadline passed"):
+            check_release(RELEASE, prom, CANARY)
+        assert time.monotonic() - started < 30  # bounded by the deadline, not by 1000 bytes
+
+
+def test_a_huge_answer_is_refused_before_it_fills_memory() -> None:
+    """Was: 150 MB read, a pass, 2.2 GB of memory. Now: refused at the size cap."""
+    def huge(query: str) -> Answer:
+        head = b'{"status":"success","data":{"resultType":"vector","result":['
+        series = b'{"metric":{"pod":"' + b"x" * 1000 + b'"},"value":[1,"0"]},'
+        return 200, (head, *(series for _ in range(150_000))), 0.0
+
+    with HostilePrometheus(huge) as prometheus, Prometheus(prometheus.url, retries=0) as prom:
+        with pytest.raises(PrometheusError, match="answer larger than 10485760 bytes: refused"):
+            prom.query('namespace_app_track:genesis_requests:rate{track="canary"}')

@@ -101,8 +101,8 @@ def test_incident_report_has_gate_table_timeline_and_plot(release, tmp_path: Pat
     png = path.with_suffix(".png")
     assert f"![stage plot]({png.name})" in text
     width, height = png_size(png)
-    assert (width, height) == (900, 750)
-    assert png.stat().st_size > 20_000  # three panels with data, not a blank canvas
+    assert (width, height) == (900, 970)  # three panels, and a row with every failing gate against stable
+    assert png.stat().st_size > 20_000  # panels with data, not a blank canvas
 
 
 def test_series_from_checks_and_the_weight_step(release) -> None:

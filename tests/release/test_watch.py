@@ -114,9 +114,11 @@ def test_it_ticks_at_least_every_minute_and_on_every_check_instant():
     assert all(at in wakes for at in instants), wakes
 
 
-def test_without_forever_a_rollback_ends_it_and_an_error_exits_3():
+def test_without_forever_a_rollback_ends_it_and_an_error_does_not():
     assert Script([outcome("rollback")]).watcher().run() == 0
-    assert Script([ValueError("prometheus down")]).watcher().run() == 3
+    errors = Script([ValueError("prometheus down"), ValueError("prometheus down"), outcome("rollback")])
+    assert errors.watcher().run() == 0 and errors.ticks == 3  # the errors did not end the loop
+    assert Script([ValueError("prometheus down")] * 3).watcher(max_ticks=2).run() == 3
     script = Script([outcome("wait"), outcome("wait"), outcome("wait")])
     assert script.watcher(max_ticks=2).run() == 0 and script.ticks == 2
 

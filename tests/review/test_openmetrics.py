@@ -68,7 +68,34 @@ CASES = {
     "after-eof": (GOOD + "genesis_error_rate 1 1\n", 15),
     "bad-value": (broken(GOOD, "0.01 1767571200", "abc 1767571200"), 6),
     "bad-line": (broken(GOOD, "# TYPE genesis_error_rate gauge", "# TYPO genesis_error_rate gauge"), 5),
+    "bad-timestamp": (broken(GOOD, "0.01 1767571200", "0.01 NaN"), 6),
+    "duplicate-label": (broken(GOOD, 'genesis_error_rate{namespace="genesis",', 'genesis_error_rate{namespace="genesis",namespace="genesis",'), 6),
+    "line-ending": (GOOD.replace("\n", "\r\n"), 1),
 }
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "rule"),
+    [
+        ("0.01 1767571200", "0.01 -1767571200", 6, "bad-timestamp"),  # negative
+        ("0.01 1767571200", "0.01 +Inf", 6, "bad-timestamp"),
+        ("0.01 1767571200", "1_0 1767571200", 6, "bad-value"),  # float() takes 1_0
+        ("0.01 1767571200", "\uff11\uff10 1767571200", 6, "bad-value"),  # full-width digits
+        ("7 1767571230", "7 1767571230\r", 4, "line-ending"),  # the fast path's line
+        ("7 1767571230", "1_0 1767571230", 4, "bad-value"),  # the fast path's line
+        ("7 1767571230", "7 1767571200", 4, "unordered-sample"),  # the same time twice: not after it
+        ("# EOF\n", "# EOF\n\n", 15, "after-eof"),  # a blank line after # EOF
+    ],
+    ids=["negative-ts", "inf-ts", "underscore", "full-width", "cr-fast-path", "underscore-fast-path",
+         "equal-timestamps", "blank-after-eof"],
+)
+def test_what_float_or_a_lax_check_would_let_through_is_named(tmp_path: Path, old: str, new: str, line: int, rule: str) -> None:
+    """Was: through to promtool's vague errors (or silently taken). Now: line and rule."""
+    path = tmp_path / "metrics.om"
+    path.write_bytes(broken(GOOD, old, new).encode())
+    with pytest.raises(OpenMetricsError) as refused:
+        check_file(path, services=SERVICES)
+    assert (line, rule) in [(n, r) for n, r, _ in refused.value.problems], refused.value.problems
 
 
 @pytest.mark.parametrize("rule", sorted(CASES))
@@ -99,6 +126,16 @@ def test_problems_are_capped_and_counted(tmp_path: Path) -> None:
         check_file(write(tmp_path, f"# TYPE genesis_error_rate gauge\n{lines}# EOF\n"), max_problems=5)
     assert len(refused.value.problems) == 5 and "checking stopped after 5 problems" in str(refused.value)
     assert "at 1767571199 is not after its previous sample at 1767571200 (line 2)" in str(refused.value)
+
+
+def test_a_sample_at_exactly_its_previous_time_is_refused(tmp_path: Path) -> None:
+    """The `<=` boundary: two samples of one series at the same instant (slow and fast path)."""
+    for text in (f"# TYPE genesis_error_rate gauge\ngenesis_error_rate{{{POD}}} 1 1767571200\n"
+                 f"genesis_error_rate{{{POD}}} 2 1767571200\n# EOF\n",
+                 f"# TYPE genesis_error_rate gauge\ngenesis_error_rate{{{POD}}} 1 1767571199\n"
+                 f"genesis_error_rate{{{POD}}} 1 1767571200\ngenesis_error_rate{{{POD}}} 2 1767571200\n# EOF\n"):
+        with pytest.raises(OpenMetricsError, match=r"\[unordered-sample\] .* at 1767571200 is not after its previous sample at 1767571200"):
+            check_file(write(tmp_path, text))
 
 
 def test_every_rule_is_documented() -> None:

@@ -236,3 +236,94 @@ def test_scenario_refuses_a_cut_that_cannot_replay(tmp_path: Path, args: list[st
     result = CliRunner().invoke(app, ["scenario", "step-errors", "--out", str(tmp_path / "x.om"), *args])
     assert result.exit_code == 3 and expected in result.stderr, result.output
     assert not (tmp_path / "x.om").exists()
+
+
+# --------------------------------------------------------------------------- ranges and paths (issue 20)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--start", "2020-01-05T00:00:00Z"], "is more than 1d before the file's first sample (2026-01-05T00:00:00Z)"),
+        (["--start", START, "--end", "2030-01-05T00:00:00Z"], "is more than 1d after the file's last sample"),
+        (["--start", "1e300"], "--start: '1e300' is not a time"),
+        (["--start", START, "--end", "inf"], "--end: 'inf' is not a time"),
+        (["--start", "nan"], "--start: 'nan' is not a time"),
+        (["--start", START, "--plot", "/nonexistent/x.png"], "--plot: the folder /nonexistent does not exist"),
+    ],
+    ids=["start-years-before", "end-years-after", "start-1e300", "end-inf", "start-nan", "plot-folder-missing"],
+)
+def test_absurd_ranges_and_paths_are_refused_with_the_flag_named(short_bad: Path, flags: list[str], message: str) -> None:
+    """Was: an OverflowError traceback (exit 1), a traceback after the replay, or hours of checks."""
+    result = rollout("replay", "--metrics", str(short_bad), "--stage", "canary", *flags)
+    assert result.exit_code == 3, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_metrics_file_that_never_ends_is_refused() -> None:
+    result = rollout("replay", "--metrics", "/dev/zero", "--start", START, "--stage", "canary")
+    assert result.exit_code == 3, result.output
+    assert "/dev/zero: not a regular file" in result.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--start", "1970-01-02T00:00:00Z", "--end", "2070-01-01T00:00:00Z"], "export at most 31 days at once"),
+     (["--start", "inf", "--end", START], "--start: 'inf' is not a time"),
+     (["--start", START, "--end", "2026-01-06T00:00:00Z", "--out", "DIR"], "is a directory; give a file name")],
+    ids=["a-century", "inf", "out-is-a-directory"],
+)
+def test_export_refuses_absurd_ranges_before_any_query(tmp_path: Path, flags: list[str], message: str) -> None:
+    """Was: 44,818 queries for 100 years; a traceback for --out DIR. The Prometheus here is a
+    closed port: a refusal must come before any query."""
+    from rollout.review.localstack import free_port
+
+    flags = [str(tmp_path) if f == "DIR" else f for f in flags]
+    if "--out" not in flags:
+        flags += ["--out", str(tmp_path / "out.om")]
+    result = rollout("export", "--prometheus", f"http://127.0.0.1:{free_port()}", *flags)
+    assert result.exit_code == 3, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_sigterm_stops_the_replays_prometheus(short_bad: Path) -> None:
+    """Was: SIGTERM killed `rollout replay` and left its Prometheus running. The replay runs as a
+    user starts it (its own process); once its Prometheus child is up, SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rollout.review.localstack import wait_for
+
+    command = [str(Path(sys.executable).parent / "rollout"), "replay", "--metrics", str(short_bad), "--start", START,
+               "--stage", "canary", "-C", str(REPO)]
+    replaying = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+    def prometheus_children() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == replaying.pid and b"storage.tsdb.path" in cmdline:
+                found.append(int(entry.name))
+        return found
+
+    children: list[int] = []
+    try:
+        wait_for(lambda: prometheus_children() or replaying.poll() is not None, 240, "the replay's Prometheus", interval=0.05)
+        children = prometheus_children()
+        assert children, f"the replay ended before its Prometheus was seen: {replaying.stderr.read()!r}"
+        replaying.send_signal(signal.SIGTERM)
+        assert replaying.wait(timeout=60) != 0
+        for pid in children:
+            wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 30, f"Prometheus {pid} to stop")
+    finally:
+        if replaying.poll() is None:
+            os.killpg(replaying.pid, signal.SIGKILL)
+        for pid in children:  # a failed test leaves nothing running either
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)

@@ -71,3 +71,44 @@ def answering(**canary: str) -> Callable[[str], Answer]:
         return vector("1")
 
     return answer
+
+
+class ScriptedReceiver(LoopbackServer):
+    """An HTTP receiver (Alertmanager, Grafana) whose every answer a test scripts:
+    `answer(method, path, headers, body) -> (status, body chunks, seconds between chunks)`;
+    status 0 sends the chunks as the raw response, status line included, so a receiver can
+    accept a request and then trickle its answer a byte at a time. `requests` records
+    (method, path, headers, body)."""
+
+    def __init__(self, answer: Callable[[str, str, dict[str, str], bytes], Answer]) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        server = self
+
+        class Handler(QuietHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                server.requests.append((self.command, self.path, headers, body))
+                status, chunks, pause = answer(self.command, self.path, headers, body)
+                try:
+                    if status:
+                        self.send_response(status)
+                        self.send_header("Content-Type", "application/json")
+                        self.end_headers()
+                    for chunk in chunks:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        if pause:
+                            time.sleep(pause)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = _serve
+
+        super().__init__(Handler)
+
+
+def trickle(text: bytes, pause: float) -> Answer:
+    """A raw answer sent one byte every `pause` seconds."""
+    return 0, (text[i : i + 1] for i in range(len(text))), pause

@@ -31,14 +31,16 @@ def stack_state(
     lock: str | None = None,
     fail_next_up: bool = False,
     tags: dict[str, str] | None = None,
+    fail_tag_set: bool = False,
 ) -> dict[str, Any]:
-    """One stack as the stand-in keeps it."""
+    """One stack as the stand-in keeps it; `fail_tag_set`: a backend refusing tag writes."""
     return {
         "outputs": outputs or {},
         "history": history or [],
         "lock": lock,
         "failNextUp": fail_next_up,
         "tags": tags or {},
+        "failTagSet": fail_tag_set,
     }
 
 

@@ -71,8 +71,9 @@ class FakePulumi:
         lock: str | None = None,
         fail_next_up: bool = False,
         tags: dict[str, str] | None = None,
+        fail_tag_set: bool = False,
     ) -> None:
-        write_state(self.state_file, {stack: stack_state(outputs, history, lock, fail_next_up, tags)})
+        write_state(self.state_file, {stack: stack_state(outputs, history, lock, fail_next_up, tags, fail_tag_set)})
 
     def state(self, stack: str = "prod") -> dict[str, Any]:
         return read_state(self.state_file)["stacks"][stack]
