@@ -173,6 +173,19 @@ def start_log_weights(intervals: int, start_prior: StartPrior) -> tuple[FloatArr
     return np.log(pi), np.log(remaining)
 
 
+
+def _mix_alternatives(log_s: FloatArray, log_weights: ArrayLike, log_rest: FloatArray,
+                      start_prior: StartPrior) -> FloatArray:
+    """log of the prior-weighted sum over alternatives (axis -2) of the change-point mixtures,
+    plus the start prior's mass not yet spent (the e-process is 1 there)."""
+    log_s = log_s + np.asarray(log_weights, dtype=float)[:, None]
+    m = np.max(log_s, axis=-2)
+    m = np.where(np.isfinite(m), m, 0.0)
+    log_e = m + np.log(np.sum(np.exp(log_s - m[..., None, :]), axis=-2))
+    if start_prior != "stage":
+        log_e = np.logaddexp(log_e, log_rest)
+    return log_e
+
 def _logsumexp(a: FloatArray, axis: int, log_w: FloatArray | None = None) -> FloatArray:
     if log_w is not None:
         a = a + log_w
@@ -211,12 +224,7 @@ def log_e_paths(
         a[..., 0] = log_pi[0]
         np.subtract(log_pi[1:], cum[..., :-1], out=a[..., 1:])
         log_s = cum + np.logaddexp.accumulate(a, axis=-1)
-    log_s += np.asarray(log_weights, dtype=float)[:, None]
-    m = np.max(log_s, axis=-2)
-    m = np.where(np.isfinite(m), m, 0.0)
-    log_e = m + np.log(np.sum(np.exp(log_s - m[..., None, :]), axis=-2))
-    if start_prior != "stage":
-        log_e = np.logaddexp(log_e, log_rest)
+    log_e = _mix_alternatives(log_s, log_weights, log_rest, start_prior)
     # Before the first event every likelihood ratio is exactly 1, so E is exactly 1: make the
     # arithmetic say so (no 1 - 1e-16 from the log-space sums).
     return np.where(np.cumsum(x[..., 0, :], axis=-1) > 0, log_e, 0.0)
@@ -595,12 +603,7 @@ def _mix_paths(log_l: FloatArray, log_weights: FloatArray, start_prior: StartPri
             state = steps[t] + np.logaddexp(state, log_pi[t])
             steps[t] = state
         log_s = np.moveaxis(steps, 0, -1)
-    log_s += np.asarray(log_weights, dtype=float)[:, None]
-    m = np.max(log_s, axis=-2)
-    m = np.where(np.isfinite(m), m, 0.0)
-    log_e = m + np.log(np.sum(np.exp(log_s - m[..., None, :]), axis=-2))
-    if start_prior != "stage":
-        log_e = np.logaddexp(log_e, log_rest)
+    log_e = _mix_alternatives(log_s, log_weights, log_rest, start_prior)
     return log_e
 
 
