@@ -26,8 +26,12 @@ from datetime import timedelta
 from rollout.model import format_duration
 
 LABELS = "namespace, app, track"
-# the request-driven signals count weighted traffic only (see WEIGHTED below), as the judge does
-_WEIGHTED = '{{route!="header"}}'
+# Requests the route's weight sent (`route="weighted"`), not testers' header-routed ones
+# (`route="header"`, `x-genesis-track: canary`): the judge and the gates compare the populations
+# the weight splits. Series without a route label (an app that does not set it) all count.
+WEIGHTED = 'route!="header"'
+# the request-driven signals' selector (in their format strings: braces doubled)
+_WEIGHTED = "{{" + WEIGHTED + "}}"
 
 
 @dataclass(frozen=True)
@@ -197,11 +201,6 @@ def availability_query(app: str, namespace: str | None, deadline: timedelta) -> 
 
 
 # --------------------------------------------------------------------------- the judge's counts
-
-# Requests the route's weight sent (`route="weighted"`), not testers' header-routed ones
-# (`route="header"`, `x-genesis-track: canary`): the judge and the gates compare the populations
-# the weight splits. Series without a route label (an app that does not set it) all count.
-WEIGHTED = 'route!="header"'
 
 
 @dataclass(frozen=True)
