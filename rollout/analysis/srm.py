@@ -74,11 +74,17 @@ def srm_log_e_path(canary_requests: ArrayLike, stable_requests: ArrayLike, expec
     xs = np.asarray(stable_requests, dtype=float)
     if xc.shape != xs.shape:
         raise ValueError(f"canary and stable requests differ in shape: {xc.shape} vs {xs.shape}")
-    usable = np.isfinite(xc) & np.isfinite(xs) & (xc >= 0) & (xs >= 0)
+    usable = _usable(xc, xs)
     cc = np.cumsum(np.where(usable, xc, 0.0))
     cs = np.cumsum(np.where(usable, xs, 0.0))
     a, b = concentration * expected_share, concentration * (1 - expected_share)
     return betaln(a + cc, b + cs) - betaln(a, b) - cc * math.log(expected_share) - cs * math.log1p(-expected_share)
+
+
+def _usable(xc: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Intervals that count, on both tracks: finite, non-negative request counts."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(xc) & np.isfinite(xs) & (xc >= 0) & (xs >= 0)
 
 
 def sample_ratio(canary_requests: ArrayLike, stable_requests: ArrayLike, expected_share: float, index: int,
@@ -87,7 +93,7 @@ def sample_ratio(canary_requests: ArrayLike, stable_requests: ArrayLike, expecte
     xc = np.asarray(canary_requests, dtype=float)[: index + 1]
     xs = np.asarray(stable_requests, dtype=float)[: index + 1]
     path = srm_log_e_path(xc, xs, expected_share) if xc.size else np.zeros(0)
-    usable = np.isfinite(xc) & np.isfinite(xs)
+    usable = _usable(xc, xs)  # the intervals the e-value counted: the share shown is of the same requests
     nc, ns = float(xc[usable].sum()), float(xs[usable].sum())
     return SampleRatio(
         share=nc / (nc + ns) if nc + ns > 0 else None, expected=expected_share,

@@ -42,3 +42,12 @@ def test_bad_input_names_the_rule() -> None:
         srm_log_e_path([1], [1], 1.0)
     with pytest.raises(ValueError, match="differ in shape"):
         srm_log_e_path([1, 2], [1], 0.5)
+
+
+def test_the_share_shown_counts_the_requests_the_e_value_counts() -> None:
+    """A negative count (a counter reset not differenced) is skipped by the e-value; the share and
+    the request totals beside it skip it too, so the summary never mixes two sets of intervals."""
+    test = sample_ratio([10, -50, 12], [90, 88, 88], 0.1, 2)
+    assert test.canary_requests == 22 and test.stable_requests == 178
+    assert test.share == pytest.approx(22 / 200)
+    assert test.e_value == pytest.approx(math.exp(srm_log_e_path([10, 12], [90, 88], 0.1)[-1]))
