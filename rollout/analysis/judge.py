@@ -497,8 +497,8 @@ def _tail_counts(buckets: FloatArray, name: str) -> tuple[FloatArray, FloatArray
 # Production breaks the per-request independence the likelihood ratios above need: a pod loses
 # a dependency and fails half its requests for 30 s; a pod's latency wanders with its GC and
 # its neighbours. Under the per-event test one such burst on the canary multiplies the evidence
-# by the likelihood ratio of hundreds of "independent" errors (e-values of 1e150 on healthy
-# releases). Here each interval contributes one bounded factor, whatever happened inside it.
+# by the likelihood ratio of hundreds of "independent" errors (one 300-error minute on a healthy
+# canary: an e-value near 1e246, tests/analysis/test_judge.py). Here each interval contributes one bounded factor, whatever happened inside it.
 #
 # The game (Shafer & Vovk, testing by betting; Waudby-Smith & Ramdas, "Estimating means of
 # bounded random variables by betting", JRSS-B 2023). For interval i with events on either
