@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 
 from rollout.analysis.counts import BucketCounts, StageCounts
-from rollout.analysis.evidence import Evidence, GateJudge
+from rollout.analysis.evidence import Evidence, GateJudge, LatencyCounts, RateCounts
 from rollout.analysis.srm import SampleRatio, sample_ratio
 from rollout.model import Stage
 
@@ -79,20 +79,19 @@ def _evidence(stage: Stage, name: str, counts: StageCounts) -> Evidence | None:
     # the judge's evidence starts after analysis.warmup (fixed before the stage: validity kept)
     options = {"warmup_intervals": math.ceil(stage.analysis.warmup / step - 1e-9),
                "budget": stage.analysis.judge_alpha}
+    judged: RateCounts | LatencyCounts
     if isinstance(source, BucketCounts):
-        latency = source.upto(counts.interval)
-        if not latency.boundaries:
+        judged = source.upto(counts.interval)
+        if not judged.boundaries:
             raise ValueError("no latency bucket boundary is shared by both tracks in every interval so far "
                              "(a bucket layout change?): nothing to compare")
-        key = (name, gate.judge, alpha, latency.boundaries, tuple(options.values()))
-        judge = counts.memo.get(key)
-        if judge is None:
-            judge = counts.memo[key] = GateJudge(name, gate.judge, alpha, latency, **options)  # type: ignore[arg-type]
+        layout = judged.boundaries  # checks that vote on the same boundaries share one e-process
     else:
-        key = (name, gate.judge, alpha, tuple(options.values()))
-        judge = counts.memo.get(key)
-        if judge is None:
-            judge = counts.memo[key] = GateJudge(name, gate.judge, alpha, source, **options)  # type: ignore[arg-type]
+        judged, layout = source, ()
+    key = (name, gate.judge, alpha, layout, tuple(options.values()))
+    judge = counts.memo.get(key)
+    if judge is None:
+        judge = counts.memo[key] = GateJudge(name, gate.judge, alpha, judged, **options)  # type: ignore[arg-type]
     return judge.at(counts.interval)
 
 
