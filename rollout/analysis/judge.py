@@ -15,11 +15,12 @@ What the bot runs (rollout/analysis/evidence.py's GateJudge), in the sections at
   the same interval betting on requests slower than bucket boundaries.
 
 Both mix constant bets and change-point starts, and skip the warm-up intervals; their validity
-arguments are with them. The per-event likelihood-ratio e-processes below (`rate_ratio_log_e_paths`,
-`latency_log_e_path`) are what the judge ran before: valid only if every request fails or is
-slow independently of every other, which per-pod bursts and jitter break (docs/judge.md). They
-remain for `ratio_estimate`'s confidence sequence (a description of the effect, not the
-decision) and for the trade-off table of benchmarks/bench_judge.py.
+arguments are with them. The per-event likelihood-ratio e-process below (`rate_ratio_log_e_paths`)
+is what the judge ran before: valid only if every request fails or is slow independently of
+every other, which per-pod bursts and jitter break (docs/judge.md). It remains for
+`ratio_estimate`'s confidence sequence (a description of the effect, not the decision) and for
+the trade-off table of benchmarks/bench_judge.py (tests/support/judge_sim.py averages it over
+the bucket boundaries for the old latency test).
 
 Decision rule: declare a regression at the first interval t with E_t >= 1/alpha. By Ville's
 inequality for a nonnegative supermartingale with E_0 = 1, P_H0(exists t: E_t >= 1/alpha) <= alpha,
@@ -86,7 +87,6 @@ __all__ = [
     "Prior",
     "first_crossing",
     "histogram_quantile",
-    "latency_log_e_path",
     "log_e_paths",
     "rate_ratio_log_e_paths",
     "ratio_estimate",
@@ -420,31 +420,6 @@ def first_crossing(log_path: FloatArray, alpha: float, canary_cum: FloatArray | 
     return int(hits[0]) if hits.size else None
 
 
-def latency_log_e_path(
-    canary_bucket_counts: ArrayLike,
-    stable_bucket_counts: ArrayLike,
-    tolerance: float = 1.0,
-    prior: Prior = DEFAULT_PRIOR,
-    *,
-    start_prior: StartPrior = "changepoint",
-) -> tuple[FloatArray, FloatArray]:
-    """(log E_t of the equal-weight average over every finite boundary, the canary's running
-    count of requests slower than the smallest boundary). canary/stable_bucket_counts: shape
-    (intervals, buckets), per-interval increases of the cumulative `le` buckets, the last column
-    +Inf (the request count). H0: at every boundary b, P_c(T > b) <= (1 + tolerance) P_s(T > b);
-    an average of e-processes on the same filtration is an e-process, whatever the dependence
-    between boundaries (they share the same requests)."""
-    cb, sb = _bucket_arrays(canary_bucket_counts, stable_bucket_counts)
-    tc, nc = _tail_counts(cb, "canary_bucket_counts")
-    ts, ns = _tail_counts(sb, "stable_bucket_counts")
-    B, T = tc.shape[1], tc.shape[0]
-    if T == 0:
-        return np.zeros(0), np.zeros(0)
-    xc_b, nc_b, xs_b, ns_b, _ = _prepare(tc.T, np.broadcast_to(nc, (B, T)), ts.T, np.broadcast_to(ns, (B, T)))
-    per_b = rate_ratio_log_e_paths(xc_b, nc_b, xs_b, ns_b, tolerance, prior, start_prior)
-    return _logsumexp(per_b, axis=0, log_w=np.full((B, 1), -math.log(B))), np.cumsum(xc_b.max(axis=0))
-
-
 # --------------------------------------------------------------------------- latency
 
 
@@ -466,28 +441,6 @@ def histogram_quantile(q: float, boundaries: ArrayLike, cumulative: ArrayLike) -
     if width <= 0:
         return float(b[j])
     return lower_b + (float(b[j]) - lower_b) * (rank - lower_c) / width
-
-
-def _bucket_arrays(canary_bucket_counts: ArrayLike, stable_bucket_counts: ArrayLike) -> tuple[FloatArray, FloatArray]:
-    """Both tracks' per-interval bucket counts as float arrays of the same shape."""
-    cb = np.asarray(canary_bucket_counts, dtype=float)
-    sb = np.asarray(stable_bucket_counts, dtype=float)
-    if cb.shape != sb.shape:
-        raise ValueError(f"canary and stable bucket arrays differ in shape: {cb.shape} vs {sb.shape}")
-    return cb, sb
-
-
-def _tail_counts(buckets: FloatArray, name: str) -> tuple[FloatArray, FloatArray]:
-    """(T, B+1) cumulative per-interval bucket counts -> tails (T, B) = n - cum_b, and n (T,)."""
-    if buckets.ndim != 2 or buckets.shape[1] < 2:
-        raise ValueError(f"{name} must be (intervals, buckets incl. +Inf) with >= 2 buckets")
-    n = buckets[:, -1]
-    with np.errstate(invalid="ignore"):
-        tails = n[:, None] - buckets[:, :-1]
-        bad = np.any(np.diff(buckets, axis=1) < -1e-9, axis=1)
-    if np.any(bad):
-        raise ValueError(f"{name}: `le` buckets must be cumulative (non-decreasing) per interval")
-    return np.maximum(tails, 0.0), n
 
 
 # --------------------------------------------------------------------------- interval betting

@@ -234,9 +234,9 @@ def _increments(cumulative_in_le: np.ndarray) -> np.ndarray:
 
 
 def latency_paths(sim: dict[str, np.ndarray], tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """latency_log_e_path for every stage at once: the same e-process per boundary (requests
-    slower than it, per request) averaged with equal weights; test_latency_batch_is_the_product_path
-    checks they agree."""
+    """The old judge's latency test (before interval betting; the trade-off table's "per-event"
+    row) for every stage at once: rate_ratio_log_e_paths per boundary (requests slower than it,
+    per request) averaged with equal weights."""
     paths, slow = [], []
     for chunk in range(0, len(sim["nc"]), 50):  # 50 stages at a time keeps the arrays in cache
         part = slice(chunk, chunk + 50)
