@@ -463,7 +463,7 @@ def histogram_quantile(q: float, boundaries: ArrayLike, cumulative: ArrayLike) -
 #
 # so a factor is at least 1 - MAX_BET > 0 and at most 1 + MAX_BET (1/p0_i - 1): one interval,
 # burst or not, moves the wealth by a bounded amount (with 10 % canary traffic and tolerance
-# 0.5, at most x5.4 at MAX_BET 0.8). Intervals with no events, with no exposure on a track, or
+# 0.5, p0_i = 1/7: at most x5.8 at MAX_BET 0.8). Intervals with no events, with no exposure on a track, or
 # before the warm-up have z_i = 0 (factor 1): that depends on exposures, time and whether
 # events happened, not on how they split.
 #
