@@ -1,8 +1,8 @@
 """Per-interval counts of many simulated stages at once, for the judge's Monte Carlo tests and
-benchmarks/bench_judge.py. Traffic follows rollout/local/synthetic.py: requests per 1-minute
-interval are Poisson (canary 10 % of 200 req/s by default), each fails with a probability,
-takes floor + Exponential(mean) seconds binned into the app's buckets, and half of them run a
-Pipelex workflow that fails or falls back with its own probability. `noisy` adds what both
+benchmarks/bench_judge.py. Traffic follows rollout/local/synthetic.py: requests per interval
+(the check interval, `Scenario.interval_seconds`) are Poisson (canary 10 % of 200 req/s by
+default), each fails with a probability, takes floor + Exponential(mean) seconds binned into
+the app's buckets, and half of them run a Pipelex workflow that fails or falls back with its own probability. `noisy` adds what both
 tracks share in production: diurnal and bursty traffic, a wandering error level, incidents
 (5 % errors, 3x latency, a few minutes, several a day) and latency swings.
 """
@@ -222,15 +222,11 @@ def quantile_paths(sim: dict[str, np.ndarray], tolerance: float, quantile: float
     paths, slow = [], []
     for part in range(0, len(sim["nc"]), 100):
         sl = slice(part, part + 100)
-        p, k = latency_quantile_log_e_path(_increments(sim["cb"][sl]), _increments(sim["sb"][sl]), BOUNDARIES,
+        p, k = latency_quantile_log_e_path(sim["cb"][sl].astype(float), sim["sb"][sl].astype(float), BOUNDARIES,
                                            tolerance, quantile, bets=bets, warmup=warmup)
         paths.append(p)
         slow.append(k)
     return np.concatenate(paths), np.concatenate(slow)
-
-
-def _increments(cumulative_in_le: np.ndarray) -> np.ndarray:
-    return cumulative_in_le.astype(float)
 
 
 def latency_paths(sim: dict[str, np.ndarray], tolerance: float) -> tuple[np.ndarray, np.ndarray]:
