@@ -307,12 +307,11 @@ def _lines(changes: list[Change], weighted: bool) -> list[str]:
     return lines
 
 
-def completion(release: Release) -> tuple[Transition, ProjectSettings, Stage]:
+def completion(release: Release) -> Transition:
     """The completion of a release, after the last stage held: the stable track becomes the
     released version (the canary's image, the last stage's flags), then traffic returns to it
-    and the canary scales to 0. Returns the transition, the project settings after the edits and
-    the rollback target's stage after them (for rendering). The stable pods roll with their new
-    flags file before any traffic moves to them."""
+    and the canary scales to 0. The stable pods roll with their new flags file before any
+    traffic moves to them. The file edits are rollout.review.plan.completed_project's."""
     last, target = release.stages[-1], release.rollback_target
     services = [s.model_copy(update={"stable": s.canary}) for s in release.project.services]
     after_project = release.project.model_copy(update={"services": services, "release_flags": []})
@@ -320,15 +319,14 @@ def completion(release: Release) -> tuple[Transition, ProjectSettings, Stage]:
     transition = plan_transition(
         release.project, last, after_target, stable_flags=(target.flags, last.flags), target_project=after_project
     )
-    first = release.project.stage_order[0]
+    first = target.name
     edits = tuple(
         [f"Pulumi.yaml: services[{i}].stable = services[{i}].canary ({s.canary.image})" for i, s in enumerate(release.project.services)]
         + ["Pulumi.yaml: releaseFlags: []", f"Pulumi.{first}.yaml: flags = the flags of Pulumi.{last.name}.yaml"]
     )
-    transition = Transition(
+    return Transition(
         last.name, COMPLETE, transition.router, transition.phases, transition.states, apply_stage=first, edits=edits
     )
-    return transition, after_project, after_target
 
 
 # --------------------------------------------------------------------------- URNs and commands

@@ -392,7 +392,7 @@ def _plan_completion(project_dir: Path, release: Release, from_stage: str, stack
             f"Pulumi.{from_stage}.yaml",
             [f"a release completes from its last stage '{last}', not from '{from_stage}'"],
         )
-    transition, _, _ = completion(release)
+    transition = completion(release)
     first = release.rollback_target.name
     with tempfile.TemporaryDirectory(prefix="rollout-complete-") as tmp:
         completed = completed_project(project_dir, release, Path(tmp))
