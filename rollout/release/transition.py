@@ -155,13 +155,13 @@ def plan_transition(
     source: Stage,
     target: Stage,
     *,
-    stable_flags: tuple[FeatureFlags, FeatureFlags] | FeatureFlags | None = None,
+    stable_flags: tuple[FeatureFlags, FeatureFlags] | None = None,
     target_project: ProjectSettings | None = None,
 ) -> Transition:
     """The phases that take every service from `source`'s split and flags to `target`'s.
 
-    `stable_flags` is the stable track's flags file before and after (one value: unchanged; by
-    default the stable flags are not modelled, they are the rollback target's in every stage);
+    `stable_flags` is the stable track's flags file before and after (by default the stable
+    flags are not modelled: they are the rollback target's in every stage, so they never change);
     `target_project` the project settings after the change when they differ (the completion
     gives the stable track the released image)."""
     after_project = target_project or project
@@ -169,8 +169,6 @@ def plan_transition(
     weighted = router != "replica-ratio"
     if stable_flags is None:
         stable_before = stable_after = {}
-    elif isinstance(stable_flags, FeatureFlags):
-        stable_before = stable_after = dict(stable_flags.values)
     else:
         stable_before, stable_after = dict(stable_flags[0].values), dict(stable_flags[1].values)
     flags = {

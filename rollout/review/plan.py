@@ -381,7 +381,7 @@ def plan(project_dir: Path | str, from_stage: str, to_stage: str, stack: str = D
     if problem:
         raise ConfigError(f"Pulumi.{to_stage}.yaml", [problem])
     result = diff_stacks(before, after, from_stage, to_stage)
-    transition = plan_transition(release.project, source, target, stable_flags=release.rollback_target.flags)
+    transition = plan_transition(release.project, source, target)
     return replace(result, transition=transition, resources=after.outputs.get("services", {}), stack=stack)
 
 
