@@ -27,7 +27,12 @@ from collections import defaultdict
 from typing import Any
 
 from rollout.model import ProjectSettings
-from rollout.monitoring.cluster_scope import CLUSTER_SCOPED_RIGHTS, RBAC_EXTRA_VERBS, VERBS
+from rollout.monitoring.cluster_scope import (
+    CLUSTER_SCOPED_RIGHTS,
+    RBAC_EXTRA_VERBS,
+    VERBS,
+    chart_cluster_role_names,
+)
 
 WRITE = list(VERBS)
 READ = ["get", "list", "watch"]
@@ -95,13 +100,6 @@ def namespace_rules(project: ProjectSettings, namespace: str, lease_name: str) -
         rules.append({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                       "resourceNames": [lease_name], "verbs": ["get", "update"]})
     return rules
-
-
-def chart_cluster_role_names(release_name: str) -> list[str]:
-    """The ClusterRoles kube-prometheus-stack creates for its release (operator, Prometheus,
-    kube-state-metrics, Grafana's sidecar)."""
-    return [f"{release_name}-operator", f"{release_name}-prometheus", f"{release_name}-kube-state-metrics",
-            f"{release_name}-grafana-clusterrole"]
 
 
 def install_cluster_rules(project: ProjectSettings) -> list[dict[str, Any]]:

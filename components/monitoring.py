@@ -38,12 +38,6 @@ from rollout.monitoring.alertmanager_config import (
 from rollout.monitoring.chart import read_lock
 from rollout.monitoring.dashboard import build_dashboard, dashboard_json
 
-
-def chart_archive(version: str):
-    """Where the vendored chart archive of `version` is (checked by components/program.py)."""
-    lock = read_lock()
-    return lock.archive.with_name(f"{lock.name}-{version}.tgz")
-
 CHART = "kube-prometheus-stack"
 MONITORING_API = "monitoring.coreos.com/v1"
 POD_TARGET_LABELS = ["app", "track", "version"]
@@ -237,7 +231,7 @@ class MonitoringStack(pulumi.ComponentResource):
                 # the vendored archive only (rollout.monitoring.chart): no chart repository is
                 # asked, so a rollback needs nothing from the internet; its digest is checked
                 # before the program registers anything (components/program.py)
-                chart=str(chart_archive(monitoring.chart_version)),
+                chart=str(read_lock().archive_of(monitoring.chart_version)),
                 name=monitoring.release_name,
                 namespace=monitoring.namespace,
                 values=values_for(monitoring),

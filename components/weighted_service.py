@@ -166,11 +166,20 @@ def hardened_container(service: ServiceConfig, track: str, routing: RoutingConfi
     )
 
 
-def canary_template_id(service: ServiceConfig) -> str:
-    """A short hash of the service config the canary's pod template is built from (its image,
-    resources, probes, port...; not the stable track's, not the stage's): equal while the
-    canary's pods stay the same pods."""
-    shaped = service.model_dump(mode="json", exclude={"stable"})
+# ServiceConfig fields pod_template does not read: the other track's image, the replica count, the
+# PDB budget and how the judge reads the app's error gauge (changing them rolls no canary pod)
+NOT_IN_POD_TEMPLATE = {"stable", "replicas", "max_unavailable", "error_gauge_window"}
+
+
+def canary_template_id(service: ServiceConfig, routing: RoutingConfig) -> str:
+    """A short hash of what the canary's pod template is built from (its image, resources,
+    probes, port..., and the routing's drain: preStop sleep, grace period, sidecar drain; not the
+    stable track's, not the stage's): equal while the canary's pods stay the same pods
+    (tests/components/test_components.py holds it to the rendered template)."""
+    shaped = {
+        "service": service.model_dump(mode="json", exclude=NOT_IN_POD_TEMPLATE),
+        "drain_seconds": routing.drain_seconds,
+    }
     return hashlib.sha256(json.dumps(shaped, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -241,6 +250,7 @@ class WeightedService(pulumi.ComponentResource):
     pdbs: dict[str, k8s.policy.v1.PodDisruptionBudget]
     router: Router
     split: Split
+    canary_template: str
 
     def __init__(
         self,
@@ -257,6 +267,7 @@ class WeightedService(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = object_labels(service)
         self.service = service
+        self.canary_template = canary_template_id(service, routing)
         self.router = router_for(routing.router)
         self.split = self.router.split(service.replicas, stage.weight)
 
@@ -372,7 +383,7 @@ class WeightedService(pulumi.ComponentResource):
             "stableImage": self.service.stable.image,
             "canaryImage": self.service.canary.image,
             # what shapes the canary's pods besides the stage: a change restarts the bot's hold
-            "canaryTemplate": canary_template_id(self.service),
+            "canaryTemplate": self.canary_template,
             "stableReplicas": self.split.stable_replicas,
             "canaryReplicas": self.split.canary_replicas,
             "routeWeights": {"stable": self.split.stable_weight, "canary": self.split.canary_weight},

@@ -366,11 +366,16 @@ class Stage(Model):
     def weight(self) -> int:
         return self.stage.weight
 
+    def _judge_alpha_parts(self) -> tuple[float, int]:
+        """Per service: the sum of the judged gates' explicit judge.alpha, and how many judged
+        gates have none (and so share what is left of analysis.judgeAlpha)."""
+        judges = [gate.judge for _, gate in self.gates.judged() if gate.judge is not None]
+        return sum(j.alpha for j in judges if j.alpha is not None), sum(1 for j in judges if j.alpha is None)
+
     @model_validator(mode="after")
     def _judge_alphas_fit(self) -> Stage:
-        judged = [g.judge for _, g in self.gates.judged() if g.judge is not None]
-        explicit = sum(j.alpha for j in judged if j.alpha is not None)
-        if any(j.alpha is None for j in judged) and explicit >= self.analysis.judge_alpha:
+        explicit, shared = self._judge_alpha_parts()
+        if shared and explicit >= self.analysis.judge_alpha:
             raise ValueError(f"gates' judge.alpha add up to {explicit:g}, which leaves nothing of "
                              f"analysis.judgeAlpha ({self.analysis.judge_alpha:g}) for the judged gates without one")
         return self
@@ -389,9 +394,8 @@ class Stage(Model):
             raise ValueError(f"gate {gate_name!r} has no judge")
         if gate.judge.alpha is not None:
             return gate.judge.alpha
-        judged = [g.judge for _, g in self.gates.judged() if g.judge is not None]
-        explicit = sum(j.alpha for j in judged if j.alpha is not None) * services
-        shared = sum(1 for j in judged if j.alpha is None) * services
+        explicit, shared = self._judge_alpha_parts()
+        explicit, shared = explicit * services, shared * services
         left = self.analysis.judge_alpha - explicit
         if left <= 0:
             raise ValueError(f"judge alphas: the gates' explicit judge.alpha ({explicit:g} over {services} "

@@ -138,13 +138,19 @@ def _alert(
     summary: str,
     description: str,
     for_: timedelta | None = None,
+    namespace: str | None = None,
 ) -> dict[str, Any]:
+    """One alerting rule. `namespace`: a static namespace label, for an expression that
+    aggregates it away (the bot's own series; see _bot_silent_alert)."""
+    labels = {"severity": severity, ROLLOUT_LABEL: ROLLOUT_VALUE}
+    if namespace is not None:
+        labels["namespace"] = namespace
     return {
         "alert": name,
         "expr": expr,
         "for": format_duration(stage.analysis.alert_for if for_ is None else for_),
         # the label the routing tree matches: only our alerts reach our receivers
-        "labels": {"severity": severity, ROLLOUT_LABEL: ROLLOUT_VALUE},
+        "labels": labels,
         "annotations": {
             "summary": summary,
             "description": description,
@@ -262,7 +268,7 @@ def _bot_silent_alert(stage: Stage, monitoring: MonitoringConfig, services: Sequ
     silence = stage.analysis.check_interval * BOT_SILENT_INTERVALS
     metric = f'{LAST_CHECK_METRIC}{{{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"}}'
     window = format_duration(silence)
-    alert = _alert(
+    return [_alert(
             BOT_SILENT_ALERT,
             f"time() - max({metric}) > {int(silence.total_seconds())} or absent_over_time({metric}[{window}])",
             "critical", stage, monitoring,
@@ -274,9 +280,8 @@ def _bot_silent_alert(stage: Stage, monitoring: MonitoringConfig, services: Sequ
                 "Last check {{ $value | humanizeDuration }} ago (1s when its metric is gone)."
             ),
             for_=timedelta(0),
-        )
-    alert["labels"]["namespace"] = services[0].namespace
-    return [alert]
+            namespace=services[0].namespace,
+        )]
 
 
 def _judge_failing_alert(
@@ -288,7 +293,7 @@ def _judge_failing_alert(
     aggregates `namespace` away and carries the first service's as a static label (the
     Operator's namespace matcher on AlertmanagerConfig routes: see _bot_silent_alert)."""
     metric = f'{JUDGE_ERRORS_METRIC}{{{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"}}'
-    alert = _alert(
+    return [_alert(
             JUDGE_FAILING_ALERT, f"max({metric}) > 0", "critical", stage, monitoring,
             summary="The release bot's judge cannot judge {{ $value }} gate(s)",
             description=(
@@ -298,9 +303,8 @@ def _judge_failing_alert(
                 "--json`) say why."
             ),
             for_=stage.analysis.check_interval,
-        )
-    alert["labels"]["namespace"] = services[0].namespace
-    return [alert]
+            namespace=services[0].namespace,
+        )]
 
 
 def _stack_locked_alert(
@@ -311,7 +315,7 @@ def _stack_locked_alert(
     metric = f'{STACK_LOCKED_METRIC}{{{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"}}'
     seconds = f'{STACK_LOCKED_SECONDS_METRIC}{{{ROLLOUT_LABEL}="{ROLLOUT_VALUE}"}}'
     window = format_duration(stage.analysis.check_interval * STACK_LOCKED_INTERVALS)
-    alert = _alert(
+    return [_alert(
             STACK_LOCKED_ALERT,
             # the value is how long the bot's process has seen it locked (0 from a one-shot `tick`)
             f"max by (stack) ({seconds}) and max by (stack) ({metric}) == 1",
@@ -325,10 +329,9 @@ def _stack_locked_alert(
                 "for {{ $value | humanizeDuration }}."
             ),
             for_=stage.analysis.check_interval * STACK_LOCKED_INTERVALS,
-        )
-    # aggregated by stack: a static namespace label, as the dead man's switch (the Operator's matcher)
-    alert["labels"]["namespace"] = services[0].namespace
-    return [alert]
+            # aggregated by stack: a static namespace label, as the dead man's switch (the Operator's matcher)
+            namespace=services[0].namespace,
+        )]
 
 
 def _canary_unavailable_alert(

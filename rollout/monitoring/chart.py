@@ -35,7 +35,12 @@ class ChartLock:
 
     @property
     def archive(self) -> Path:
-        return self.lock_file.parent / f"{self.name}-{self.version}.tgz"
+        return self.archive_of(self.version)
+
+    def archive_of(self, version: str) -> Path:
+        """Where the archive of `version` sits (the program's chart path; only the locked version's
+        is checked, by verified_archive)."""
+        return self.lock_file.parent / f"{self.name}-{version}.tgz"
 
 
 def read_lock(lock_file: Path = LOCK_FILE) -> ChartLock:

@@ -26,6 +26,15 @@ class ClusterScopedRight:
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
 RBAC_EXTRA_VERBS = ("escalate", "bind")
 
+# The ClusterRoles the chart creates for its release, `<release>-<suffix>`: the operator, Prometheus,
+# kube-state-metrics, Grafana's sidecar. The bot may change, delete, escalate and bind only these.
+CHART_CLUSTER_ROLES = ("operator", "prometheus", "kube-state-metrics", "grafana-clusterrole")
+
+
+def chart_cluster_role_names(release_name: str) -> list[str]:
+    return [f"{release_name}-{suffix}" for suffix in CHART_CLUSTER_ROLES]
+
+
 CLUSTER_SCOPED_RIGHTS: tuple[ClusterScopedRight, ...] = (
     ClusterScopedRight(
         "apiextensions.k8s.io", "customresourcedefinitions",
@@ -35,7 +44,7 @@ CLUSTER_SCOPED_RIGHTS: tuple[ClusterScopedRight, ...] = (
     ),
     ClusterScopedRight(
         "rbac.authorization.k8s.io", "clusterroles",
-        "<release>-operator, <release>-prometheus, <release>-kube-state-metrics, <release>-grafana-clusterrole",
+        ", ".join(chart_cluster_role_names("<release>")),
         "the Operator watches its CRs in every namespace; Prometheus discovers the genesis Services and pods; "
         "kube-state-metrics reads Deployments (the canary availability gate); Grafana's sidecar reads dashboard ConfigMaps",
         "templates/prometheus-operator/clusterrole.yaml, templates/prometheus/clusterrole.yaml, "

@@ -137,11 +137,12 @@ def gate_thresholds(gate: Gate) -> dash.ThresholdsConfig:
     return dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(steps)
 
 
-def track_overrides(panel: timeseries.Panel) -> timeseries.Panel:
-    """Same colour per track on every panel, so canary vs stable reads at a glance."""
+def track_overrides(panel: timeseries.Panel, after: str = "") -> timeseries.Panel:
+    """Same colour per track on every panel, so canary vs stable reads at a glance. The legend
+    names end in the track, or in the track and `after` (a regexp: the quantile, the version)."""
     for track, color in TRACK_COLORS.items():
         panel = panel.override_by_regexp(
-            f".* {track}$",
+            f".* {track}{after}$",
             [model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color})],
         )
     return panel
@@ -174,13 +175,7 @@ def latency_panel(panel_id: int, stage: Stage, pos: tuple[int, int, int, int]) -
         _gate_text(keys[0], gate) + f" One stable and one canary line per quantile a gate judges; "
         f"threshold lines apply to {labels[0].upper()}.",
     )
-    # the track colour override matches names ending in the track; latency names end in pNN
-    for track, color in TRACK_COLORS.items():
-        panel = panel.override_by_regexp(
-            f".* {track} p\\d+$",
-            [model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color})],
-        )
-    return panel
+    return track_overrides(panel, after=" p\\d+")  # latency names end in the quantile (pNN)
 
 
 def _gate_text(key: str, gate: Gate) -> str:
@@ -530,7 +525,7 @@ def pod_panels(y: int) -> list[Any]:
     legend = "{{app}} {{track}} {{version}}"
 
     def panel(panel_id: int, title: str, description: str, expr: str, unit: str, x: int) -> timeseries.Panel:
-        return track_overrides_version(
+        return track_overrides(
             timeseries.Panel()
             .id(panel_id)
             .title(title)
@@ -539,7 +534,8 @@ def pod_panels(y: int) -> list[Any]:
             .targets([prometheus.Dataquery().ref_id("A").expr(_per_version(expr)).legend_format(legend).range()])
             .unit(unit)
             .min(0)
-            .grid_pos(_grid((x, y, 8, 8)))
+            .grid_pos(_grid((x, y, 8, 8))),
+            after=" [^ ]+",  # the version
         )
 
     return [
@@ -555,16 +551,6 @@ def pod_panels(y: int) -> list[Any]:
               "what the kubelet compares with the memory limit.",
               'container_memory_working_set_bytes{container!="", container!="POD"}', "bytes", 16),
     ]
-
-
-def track_overrides_version(panel: timeseries.Panel) -> timeseries.Panel:
-    """The track colours for legends that end in the version (`app track version`)."""
-    for track, color in TRACK_COLORS.items():
-        panel = panel.override_by_regexp(
-            f".* {track} [^ ]+$",
-            [model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color})],
-        )
-    return panel
 
 
 def active_alerts_panel(panel_id: int, pos: tuple[int, int, int, int]) -> table.Panel:

@@ -155,13 +155,13 @@ def plan_transition(
     source: Stage,
     target: Stage,
     *,
-    stable_flags: tuple[FeatureFlags, FeatureFlags] | FeatureFlags | None = None,
+    stable_flags: tuple[FeatureFlags, FeatureFlags] | None = None,
     target_project: ProjectSettings | None = None,
 ) -> Transition:
     """The phases that take every service from `source`'s split and flags to `target`'s.
 
-    `stable_flags` is the stable track's flags file before and after (one value: unchanged; by
-    default the stable flags are not modelled, they are the rollback target's in every stage);
+    `stable_flags` is the stable track's flags file before and after (by default the stable
+    flags are not modelled: they are the rollback target's in every stage, so they never change);
     `target_project` the project settings after the change when they differ (the completion
     gives the stable track the released image)."""
     after_project = target_project or project
@@ -169,8 +169,6 @@ def plan_transition(
     weighted = router != "replica-ratio"
     if stable_flags is None:
         stable_before = stable_after = {}
-    elif isinstance(stable_flags, FeatureFlags):
-        stable_before = stable_after = dict(stable_flags.values)
     else:
         stable_before, stable_after = dict(stable_flags[0].values), dict(stable_flags[1].values)
     flags = {
@@ -307,12 +305,11 @@ def _lines(changes: list[Change], weighted: bool) -> list[str]:
     return lines
 
 
-def completion(release: Release) -> tuple[Transition, ProjectSettings, Stage]:
+def completion(release: Release) -> Transition:
     """The completion of a release, after the last stage held: the stable track becomes the
     released version (the canary's image, the last stage's flags), then traffic returns to it
-    and the canary scales to 0. Returns the transition, the project settings after the edits and
-    the rollback target's stage after them (for rendering). The stable pods roll with their new
-    flags file before any traffic moves to them."""
+    and the canary scales to 0. The stable pods roll with their new flags file before any
+    traffic moves to them. The file edits are rollout.review.plan.completed_project's."""
     last, target = release.stages[-1], release.rollback_target
     services = [s.model_copy(update={"stable": s.canary}) for s in release.project.services]
     after_project = release.project.model_copy(update={"services": services, "release_flags": []})
@@ -320,15 +317,14 @@ def completion(release: Release) -> tuple[Transition, ProjectSettings, Stage]:
     transition = plan_transition(
         release.project, last, after_target, stable_flags=(target.flags, last.flags), target_project=after_project
     )
-    first = release.project.stage_order[0]
+    first = target.name
     edits = tuple(
         [f"Pulumi.yaml: services[{i}].stable = services[{i}].canary ({s.canary.image})" for i, s in enumerate(release.project.services)]
         + ["Pulumi.yaml: releaseFlags: []", f"Pulumi.{first}.yaml: flags = the flags of Pulumi.{last.name}.yaml"]
     )
-    transition = Transition(
+    return Transition(
         last.name, COMPLETE, transition.router, transition.phases, transition.states, apply_stage=first, edits=edits
     )
-    return transition, after_project, after_target
 
 
 # --------------------------------------------------------------------------- URNs and commands

@@ -32,7 +32,7 @@ from rollout.release.transition import (
     plan_transition,
 )
 from rollout.release.transition import describe as describe_phases
-from rollout.review.mock_runtime import RecordedResource, RenderedStack, render_stage
+from rollout.review.mock_runtime import DEFAULT_STACK, RecordedResource, RenderedStack, render_stage
 
 # Changing these makes Kubernetes (and so Pulumi) replace the object rather than update it.
 IMMUTABLE_FIELDS = ("apiVersion", "kind", "metadata.name", "metadata.namespace", "spec.selector")
@@ -82,7 +82,7 @@ class PlanResult:
     changed: list[ResourceChange]
     transition: Transition | None = None
     resources: dict[str, Any] = field(default_factory=dict)  # stack output `services`: URNs per role
-    stack: str = "prod"
+    stack: str = DEFAULT_STACK
 
     @property
     def is_empty(self) -> bool:
@@ -362,7 +362,7 @@ def diff_stacks(
     )
 
 
-def plan(project_dir: Path | str, from_stage: str, to_stage: str, stack: str = "prod") -> PlanResult:
+def plan(project_dir: Path | str, from_stage: str, to_stage: str, stack: str = DEFAULT_STACK) -> PlanResult:
     """The phases and the resource-level diff between two stage files' desired states (for
     review, not apply). `to_stage` may be `complete` (after the last stage): the completion of
     the release, rendered from a copy of the project with the completion's edits made.
@@ -381,7 +381,7 @@ def plan(project_dir: Path | str, from_stage: str, to_stage: str, stack: str = "
     if problem:
         raise ConfigError(f"Pulumi.{to_stage}.yaml", [problem])
     result = diff_stacks(before, after, from_stage, to_stage)
-    transition = plan_transition(release.project, source, target, stable_flags=release.rollback_target.flags)
+    transition = plan_transition(release.project, source, target)
     return replace(result, transition=transition, resources=after.outputs.get("services", {}), stack=stack)
 
 
@@ -392,7 +392,7 @@ def _plan_completion(project_dir: Path, release: Release, from_stage: str, stack
             f"Pulumi.{from_stage}.yaml",
             [f"a release completes from its last stage '{last}', not from '{from_stage}'"],
         )
-    transition, _, _ = completion(release)
+    transition = completion(release)
     first = release.rollback_target.name
     with tempfile.TemporaryDirectory(prefix="rollout-complete-") as tmp:
         completed = completed_project(project_dir, release, Path(tmp))

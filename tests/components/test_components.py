@@ -8,6 +8,7 @@ from support.stack import (
     rendered,
     route_weights,
     run_values,
+    set_path,
     stage_values,
     weighted_rule,
     with_router,
@@ -268,3 +269,31 @@ def test_flagd_document_default_variants_follow_the_flags():
 
 def test_route_weights_helper_reads_the_rendered_route():
     assert route_weights(rendered("full")) == {"stable": 0, "canary": 100}
+
+
+def _canary(values: dict) -> tuple[dict, str]:
+    """The canary Deployment's pod template and the exported canaryTemplate id."""
+    stack = run_values(values)
+    template = stack.resources["genesis-canary-deployment"].inputs["spec"]["template"]
+    return template, stack.outputs["services"]["genesis"]["canaryTemplate"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "rolls"),
+    [
+        ("services[0].replicas", 12, False),  # more pods, the same pods: the hold goes on
+        ("services[0].maxUnavailable", "20%", False),  # the PDB, not the pods
+        ("services[0].errorGaugeWindow", "5m", False),  # how the judge reads a gauge
+        ("services[0].stable.image", "ghcr.io/genesis/genesis:1.40.0", False),  # the other track
+        ("services[0].canary.image", "ghcr.io/genesis/genesis:1.43.0", True),
+        ("services[0].resources.limits.memory", "3Gi", True),
+        ("routing.drainSeconds", 30, True),  # preStop sleep, grace period, sidecar drain
+    ],
+)
+def test_the_canary_template_id_changes_exactly_when_the_canary_pod_template_does(path, value, rolls):
+    """The bot restarts a stage's hold when canaryTemplate changes (issue 20: a changed canary
+    keeps no old soak time), so it follows the pod template the Deployment gets, nothing else."""
+    template, template_id = _canary(stage_values("canary"))
+    changed_template, changed_id = _canary(set_path(stage_values("canary"), path, value))
+    assert (changed_template != template) is rolls
+    assert (changed_id != template_id) is rolls

@@ -423,9 +423,9 @@ def rule_labels_as_fired(alert: str) -> list[str]:
 ROLLOUT_LABEL_NAME = "rollout"
 
 
-@pytest.mark.parametrize("alert", ["GenesisReleaseBotSilent", "GenesisReleaseJudgeFailing"])
+@pytest.mark.parametrize("alert", ["GenesisReleaseBotSilent", "GenesisReleaseJudgeFailing", "GenesisStackLocked"])
 def test_the_dead_mans_switch_reaches_the_pagers_through_the_operator_merged_routing(existing_mode: Path, alert: str) -> None:
-    """So does the judge-failing page: it aggregates the bot's metric (max) the same way."""
+    """So do the judge-failing and stack-locked pages: they aggregate the bot's metrics the same way."""
     labels = rule_labels_as_fired(alert)
     assert "namespace=genesis" in labels  # a static label: the aggregation dropped the series' one
     routes_test(existing_mode, [f"genesis/genesis-rollout/{r}" for r in PAGE], labels)
