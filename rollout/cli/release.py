@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,9 +138,9 @@ def tick(
 
     Exit 0 done (or nothing to do), 3 on an error (nothing was applied unless it says so),
     4 when a change was applied but not everyone could be told."""
-    from rollout.release.metrics import BotMetrics
-
     from rollout.release.deployer import StackLockedError
+    from rollout.release.metrics import BotMetrics
+    from rollout.release.watch import observe_tick
 
     bot = options.bot()
     metrics = BotMetrics(options.stack, bot.release)
@@ -154,18 +153,14 @@ def tick(
         except OSError as error:  # the dead man's switch will page if this keeps failing
             say(("warning: ", "yellow"), f"could not push the bot's metrics to the Pushgateway: {error}", console=err)
 
-    def locked_aware_tick():
+    def observed_tick():
         try:
-            return bot.tick()
+            return observe_tick(bot.tick, metrics.record, metrics.record_lock)
         except StackLockedError:  # a tick keeps no memory: GenesisStackLocked's `for:` counts how long
-            metrics.record_lock(True, 0.0)
             push()
             raise
 
-    started = time.monotonic()
-    outcome = _run_bot_action(locked_aware_tick)
-    metrics.record(outcome, time.monotonic() - started, time.time())
-    metrics.record_lock(False, 0.0)
+    outcome = _run_bot_action(observed_tick)
     print_outcome(outcome, as_json)
     push()
     _exit_for(outcome)

@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from rollout.config import load_release_lenient, load_stack_config, project_name, stage_file
 from rollout.model import Release, Stage
+from rollout.release.notify import NotifyError, read_token
 from rollout.release.report import redact
 from rollout.release.transition import (
     MissingResources,
@@ -579,24 +580,23 @@ class PulumiDeployer:
 # in-cluster bot gets it as a mounted Secret file and hands it to the CLI's process only, so it
 # never sits in the pod spec (PULUMI_CONFIG_PASSPHRASE_FILE, AWS_SHARED_CREDENTIALS_FILE and
 # GOOGLE_APPLICATION_CREDENTIALS are files already and pass through the environment as they are).
-TOKEN_FILE_VARIABLES = {"PULUMI_ACCESS_TOKEN_FILE": "PULUMI_ACCESS_TOKEN"}
+TOKEN_FILE_VARIABLES = ("PULUMI_ACCESS_TOKEN",)  # each read from $VAR_FILE when $VAR is unset
 
 
 def cli_env_from_files(environ: Mapping[str, str]) -> dict[str, str]:
-    """Variables for the Pulumi CLI read from the files the environment names; a named file that
-    cannot be read is an error naming the variable, never a silent anonymous login."""
+    """Variables for the Pulumi CLI read from the files the environment names (notify.read_token,
+    as the bot's other tokens); a named file that cannot be read is an error naming the variable,
+    never a silent anonymous login. A variable set already passes through as it is."""
     env: dict[str, str] = {}
-    for file_var, var in TOKEN_FILE_VARIABLES.items():
-        if not environ.get(file_var) or environ.get(var):
+    for var in TOKEN_FILE_VARIABLES:
+        if environ.get(var):
             continue
-        path = Path(environ[file_var])
         try:
-            value = path.read_text().strip()
-        except OSError as err:
-            raise DeployerError(f"{file_var}: cannot read {path}: {err.strerror}") from None
-        if not value:
-            raise DeployerError(f"{file_var}: {path} is empty")
-        env[var] = value
+            token = read_token(var, required=False, environ=environ)
+        except NotifyError as err:
+            raise DeployerError(str(err)) from None
+        if token is not None:
+            env[var] = token.reveal()
     return env
 
 

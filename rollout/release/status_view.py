@@ -54,27 +54,15 @@ def next_check(release: Release, state: DeployedState, now: datetime) -> datetim
     return state.since + max(first, math.floor((now - state.since) / interval) + 1) * interval
 
 
+CHECK_FIELDS = ("at", "verdict", "reason", "canary_requests")
+GATE_FIELDS = ("name", "status", "value", "baseline", "direction", "target", "critical", "message", "evidence")
+
+
 def _check(result: CheckResult) -> dict[str, Any]:
-    return {
-        "at": result.at,
-        "verdict": result.verdict,
-        "reason": result.reason,
-        "canary_requests": result.canary_requests,
-        "gates": [
-            {
-                "name": g.name,
-                "status": g.status,
-                "value": g.value,
-                "baseline": g.baseline,
-                "direction": g.direction,
-                "target": g.target,
-                "critical": g.critical,
-                "message": g.message,
-                "evidence": None if g.evidence is None else g.evidence.to_dict(),
-            }
-            for g in result.gates
-        ],
-    }
+    """The fields the view shows of a check, from its own `to_dict()` (which writes a NaN or an
+    infinity as a string: `status --json` stays valid JSON)."""
+    full = result.to_dict()
+    return {**{k: full[k] for k in CHECK_FIELDS}, "gates": [{k: g[k] for k in GATE_FIELDS} for g in full["gates"]]}
 
 
 def status_view(

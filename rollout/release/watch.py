@@ -80,6 +80,43 @@ class LockWatch:
         return now - self.since
 
 
+def observe_tick(
+    tick: Callable[[], TickOutcome],
+    record: Callable[[TickOutcome, float, float], None],
+    record_lock: Callable[[bool, float], None],
+    *,
+    lock: LockWatch | None = None,
+    probe: LockProbe | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> TickOutcome:
+    """One tick with its bookkeeping, for `rollout tick` and the watch loop alike: the outcome and
+    how long it took (`record`), and what it saw of the stack lock (`record_lock`, with how long
+    `lock` has seen it so). A tick's error is raised again once the lock state is recorded.
+
+    The lock is locked when the tick was refused for it, or, after any other tick, when `probe`
+    says an update holds it (a tick that only waited never meets the lock itself)."""
+    lock = LockWatch() if lock is None else lock
+
+    def seen(refused: bool) -> None:
+        locked = refused
+        if not locked and probe is not None:
+            try:
+                locked = bool(probe.update_in_progress())
+            except DeployerError as err:
+                log.warning("could not read the stack lock: %s", err)
+        record_lock(locked, lock.seen(locked, monotonic()))
+
+    started = monotonic()
+    try:
+        outcome = tick()
+    except TICK_ERRORS as err:
+        seen(isinstance(err, StackLockedError))
+        raise
+    record(outcome, monotonic() - started, time.time())
+    seen(False)
+    return outcome
+
+
 @dataclass
 class Watcher:
     release: Release
@@ -133,27 +170,15 @@ class Watcher:
         return 0
 
     def _one_tick(self) -> tuple[TickOutcome | None, Exception | None]:
-        started = self.monotonic()
         try:
-            outcome = self.tick()
+            outcome = observe_tick(self.tick, self.record, self.record_lock, lock=self.lock, probe=self.probe,
+                                   monotonic=self.monotonic)
         except TICK_ERRORS as err:
-            self._watch_lock(isinstance(err, StackLockedError))
             log.warning("tick failed: %s", err)
             self.report_error(err)
             return None, err
-        self.record(outcome, self.monotonic() - started, time.time())
-        self._watch_lock(False)
         self.report(outcome)
         return outcome, None
-
-    def _watch_lock(self, refused: bool) -> None:
-        locked = refused
-        if not locked and self.probe is not None:
-            try:
-                locked = bool(self.probe.update_in_progress())
-            except DeployerError as err:
-                log.warning("could not read the stack lock: %s", err)
-        self.record_lock(locked, self.lock.seen(locked, self.monotonic()))
 
     def _grid_of(self, outcome: TickOutcome) -> tuple[Stage, datetime]:
         """The stage the stack is at after this tick, and when it started."""

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from support.fake_pulumi import FakePulumi, update
 from support.live import LiveStack, compressed_config, live_stack
-from support.stack import copy_project, edit_stage_file
+from support.stack import compressed_project
 from typer.testing import CliRunner
 
 from rollout.cli import app
@@ -69,15 +69,7 @@ def rig() -> Iterator[Rig]:
 def project(tmp_path: Path) -> Path:
     """The repo's project files with every stage's analysis compressed as the live Prometheus's
     rules are, and 1 s scale-down and flags waits so the phases do not wait 30 s and 75 s."""
-    project = copy_project(tmp_path)
-    for stage in ("stable", "canary", "gradual", "majority", "full"):
-        edit_stage_file(project, stage, "analysis", ANALYSIS)
-    path = project / "Pulumi.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["config"]["genesis-rollout:routing"]["value"]["scaleDownDelay"] = "1s"
-    data["config"]["genesis-rollout:routing"]["value"]["flagsPropagation"] = "1s"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return project
+    return compressed_project(tmp_path, ANALYSIS)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from rollout.release.deployer import (
     DeployerError,
     PulumiDeployer,
     StackLockedError,
+    cli_env_from_files,
     parse_update_message,
     update_message,
 )
@@ -349,3 +350,17 @@ def test_phase_markers_round_trip() -> None:
     parsed = parse_update_message(text)
     assert (parsed.target, parsed.phase, parsed.phases, parsed.final, parsed.reason) == ("gradual", 1, 2, False, "ok")
     assert parse_update_message(update_message("promote", "canary", "gradual", "ok")).final
+
+
+def test_the_pulumi_token_file_is_read_for_the_cli_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("pul-abc\n")
+    assert cli_env_from_files({"PULUMI_ACCESS_TOKEN_FILE": str(token)}) == {"PULUMI_ACCESS_TOKEN": "pul-abc"}
+    # a token in the environment passes through as it is; nothing set: nothing to add
+    assert cli_env_from_files({"PULUMI_ACCESS_TOKEN": "x", "PULUMI_ACCESS_TOKEN_FILE": str(token)}) == {}
+    assert cli_env_from_files({}) == {}
+    with pytest.raises(DeployerError, match="PULUMI_ACCESS_TOKEN_FILE: cannot read .*missing"):
+        cli_env_from_files({"PULUMI_ACCESS_TOKEN_FILE": str(tmp_path / "missing")})
+    (tmp_path / "empty").write_text(" \n")
+    with pytest.raises(DeployerError, match="PULUMI_ACCESS_TOKEN_FILE: .*empty is empty"):
+        cli_env_from_files({"PULUMI_ACCESS_TOKEN_FILE": str(tmp_path / "empty")})

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support.fake_pulumi import REPO, FakePulumi, update
 from support.hostile import HostilePrometheus, ScriptedReceiver, answering, trickle
-from support.stack import copy_project, edit_stage_file
+from support.stack import copy_project, edit_project_config, edit_stage_file
 from typer.testing import CliRunner
 
 from rollout.cli import app
@@ -421,13 +421,8 @@ def test_a_rollback_prints_each_phase_with_its_time_and_the_report_records_them(
     stderr, with a UTC time) and lands in the incident report's timeline."""
     import re
 
-    import yaml
-
     project = copy_project(tmp_path)
-    path = project / "Pulumi.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["config"]["genesis-rollout:routing"]["value"]["scaleDownDelay"] = "1s"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    edit_project_config(project, "routing", scaleDownDelay="1s")
     seed(fake, "majority", datetime.now(UTC) - timedelta(hours=1))
     with HostilePrometheus(answering(**FAILING)) as prometheus:
         result = cli("rollback", "--reason", "INC-30", *bot_args(fake, prometheus.url, tmp_path / "reports", project))

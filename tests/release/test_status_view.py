@@ -92,3 +92,12 @@ def test_approval_shows_what_is_needed_and_goes_stale_with_the_stack() -> None:
     assert view["promotion"] == "allowed"
     stale = status_view(release, state("gradual", since, head=5, **approved), [], wait("gradual"), NOW)
     assert stale["approval"]["approved"] is None
+
+
+def test_a_gate_without_a_number_keeps_the_view_valid_json() -> None:
+    import json
+    import math
+
+    nan = check(NOW - timedelta(minutes=1), "hold", gate("error_rate", "hold", math.nan))
+    view = status_view(RELEASE, state("gradual", NOW - timedelta(hours=1)), [nan], wait("gradual"), NOW)
+    assert json.loads(json.dumps(view, allow_nan=False))["checks"][0]["gates"][0]["value"] == "nan"

@@ -25,6 +25,23 @@ def raw(body: Any, status: int = 200) -> Answer:
     return status, [json.dumps(body).encode()], 0.0
 
 
+def _reply(handler: QuietHandler, status: int, chunks: Iterable[bytes], pause: float) -> None:
+    """Send an Answer; status 0: the chunks are the raw response, status line included. A client
+    that gives up mid-body (what a probe wants) is no error."""
+    try:
+        if status:
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.end_headers()
+        for chunk in chunks:
+            handler.wfile.write(chunk)
+            handler.wfile.flush()
+            if pause:
+                time.sleep(pause)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 class HostilePrometheus(LoopbackServer):
     """`answer(query) -> Answer` decides every reply; `queries` records what was asked."""
 
@@ -37,18 +54,7 @@ class HostilePrometheus(LoopbackServer):
                 params = parse_qs(urlsplit(self.path).query)
                 query = params.get("query", [""])[0]
                 server.queries.append(query)
-                status, chunks, pause = answer(query)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                try:
-                    for chunk in chunks:
-                        self.wfile.write(chunk)
-                        self.wfile.flush()
-                        if pause:
-                            time.sleep(pause)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up: what the probe wants
+                _reply(self, *answer(query))
 
         super().__init__(Handler)
 
@@ -90,19 +96,7 @@ class ScriptedReceiver(LoopbackServer):
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 server.requests.append((self.command, self.path, headers, body))
-                status, chunks, pause = answer(self.command, self.path, headers, body)
-                try:
-                    if status:
-                        self.send_response(status)
-                        self.send_header("Content-Type", "application/json")
-                        self.end_headers()
-                    for chunk in chunks:
-                        self.wfile.write(chunk)
-                        self.wfile.flush()
-                        if pause:
-                            time.sleep(pause)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                _reply(self, *answer(self.command, self.path, headers, body))
 
             do_GET = do_POST = _serve
 

@@ -18,11 +18,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
 from support.fake_pulumi import FakePulumi, update
 from support.kube_lease import KubeLeaseServer
 from support.live import LiveStack, compressed_config, live_stack
-from support.stack import copy_project, edit_stage_file
+from support.stack import compressed_project
 
 from rollout.review.localstack import WebhookReceiver, start_alertmanager
 from rollout.review.mock_runtime import render_stage
@@ -55,18 +54,6 @@ class _Env:
 
     def setenv(self, key: str, value: str) -> None:
         self.env[key] = value
-
-
-def compressed_project(tmp_path: Path, analysis: dict[str, Any], metrics_port: int) -> Path:
-    project = copy_project(tmp_path)
-    for stage in ("stable", "canary", "gradual", "majority", "full"):
-        edit_stage_file(project, stage, "analysis", analysis)
-    path = project / "Pulumi.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["config"]["genesis-rollout:routing"]["value"]["scaleDownDelay"] = "1s"
-    data["config"]["genesis-rollout:bot"]["value"]["metricsPort"] = metrics_port
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return project
 
 
 def container(project: Path, stage: str = "canary") -> tuple[list[str], dict[str, str]]:
@@ -129,7 +116,7 @@ def bot_rig(tmp_path: Path, analysis: dict[str, Any], profile: str = "healthy") 
         live = stack.enter_context(live_stack(config, {APP: profile}))
         lease = stack.enter_context(KubeLeaseServer(tmp_path / "kube"))
         port = free_port()
-        project = compressed_project(tmp_path, analysis, port)
+        project = compressed_project(tmp_path, analysis, metricsPort=port)
         argv, pod_env = container(project)
         recorder = _Env()
         fake = FakePulumi(tmp_path, recorder)

@@ -63,17 +63,9 @@ class FakePulumi:
         """Hand to PulumiDeployer(sleep=...): the delay is recorded, the test does not wait."""
         self.sleeps.append(seconds)
 
-    def seed(
-        self,
-        stack: str = "prod",
-        outputs: dict[str, Any] | None = None,
-        history: list[dict[str, Any]] | None = None,
-        lock: str | None = None,
-        fail_next_up: bool = False,
-        tags: dict[str, str] | None = None,
-        fail_tag_set: bool = False,
-    ) -> None:
-        write_state(self.state_file, {stack: stack_state(outputs, history, lock, fail_next_up, tags, fail_tag_set)})
+    def seed(self, stack: str = "prod", **state: Any) -> None:
+        """The stand-in's only stack; `state`: stack_state's keywords (outputs, history, lock, ...)."""
+        write_state(self.state_file, {stack: stack_state(**state)})
 
     def state(self, stack: str = "prod") -> dict[str, Any]:
         return read_state(self.state_file)["stacks"][stack]
