@@ -60,8 +60,9 @@ def _sandbox_stage_file(data: dict, namespace: str, check: timedelta, hold: time
 def write_project(
     project_dir: Path, dest: Path, *, check_seconds: float, hold_seconds: float, approval_stage: str | None
 ) -> Release:
-    """A copy of Pulumi.yaml and the stage files with demo-sized time in `dest`; its release,
-    validated before use."""
+    """A copy of Pulumi.yaml and the stage files with demo-sized time (whole seconds, what a
+    stage file can say) in `dest`; the sandbox's release, validated before use, on the demo's
+    time scale: the same stages the operator commands read from those files."""
     check = timedelta(seconds=max(1, round(check_seconds)))
     hold = timedelta(seconds=max(1, round(hold_seconds)))
     namespace = project_name(project_dir)
@@ -79,7 +80,7 @@ def write_project(
         data = yaml.safe_load(stage_file(project_dir, stage.name).read_text())
         edited = _sandbox_stage_file(data, namespace, check, hold, stage.name == approval_stage)
         stage_file(dest, stage.name).write_text(yaml.safe_dump(edited, sort_keys=False))
-    return load_release(dest)
+    return for_demo(load_release(dest), check.total_seconds(), hold.total_seconds())
 
 
 def _follow(state_file: Path, cluster: LocalCluster, applied: list[str]) -> None:
@@ -125,10 +126,10 @@ def run_sandbox(
         raise DemoError(f"a sandbox already runs from {out_dir}: `rollout demo --stop --out {out_dir}` first")
     try:
         project = out_dir / "project"
-        release = for_demo(write_project(
+        release = write_project(
             project_dir, project,
             check_seconds=check_seconds, hold_seconds=hold_seconds, approval_stage=approval_stage,
-        ), check_seconds, hold_seconds)
+        )
     except ConfigError as err:
         raise DemoError(str(err)) from err
     except KeyError as err:
