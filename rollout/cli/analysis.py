@@ -52,17 +52,23 @@ def print_check(result, as_json: bool) -> None:
     # the judge's evidence is a sentence, not a cell: one line per judged gate under the table
     for gate in result.gates:
         if gate.evidence is not None:
-            say(f"judge {gate.name}: {judge_cell(gate.evidence)}")
+            say(f"judge {gate.name}: {judge_cell(gate.evidence.to_dict())}")
     say(result.reason)
 
 
-def judge_cell(evidence) -> str:
-    """e-value against 1/alpha, and the canary/stable ratio with its confidence sequence."""
+def judge_cell(evidence: dict | None) -> str:
+    """e-value against 1/alpha, and the canary/stable ratio with its confidence sequence, from
+    `Evidence.to_dict()` (where an infinite value is the string "inf"). Scientific notation
+    here, unlike rollout.numbers: an e-value can be 1e150."""
     if evidence is None:
         return "-"
-    ratio = "no events" if evidence.ratio is None else (
-        f"ratio {evidence.ratio:.3g} [{evidence.ratio_low:.3g}, {evidence.ratio_high:.3g}]")
-    return f"{'REGRESSION ' if evidence.regression else ''}e {evidence.e_value:.3g} / {evidence.threshold:g}, {ratio}"
+
+    def plain(value: float | str) -> str:
+        return value if isinstance(value, str) else f"{value:.3g}"
+
+    ratio = "no events" if evidence["ratio"] is None else (
+        f"ratio {plain(evidence['ratio'])} [{plain(evidence['ratio_low'])}, {plain(evidence['ratio_high'])}]")
+    return f"{'REGRESSION ' if evidence['regression'] else ''}e {plain(evidence['e_value'])} / {evidence['threshold']:g}, {ratio}"
 
 
 @app.command()

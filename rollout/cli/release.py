@@ -47,8 +47,7 @@ from rollout.cli.common import (
 
 def print_outcome(outcome, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(redacted(outcome.to_dict())))
-        return
+        return _print_json(outcome.to_dict())
     state, decision = outcome.state, outcome.decision
     say("stage ", (state.stage, "bold"), f" ({state.weight}%) since {state.since:%Y-%m-%d %H:%M:%S}Z; "
         f"checks: {' '.join(c.verdict for c in outcome.checks) or 'none yet'}")
@@ -64,7 +63,7 @@ def print_outcome(outcome, as_json: bool) -> None:
 
 
 def _print_json(data: dict) -> None:
-    out.print_json(json.dumps({key: clean(v) if isinstance(v, str) else v for key, v in data.items()}))
+    out.print_json(json.dumps(redacted(data)))
 
 
 def _exit_for(outcome) -> None:
@@ -168,7 +167,7 @@ def tick(
 
 def _report_tick(outcome, as_json: bool) -> None:
     if as_json:  # one line per tick, so a reader can follow it as it comes
-        out.print(json.dumps(outcome.to_dict()), soft_wrap=True, markup=False, highlight=False)
+        out.print(json.dumps(redacted(outcome.to_dict())), soft_wrap=True, markup=False, highlight=False)
     else:
         print_outcome(outcome, as_json=False)
 

@@ -10,7 +10,6 @@ from typing import Optional
 import typer
 
 from rollout.cli.common import (
-    EXIT_ERROR,
     JsonOutput,
     ProjectDir,
     PrometheusUrl,
@@ -69,20 +68,15 @@ def plan(
     of the release. Not `pulumi preview`: no engine, no live state. Exit 0, or 3 with an error."""
     import json
 
-    from rollout.config import ConfigError
     from rollout.review.plan import plan as plan_stages
 
-    if not as_json:
-        result = _or_config_error(lambda: plan_stages(_project(project_dir), from_stage, to_stage, stack))
-        sys.stdout.write(result.to_markdown() if markdown else result.to_text())
-        sys.stdout.write("\n")
+    # an error is {"error": ..., "exit": 3} under --json, as for every command (cli/__init__.py)
+    result = _or_config_error(lambda: plan_stages(_project(project_dir), from_stage, to_stage, stack))
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
         return
-    try:
-        document = plan_stages(_project(project_dir), from_stage, to_stage, stack).to_json()
-    except ConfigError as error:
-        sys.stdout.write(json.dumps({"error": str(error), "exit": EXIT_ERROR}) + "\n")
-        raise typer.Exit(EXIT_ERROR)
-    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.write(result.to_markdown() if markdown else result.to_text())
+    sys.stdout.write("\n")
 
 
 

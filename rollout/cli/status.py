@@ -34,6 +34,8 @@ from rollout.cli.common import (
     redacted,
     out,
 )
+from rollout.cli.analysis import judge_cell
+from rollout.numbers import number, percent
 
 VERDICT_STYLES = {"pass": "green", "hold": "yellow", "fail": "red"}
 LADDER_STYLES = {"rollback target": "dim", "done": "green", "current": "bold reverse", "next": "bold", "later": "dim"}
@@ -43,23 +45,10 @@ def _time(text: str | None) -> str:
     return "-" if text is None else f"{datetime.fromisoformat(text):%H:%M:%S}Z"
 
 
-def _number(value: Any) -> str:
-    if value is None:
-        return "no data"
-    return value if isinstance(value, str) else f"{value:.4g}"
-
-
-def _judge(evidence: dict[str, Any] | None) -> str:
-    if evidence is None:
-        return "-"
-    ratio = "no events" if evidence["ratio"] is None else (
-        f"ratio {_number(evidence['ratio'])} [{_number(evidence['ratio_low'])}, {_number(evidence['ratio_high'])}]")
-    verdict = "REGRESSION " if evidence["regression"] else ""
-    return f"{verdict}e {_number(evidence['e_value'])} / {evidence['threshold']:g}, {ratio}"
-
-
 def render(view: dict[str, Any], stack: str) -> Group:
     """The view, drawn: thin on purpose, every figure comes from `status_view`."""
+    from rollout.release.report import unit_of
+
     ladder = Text()
     for i, row in enumerate(view["ladder"]):
         if i:
@@ -67,7 +56,7 @@ def render(view: dict[str, Any], stack: str) -> Group:
         label = f"{row['stage']} {row['weight']}%" + (" (approval)" if row["approval"] else "")
         ladder.append(label, style=LADDER_STYLES[row["state"]])
     measured = ", ".join(
-        f"{service} {'not measured' if share is None else f'{share:.1f}%'}"
+        f"{service} {'not measured' if share is None else percent(share / 100)}"
         for service, share in (view["measured_weight"] or {}).items()
     ) or "not measured (no --prometheus)"
     decision = view["decision"]
@@ -100,13 +89,14 @@ def render(view: dict[str, Any], stack: str) -> Group:
         judged = any(gate["evidence"] is not None for gate in latest["gates"])
         for column in ("gate", "canary", "stable", "target", "critical", "status") + (("judge",) if judged else ()):
             gates.add_column(column)
-        for gate in latest["gates"]:
+        for gate in latest["gates"]:  # the figures as `rollout check` writes them (rollout.numbers)
+            unit = unit_of(gate["name"])
             gates.add_row(
-                Text(gate["name"]), Text(_number(gate["value"])), Text(_number(gate["baseline"])),
-                Text(f"{'<=' if gate['direction'] == 'max' else '>='} {gate['target']:g}"),
-                Text("-" if gate["critical"] is None else f"{gate['critical']:g}"),
+                Text(gate["name"]), Text(number(gate["value"], unit)), Text(number(gate["baseline"], unit)),
+                Text(f"{'<=' if gate['direction'] == 'max' else '>='} {number(gate['target'], unit)}"),
+                Text("-" if gate["critical"] is None else number(gate["critical"], unit)),
                 Text(gate["status"], style=VERDICT_STYLES.get(gate["status"], "")),
-                *((Text(_judge(gate["evidence"])),) if judged else ()),
+                *((Text(judge_cell(gate["evidence"])),) if judged else ()),
             )
         parts.append(gates)
     else:

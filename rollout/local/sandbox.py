@@ -31,7 +31,7 @@ import yaml
 from rollout.config import PROJECT_FILE, ConfigError, load_release, project_name, stage_file
 from rollout.local.demo import DemoError, LocalCluster, for_demo, local_cluster
 from rollout.local.pulumi_standin import ROOT, STATE_ENV, search_path, stack_state, write_state
-from rollout.model import format_duration
+from rollout.model import Release, format_duration
 from rollout.release.bot import ReleaseBot
 from rollout.release.deployer import DeployerError, PulumiDeployer
 from rollout.release.prometheus import Prometheus
@@ -59,8 +59,10 @@ def _sandbox_stage_file(data: dict, namespace: str, check: timedelta, hold: time
 
 def write_project(
     project_dir: Path, dest: Path, *, check_seconds: float, hold_seconds: float, approval_stage: str | None
-) -> Path:
-    """A copy of Pulumi.yaml and the stage files with demo-sized time; validated before use."""
+) -> Release:
+    """A copy of Pulumi.yaml and the stage files with demo-sized time (whole seconds, what a
+    stage file can say) in `dest`; the sandbox's release, validated before use, on the demo's
+    time scale: the same stages the operator commands read from those files."""
     check = timedelta(seconds=max(1, round(check_seconds)))
     hold = timedelta(seconds=max(1, round(hold_seconds)))
     namespace = project_name(project_dir)
@@ -78,8 +80,7 @@ def write_project(
         data = yaml.safe_load(stage_file(project_dir, stage.name).read_text())
         edited = _sandbox_stage_file(data, namespace, check, hold, stage.name == approval_stage)
         stage_file(dest, stage.name).write_text(yaml.safe_dump(edited, sort_keys=False))
-    load_release(dest)
-    return dest
+    return for_demo(load_release(dest), check.total_seconds(), hold.total_seconds())
 
 
 def _follow(state_file: Path, cluster: LocalCluster, applied: list[str]) -> None:
@@ -124,11 +125,11 @@ def run_sandbox(
     if (out_dir / STATE_FILE).exists() and _alive(_read_state(out_dir).get("pid")):
         raise DemoError(f"a sandbox already runs from {out_dir}: `rollout demo --stop --out {out_dir}` first")
     try:
-        project = write_project(
-            project_dir, out_dir / "project",
+        project = out_dir / "project"
+        release = write_project(
+            project_dir, project,
             check_seconds=check_seconds, hold_seconds=hold_seconds, approval_stage=approval_stage,
         )
-        release = for_demo(load_release(project), check_seconds, hold_seconds)
     except ConfigError as err:
         raise DemoError(str(err)) from err
     except KeyError as err:

@@ -115,12 +115,13 @@ class ReplaySession:
         # /dev/zero, a FIFO: reading it would never end
         if not self.path.is_file():
             raise ReplayError(f"{self.path}: not a regular file (a metrics file written by `rollout export` or a scenario)")
-        if self.path.stat().st_size > MAX_FILE_BYTES:
-            raise ReplayError(f"{self.path}: {self.path.stat().st_size} bytes, over the {MAX_FILE_BYTES} bytes a replay reads")
+        size = self.path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ReplayError(f"{self.path}: {size} bytes, over the {MAX_FILE_BYTES} bytes a replay reads")
         self.progress = progress
         self.seconds: dict[str, float] = {}
         clock = time.perf_counter()
-        progress(f"checking {self.path} ({self.path.stat().st_size / 1e6:.1f} MB)")
+        progress(f"checking {self.path} ({size / 1e6:.1f} MB)")
         self.report = check_file(self.path, services={(s.namespace, s.name) for s in services})
         if self.report.min_time is None or self.report.max_time is None:
             raise OpenMetricsError(str(self.path), [(0, "bad-line", "the file holds no samples")])
@@ -129,8 +130,7 @@ class ReplaySession:
         self.seconds["check file"] = time.perf_counter() - clock
         self._tmp = tempfile.TemporaryDirectory(prefix="rollout-replay-", dir=workdir)
         clock = time.perf_counter()
-        first = datetime.fromtimestamp(self.report.min_time, UTC)
-        progress(f"backfill: the samples from {_rfc3339(first)} to {_rfc3339(self.last_sample)} "
+        progress(f"backfill: the samples from {_rfc3339(self.first_sample)} to {_rfc3339(self.last_sample)} "
                  "into a TSDB block (promtool)")
         try:
             self.backfill = Backfill(self.path, Path(self._tmp.name), (self.report.min_time, self.report.max_time))

@@ -118,7 +118,7 @@ def test_approve_reports_as_json(fake: FakePulumi, tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [
     ["status"], ["promote"], ["rollback"], ["pause", "--reason", "x"], ["resume"], ["approve", "majority"],
     ["watch", "--max-ticks", "1"], ["tick"], ["preflight"], ["check", "--stage", "canary"],
-    ["replay", "--metrics", "x.om", "--start", "0", "--stage", "canary"],
+    ["replay", "--metrics", "x.om", "--start", "0", "--stage", "canary"], ["plan", "canary", "gradual"],
 ])
 def test_errors_under_json_are_json_with_the_exit_code(args: list[str]) -> None:
     result = rollout(*args, "--json", "-C", "/nonexistent")

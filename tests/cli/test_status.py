@@ -67,7 +67,9 @@ def test_status_watch_refreshes_the_view(fake: FakePulumi) -> None:
     assert live.exit_code == 0, live.output
     frames = [line for line in live.stdout.splitlines() if line.startswith("stack prod")]
     assert len(frames) == 2
-    for text in ("stable 0%", "canary 10%", "gradual 50%", "hold left 1d21h5", "last checks", "error_rate", "pass"):
+    # gate values in the one number format (rollout.numbers), as `rollout check` writes them: P95 0.1 s
+    for text in ("stable 0%", "canary 10%", "gradual 50%", "hold left 1d21h5", "last checks", "error_rate", "pass",
+                 "<= 0.1 %", "100 ms"):
         assert text in live.stdout
     assert lines.exit_code == 0
     views = [json.loads(line) for line in lines.stdout.splitlines()]

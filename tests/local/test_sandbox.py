@@ -161,3 +161,18 @@ def test_stop_after_the_sandbox_was_killed_ends_its_servers(sandbox: Sandbox) ->
     assert stop.returncode == 0, stop.stderr
     assert "prometheus" in stop.stdout and "alertmanager" in stop.stdout
     wait_for(lambda: not alive(pids["prometheus"]) and not alive(pids["alertmanager"]), 30, "the servers to stop")
+
+
+def test_the_sandbox_runs_the_stages_its_files_say(tmp_path: Path) -> None:
+    """The sandbox process (baseline, first promotion, the cluster's alert rules) and the operator
+    commands in another shell (reading the copied files) see the same stages, also for a
+    --check-seconds a stage file cannot say (1.5 s is written as 2 s)."""
+    from rollout.config import load_release
+    from rollout.local.sandbox import write_project
+
+    release = write_project(REPO, tmp_path / "project", check_seconds=1.5, hold_seconds=7.4, approval_stage="majority")
+    files = load_release(tmp_path / "project")
+    assert [s.analysis for s in release.stages] == [s.analysis for s in files.stages]
+    assert release.stages[1].analysis.check_interval.total_seconds() == 2
+    assert release.stage("majority").analysis.approval == "required"
+    assert release.project.monitoring.alerting.group_wait.total_seconds() == 1  # the demo's alert grouping
