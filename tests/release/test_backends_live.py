@@ -93,7 +93,8 @@ def assert_judged_like_prometheus(config: StackConfig, url: str, auth: Prometheu
     assert healthy.verdict == "pass", healthy.reason
     bad = check(config, url, auth, "genesis-bad")
     assert bad.verdict == "fail", bad.reason
-    assert {g.name for g in bad.gates if g.status == "fail"} == ROLLBACK_GATES
+    failing = {g.name for g in bad.gates if g.status == "fail"}
+    assert failing == ROLLBACK_GATES, [(g.name, g.status, g.value, g.message) for g in bad.gates]
 
 
 # --------------------------------------------------------------------------- VictoriaMetrics
