@@ -78,7 +78,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 FloatArray = NDArray[np.float64]
-StartPrior = Literal["changepoint", "stage"]
+StartPrior = Literal["changepoint", "early", "stage"]
 
 __all__ = [
     "CS_OFFSETS",
@@ -153,10 +153,17 @@ def start_log_weights(intervals: int, start_prior: StartPrior) -> tuple[FloatArr
     log(1 - sum_{s'<=t} pi_s') (the mass not yet started, worth e-value 1) for t = 0..T-1.
 
     'stage': all mass at the stage start (classic mixture martingale).
-    'changepoint': half at the stage start, half spread as 1/(s(s+1)) over later intervals, so a
-    fault that appears after s healthy intervals costs log(2 s (s+1)) nats instead of the
-    evidence against the alternatives that the healthy stretch accumulated (which grows
-    linearly with s). Sum of pi_s is 1 over s = 1..inf.
+    'changepoint': half at the stage start (a release bad from its first request), half spread
+    in log time: pi_s = (G(s+1) - G(s)) / 2 with G(s) = 1 - 1/(1 + ln s) (1-based s), so a fault
+    that appears after s healthy intervals costs about ln s + 2 ln(1 + ln s) + ln 2 nats instead
+    of the evidence against the alternatives that the healthy stretch accumulated (which grows
+    linearly with s). The ln s is what any test that does not know the onset pays (Lorden 1971:
+    detection delay ~ log(false-alarm horizon) / information per interval); the iterated
+    logarithm is the price of not bounding the horizon. Sum of pi_s is 1 over s = 1..inf.
+    'early': half at the start, half spread as 1/(s(s+1)), what the judge ran before (kept for
+    the trade-off table of benchmarks/bench_judge.py): a fault after s intervals costs
+    ln(2 s (s+1)), 10.3 nats an hour into a 30 s-interval stage against 9.0 for 'changepoint',
+    13.9 at 6 h against 11.3 (docs/judge.md "Late faults").
     """
     t = np.arange(1, intervals + 1, dtype=float)  # 1-based interval number
     if start_prior == "stage":
@@ -164,14 +171,19 @@ def start_log_weights(intervals: int, start_prior: StartPrior) -> tuple[FloatArr
         if intervals:
             log_pi[0] = 0.0
         return log_pi, np.full(intervals, -np.inf)
+    if start_prior == "early":
+        pi = 0.5 / (t * (t + 1.0))
+        if intervals:
+            pi[0] += 0.5
+        return np.log(pi), np.log(0.5 / (t + 1.0))
     if start_prior != "changepoint":
-        raise ValueError(f"start_prior must be 'changepoint' or 'stage' (got {start_prior!r})")
-    pi = 0.5 / (t * (t + 1.0))
+        raise ValueError(f"start_prior must be 'changepoint', 'early' or 'stage' (got {start_prior!r})")
+    not_yet = 0.5 / (1.0 + np.log(t + 1.0))  # (1 - G(t + 1)) / 2: the half not started after t
+    pi = np.empty(intervals)
     if intervals:
-        pi[0] += 0.5
-    remaining = 0.5 / (t + 1.0)  # 1 - sum_{s<=t} pi_s
-    return np.log(pi), np.log(remaining)
-
+        pi[0] = 1.0 - not_yet[0]
+        pi[1:] = not_yet[:-1] - not_yet[1:]
+    return np.log(pi), np.log(not_yet)
 
 
 def _mix_alternatives(log_s: FloatArray, log_weights: ArrayLike, log_rest: FloatArray,
@@ -463,7 +475,7 @@ def histogram_quantile(q: float, boundaries: ArrayLike, cumulative: ArrayLike) -
 #
 # so a factor is at least 1 - MAX_BET > 0 and at most 1 + MAX_BET (1/p0_i - 1): one interval,
 # burst or not, moves the wealth by a bounded amount (with 10 % canary traffic and tolerance
-# 0.5, p0_i = 1/7: at most x5.8 at MAX_BET 0.8). Intervals with no events, with no exposure on a track, or
+# 0.5, p0_i = 1/7: at most x6.7 at MAX_BET 0.95). Intervals with no events, with no exposure on a track, or
 # before the warm-up have z_i = 0 (factor 1): that depends on exposures, time and whether
 # events happened, not on how they split.
 #
@@ -517,8 +529,8 @@ class Bets:
 # Chosen with benchmarks/bench_judge.py (the trade-off table in docs/benchmarks.md): the largest
 # bet bounds what one burst can do; the smaller ones keep evidence growing for a small effect
 # whose intervals are often below p0 (few events per interval).
-MAX_BET = 0.8
-BETS = Bets.even(0.1, 0.25, 0.5, MAX_BET)
+MAX_BET = 0.95
+BETS = Bets.even(0.1, 0.25, 0.5, 0.8, MAX_BET)
 
 
 def bet_log_e_paths(z: ArrayLike, bets: Bets = BETS, start_prior: StartPrior = "changepoint",

@@ -231,7 +231,7 @@ def _active(t: np.ndarray, fault: Fault, end: timedelta) -> tuple[np.ndarray, np
 
 
 def _latency_probs(lower: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """(..., 10) probabilities of each bucket (last: > 2 s) for shift + Exp(mean) latencies."""
+    """(..., len(LATENCY_BUCKETS) + 1) probabilities of each bucket (last: +Inf) for shift + Exp(mean) latencies."""
     bounds = np.asarray(LATENCY_BUCKETS)
     x = (bounds - lower[..., None]) / mean[..., None]
     cdf = np.where(x > 0, -np.expm1(-np.maximum(x, 0)), 0.0)

@@ -86,14 +86,17 @@ def test_a_bucket_only_one_track_has_does_not_vote() -> None:
     Only boundaries present on both tracks vote, and nothing raises."""
     sim = simulate(Scenario("slow", mean_canary=0.06), 1, 40, np.random.default_rng(8))
     cb, sb = sim["cb"][0].astype(float), sim["sb"][0].astype(float)
-    cb[20:, 3] = np.nan  # the canary's layout has no 0.2 s bucket from interval 20
+    at = int(np.flatnonzero(BOUNDARIES == 0.2)[0])
+    cb[20:, at] = np.nan  # the canary's layout has no 0.2 s bucket from interval 20
     z, _ = j.latency_scores(cb, sb, BOUNDARIES, 0.2, 0.95)
-    assert np.all(z[3, 20:] == 0.0) and np.any(z[3, :20] != 0.0)
-    # the stable side of 0.3 s / 1.2 = 0.25 s interpolates between 0.2 and 0.3: it needs 0.2 too
+    assert np.all(z[at, 20:] == 0.0) and np.any(z[at, :20] != 0.0)
+    # the stable side of the next boundary, b / 1.2 just above 0.2 s, interpolates from 0.2 s:
+    # it needs 0.2 too
+    assert BOUNDARIES[at] < BOUNDARIES[at + 1] / 1.2 < BOUNDARIES[at + 1]
     sb2 = sb.copy()
-    sb2[20:, 3] = np.nan
+    sb2[20:, at] = np.nan
     z2, _ = j.latency_scores(sim["cb"][0].astype(float), sb2, BOUNDARIES, 0.2, 0.95)
-    assert np.all(z2[4, 20:] == 0.0)
+    assert np.all(z2[at + 1, 20:] == 0.0) and np.any(z2[at + 1, :20] != 0.0)
     judge = latency(cb, sb)
     assert_finite(judge)
     nan_row = cb.copy()
@@ -105,16 +108,17 @@ def test_three_intervals_by_hand() -> None:
     """The e-value after three intervals, computed by hand (catches a change-point start moved
     by one interval). 10 % of the requests on the canary, tolerance 0.5: p0 = 150/1050 = 1/7.
     Interval 1: 1 canary error, 0 stable: z = 7 - 1 = 6. Interval 2: 0 and 9: z = -1.
-    Interval 3: 5 and 0: z = 6. Bets 0.1, 0.25, 0.5, 0.8 (weights 1/4); change-point weights
-    pi_1 = 1/2 + 1/4, pi_2 = 1/12, pi_3 = 1/24, not started after 3 intervals: 1/8.
-    E_3 = 1/4 sum_mu [3/4 (1+6mu)(1-mu)(1+6mu) + 1/12 (1-mu)(1+6mu) + 1/24 (1+6mu)] + 1/8:
-    mu=0.1: 1.728 + 0.12 + 0.0666667 = 1.9146667; mu=0.25: 3.515625 + 0.15625 + 0.1041667 =
-    3.7760417; mu=0.5: 6 + 0.1666667 + 0.1666667 = 6.3333333; mu=0.8: 5.046 + 0.0966667 +
-    0.2416667 = 5.3843333; mean 4.3520938, + 0.125 = 4.4770938."""
+    Interval 3: 5 and 0: z = 6. Bets 0.1, 0.25, 0.5, 0.8, 0.95 (weights 1/5); change-point
+    weights with G(s) = 1 - 1/(1 + ln s): pi_1 = 1/2 + (G(2) - G(1))/2 = 0.7046919,
+    pi_2 = (G(3) - G(2))/2 = 0.0570554, pi_3 = (G(4) - G(3))/2 = 0.0287228, not started after 3
+    intervals: (1 - G(4))/2 = 0.2095299.
+    E_3 = 1/5 sum_mu [pi_1 (1+6mu)(1-mu)(1+6mu) + pi_2 (1-mu)(1+6mu) + pi_3 (1+6mu)] + 0.2095299:
+    mu=0.1: 1.7517264; 0.25: 3.4820293; 0.5: 5.8665375; 0.8: 4.9739438; 0.95: 1.7932373;
+    mean 3.5734949, + 0.2095299 = 3.7830248."""
     path = j.rate_log_e_paths([1, 0, 5], [100, 100, 100], [0, 9, 0], [900, 900, 900], 0.5)
-    assert math.exp(path[2]) == pytest.approx(4.4770938, abs=1e-6)
-    # interval 1 alone: 3/4 x mean(1.6, 2.5, 4, 5.8) + 1/4 = 2.85625
-    assert math.exp(path[0]) == pytest.approx(2.85625, abs=1e-9)
+    assert math.exp(path[2]) == pytest.approx(3.7830248, abs=1e-6)
+    # interval 1 alone: pi_1 x mean(1.6, 2.5, 4, 5.8, 6.7) + (1 - pi_1) = 3.1986389
+    assert math.exp(path[0]) == pytest.approx(3.1986389, abs=1e-6)
 
 
 def test_one_burst_moves_the_evidence_a_bounded_amount() -> None:
@@ -209,10 +213,11 @@ def test_latency_edge_cases() -> None:
 
 
 def test_histogram_quantile_like_prometheus() -> None:
+    layout = np.array([0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0])
     cumulative = np.array([0, 0, 50, 90, 95, 99, 100, 100, 100, 100], dtype=float)
-    assert j.histogram_quantile(0.5, BOUNDARIES, cumulative) == pytest.approx(0.1)
-    assert j.histogram_quantile(0.95, BOUNDARIES, cumulative) == pytest.approx(0.3)
-    assert j.histogram_quantile(0.5, BOUNDARIES, np.zeros(10)) is None
+    assert j.histogram_quantile(0.5, layout, cumulative) == pytest.approx(0.1)
+    assert j.histogram_quantile(0.95, layout, cumulative) == pytest.approx(0.3)
+    assert j.histogram_quantile(0.5, layout, np.zeros(10)) is None
 
 
 # --------------------------------------------------------------------------- why it is valid
@@ -271,6 +276,7 @@ def test_estimates_of_a_clear_regression() -> None:
     errors = final(rates(sim["xc"][0], sim["nc"][0], sim["xs"][0], sim["ns"][0]))
     assert errors.regression and errors.crossed_interval <= 4 and errors.ratio_low <= 60 <= errors.ratio_high
     slow = final(latency(sim["cb"][0], sim["sb"][0]))
-    assert slow.regression and slow.boundary == 0.1
-    true_ratio = math.exp(-(0.1 - 0.02) / 0.07) / math.exp(-(0.1 - 0.02) / 0.03)
+    # the layout's boundary nearest stable's P95 (0.02 + 0.03 ln 20 = 0.110 s): 0.1154
+    assert slow.regression and slow.boundary == 0.1154
+    true_ratio = math.exp(-(0.1154 - 0.02) / 0.07) / math.exp(-(0.1154 - 0.02) / 0.03)
     assert slow.ratio_low <= true_ratio <= slow.ratio_high

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from support.judge_sim import (
     ALPHA,
+    BOUNDARIES,
     GATES,
     INTERVAL,
     WARMUP,
@@ -39,7 +40,7 @@ def test_latency_batch_is_the_product_path() -> None:
     paths, slow = quantile_paths(sim, 0.2, 0.95, WARMUP)
     for i in range(3):
         path, canary_slow = latency_quantile_log_e_path(sim["cb"][i].astype(float), sim["sb"][i].astype(float),
-                                                        np.array([0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0]),
+                                                        BOUNDARIES,
                                                         0.2, 0.95, warmup=WARMUP)
         np.testing.assert_allclose(paths[i], path, atol=1e-9)
         np.testing.assert_array_equal(slow[i], canary_slow)

@@ -19,6 +19,7 @@ from rollout.analysis.evidence import Evidence, GateJudge, RateCounts
 from rollout.analysis.judge import (
     BETS,
     Bets,
+    StartPrior,
     first_crossing,
     latency_quantile_log_e_path,
     rate_log_e_paths,
@@ -81,13 +82,15 @@ class Scenario:
     cold_minutes: int = 0  # canary pods 1.5x slower (and 3x the errors) for their first minutes
     noisy_stable_pod: bool = False  # stable pod 0: 5x the errors, twice the bursts, 1.5x the latency
     interval_seconds: int = INTERVAL  # the judge's interval (the check interval); fault_start counts these
+    buckets: tuple[float, ...] = LATENCY_BUCKETS  # the app's `le` boundaries
 
 
-def bucket_probabilities(floor: np.ndarray | float, mean: np.ndarray | float) -> np.ndarray:
+def bucket_probabilities(floor: np.ndarray | float, mean: np.ndarray | float,
+                         bounds: np.ndarray = BOUNDARIES) -> np.ndarray:
     """P(latency in each `le` bucket, +Inf last) for floor + Exponential(mean); broadcasts."""
     floor = np.asarray(floor, dtype=float)[..., None]
     mean = np.asarray(mean, dtype=float)[..., None]
-    cdf = np.where(BOUNDARIES > floor, -np.expm1(-(BOUNDARIES - floor) / mean), 0.0)
+    cdf = np.where(bounds > floor, -np.expm1(-(bounds - floor) / mean), 0.0)
     cdf = np.concatenate([np.zeros(cdf.shape[:-1] + (1,)), cdf, np.ones(cdf.shape[:-1] + (1,))], -1)
     p = np.clip(np.diff(cdf, axis=-1), 0.0, 1.0)
     return p / p.sum(-1, keepdims=True)
@@ -96,7 +99,7 @@ def bucket_probabilities(floor: np.ndarray | float, mean: np.ndarray | float) ->
 def simulate(s: Scenario, stages: int, intervals: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """(stages, intervals) arrays: requests nc/ns, errors xc/xs, workflows wc/ws, failed
     workflows fc/fs, fallbacks bc/bs; (stages, intervals, buckets + 1) cumulative-in-le bucket
-    counts cb/sb."""
+    counts cb/sb, and their boundaries `bounds`."""
     S, T = stages, intervals
     t = np.arange(T)
     rate, level, latency = np.ones((S, T)), np.ones((S, T)), np.ones((S, T))
@@ -124,6 +127,7 @@ def simulate(s: Scenario, stages: int, intervals: int, rng: np.random.Generator)
         mc = np.where(cold, mc * 1.5, mc)
         qc = np.where(cold, np.clip(qc * 3, 0, 1), qc)
     wc, ws = rng.binomial(nc, 0.5), rng.binomial(ns, 0.5)
+    bounds = np.asarray(s.buckets, dtype=float)
     own_floor = s.floor if s.canary_floor is None else s.canary_floor
     floor_c = np.where(t < cold_intervals, own_floor * 1.5, own_floor) if s.cold_minutes else own_floor
     return {
@@ -134,8 +138,9 @@ def simulate(s: Scenario, stages: int, intervals: int, rng: np.random.Generator)
         "fc": rng.binomial(wc, np.clip(s.workflow_failure * level, 0, 1)),
         "fs": rng.binomial(ws, np.clip(s.workflow_failure * level, 0, 1)),
         "bc": rng.binomial(wc, s.fallback), "bs": rng.binomial(ws, s.fallback),
-        "cb": _pod_buckets(nc, floor_c, mc, s.canary_pods, s.pod_jitter, 1.0, rng),
-        "sb": _pod_buckets(ns, s.floor, ms, s.stable_pods, s.pod_jitter, 1.5 if s.noisy_stable_pod else 1.0, rng),
+        "cb": _pod_buckets(nc, floor_c, mc, s.canary_pods, s.pod_jitter, 1.0, bounds, rng),
+        "sb": _pod_buckets(ns, s.floor, ms, s.stable_pods, s.pod_jitter, 1.5 if s.noisy_stable_pod else 1.0, bounds, rng),
+        "bounds": bounds,
     }
 
 
@@ -164,19 +169,19 @@ def _pod_errors(n: np.ndarray, q: np.ndarray, pods: int, s: Scenario, rng: np.ra
 
 
 def _pod_buckets(n: np.ndarray, floor: np.ndarray | float, mean: np.ndarray, pods: int, jitter: float,
-                 pod0_scale: float, rng: np.random.Generator) -> np.ndarray:
+                 pod0_scale: float, bounds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Cumulative `le` bucket counts: each request is served by a pod chosen evenly, whose
     latency scale this minute is lognormal(0, jitter) (and pod0_scale for pod 0)."""
     S, T = n.shape
     floor = np.broadcast_to(np.asarray(floor, dtype=float), (S, T)) if np.ndim(floor) else np.full((S, T), floor)
     if not jitter and pod0_scale == 1.0:
-        return np.cumsum(rng.multinomial(n, bucket_probabilities(floor, mean)), axis=-1)
-    out = np.empty((S, T, BOUNDARIES.size + 1), dtype=np.int64)
+        return np.cumsum(rng.multinomial(n, bucket_probabilities(floor, mean, bounds)), axis=-1)
+    out = np.empty((S, T, bounds.size + 1), dtype=np.int64)
     for part in range(0, S, 100):  # the (S, T, pods, buckets) mixture in slices keeps memory small
         sl = slice(part, part + 100)
         scale = rng.lognormal(0, jitter, (*n[sl].shape, pods)) if jitter else np.ones((*n[sl].shape, pods))
         scale[..., 0] *= pod0_scale
-        probs = bucket_probabilities(floor[sl][..., None] * scale, mean[sl][..., None] * scale).mean(axis=-2)
+        probs = bucket_probabilities(floor[sl][..., None] * scale, mean[sl][..., None] * scale, bounds).mean(axis=-2)
         out[sl] = np.cumsum(rng.multinomial(n[sl], probs / probs.sum(-1, keepdims=True)), axis=-1)
     return out
 
@@ -190,7 +195,7 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 def crossings(sim: dict[str, np.ndarray], tolerance: dict[str, float] = TOLERANCE, alpha: float = ALPHA,
               min_events: int = MIN_EVENTS, warmup: int | None = None, quantile: float | None = None,
-              bets: Bets = BETS, method: str = "bet") -> dict[str, np.ndarray]:
+              bets: Bets = BETS, method: str = "bet", start_prior: StartPrior = "changepoint") -> dict[str, np.ndarray]:
     """Per gate, the first interval of each stage where a regression is declared (-1: never),
     through the product's tests (method "bet"; "event": the per-event likelihood ratios that
     the bot ran before, for the trade-off table)."""
@@ -203,26 +208,27 @@ def crossings(sim: dict[str, np.ndarray], tolerance: dict[str, float] = TOLERANC
         if method == "event":
             paths = rate_ratio_log_e_paths(sim[c], sim[nc], sim[s], sim[ns], tolerance[gate])
         else:
-            paths = rate_log_e_paths(sim[c], sim[nc], sim[s], sim[ns], tolerance[gate], bets=bets, warmup=warmup)
+            paths = rate_log_e_paths(sim[c], sim[nc], sim[s], sim[ns], tolerance[gate], bets=bets, warmup=warmup,
+                                     start_prior=start_prior)
         cum = np.cumsum(sim[c], axis=1)
         out[gate] = np.array([_first(first_crossing(p, alpha, k, min_events)) for p, k in zip(paths, cum)])
     if method == "event":
         paths, slow = latency_paths(sim, 1.0)
     else:
-        paths, slow = quantile_paths(sim, tolerance["latency"], quantile, warmup, bets)
+        paths, slow = quantile_paths(sim, tolerance["latency"], quantile, warmup, bets, start_prior)
     out["latency"] = np.array([_first(first_crossing(p, alpha, k, min_events)) for p, k in zip(paths, slow)])
     return out
 
 
 def quantile_paths(sim: dict[str, np.ndarray], tolerance: float, quantile: float, warmup: int,
-                   bets: Bets = BETS) -> tuple[np.ndarray, np.ndarray]:
+                   bets: Bets = BETS, start_prior: StartPrior = "changepoint") -> tuple[np.ndarray, np.ndarray]:
     """latency_quantile_log_e_path of every stage at once (it takes leading stage axes), 100
     stages at a time to keep the arrays small."""
     paths, slow = [], []
     for part in range(0, len(sim["nc"]), 100):
         sl = slice(part, part + 100)
-        p, k = latency_quantile_log_e_path(sim["cb"][sl].astype(float), sim["sb"][sl].astype(float), BOUNDARIES,
-                                           tolerance, quantile, bets=bets, warmup=warmup)
+        p, k = latency_quantile_log_e_path(sim["cb"][sl].astype(float), sim["sb"][sl].astype(float), sim["bounds"],
+                                           tolerance, quantile, bets=bets, warmup=warmup, start_prior=start_prior)
         paths.append(p)
         slow.append(k)
     return np.concatenate(paths), np.concatenate(slow)
