@@ -26,6 +26,7 @@ from dataclasses import replace
 
 from support.judge_sim import (
     ALPHA,
+    BOUNDARIES,
     INTERVAL,
     QUANTILE,
     TOLERANCE,
@@ -52,15 +53,18 @@ NULLS = (
     Scenario("shared noise: diurnal, bursty traffic, incidents on both tracks", noisy=True),
 )
 # (name, check interval in seconds, crossings() options; warm-up in minutes)
+UP_TO_08 = Bets.even(0.1, 0.25, 0.5, 0.8)
 CANDIDATES: list[tuple[str, int, dict]] = [
     ("per-event likelihood ratios (the old judge), 1m, no warm-up", 60, {"method": "event", "warmup": 0}),
-    ("interval bets up to 0.8, 1m", 60, {}),
-    ("interval bets up to 0.8, 30s (chosen: the project's scrape interval)", 30, {}),
-    ("interval bets up to 0.5, 30s", 30, {"bets": Bets.even(0.1, 0.25, 0.5)}),
-    ("interval bets up to 0.8, 20s", 20, {}),
-    ("interval bets up to 0.95, 30s", 30, {"bets": Bets.even(0.1, 0.25, 0.5, 0.8, 0.95)}),
-    ("interval bets up to 0.8, 30s, no warm-up", 30, {"warmup": 0}),
-    ("interval bets up to 0.8, 15s", 15, {}),
+    ("interval bets up to 0.8, early-change prior, 30s (the previous choice)", 30,
+     {"bets": UP_TO_08, "start_prior": "early"}),
+    ("interval bets up to 0.95, early-change prior, 30s", 30, {"start_prior": "early"}),
+    ("interval bets up to 0.8, log-time prior, 30s", 30, {"bets": UP_TO_08}),
+    ("interval bets up to 0.95, log-time prior, 30s (chosen)", 30, {}),
+    ("interval bets up to 0.5, log-time prior, 30s", 30, {"bets": Bets.even(0.1, 0.25, 0.5)}),
+    ("interval bets up to 0.95, log-time prior, 1m", 60, {}),
+    ("interval bets up to 0.95, log-time prior, 15s", 15, {}),
+    ("interval bets up to 0.95, log-time prior, 30s, no warm-up", 30, {"warmup": 0}),
 ]
 WARMUP_MINUTES = WARMUP * INTERVAL / 60
 
@@ -89,6 +93,7 @@ def _delay(scenario: Scenario, gate: str, stages: int, seed: int, onset_minutes:
     return np.where(found >= onset, (found - onset + 1) / per, np.inf)
 
 
+OLD_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0)  # the synthetic app's layout until this round
 # (name, gate, onset in minutes, scenario: fault_start 1 marks a fault from the onset, 0 from the start)
 FAULTS = (
     ("3 % vs 0.05 % errors from minute 70, 20 req/s canary", "errors", 70,
@@ -99,6 +104,8 @@ FAULTS = (
      Scenario("e6h", q_canary=0.03, fault_start=1)),
     ("canary 1.5x slower from the stage start", "latency", WARMUP_MINUTES,
      Scenario("l15", mean_canary=0.045, floor=0.02)),
+    ("canary 1.5x slower, the app's old buckets (2x apart around the P95)", "latency", WARMUP_MINUTES,
+     Scenario("l15-coarse", mean_canary=0.045, floor=0.02, buckets=OLD_BUCKETS)),
     ("canary 2x slower (P95 0.11 -> 0.22 s) from the stage start", "latency", WARMUP_MINUTES,
      Scenario("l2", mean_canary=0.06, floor=0.02)),
     ("canary P95 twice stable's, 90 -> 180 ms, under every threshold", "latency", WARMUP_MINUTES,
@@ -153,7 +160,7 @@ def main() -> None:
     clock = time.perf_counter()
     print(f"recommended.yaml: check interval {INTERVAL} s, alpha per gate {ALPHA:g} (stage 0.01 over 4 judged "
           f"gates), tolerances {TOLERANCE}, latency quantile {QUANTILE:g}, warm-up {WARMUP_MINUTES:g} min, "
-          f"bets {BETS.fractions}\n")
+          f"bets {BETS.fractions}, {len(BOUNDARIES)} latency buckets {BOUNDARIES[0]:g}-{BOUNDARIES[-1]:g} s\n")
     for name, table in (("nulls", lambda: false_detections(args.stages)),
                         ("detection", lambda: detection(args.effect_stages)),
                         ("tradeoff", lambda: tradeoff(args.effect_stages))):
