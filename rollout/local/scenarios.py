@@ -73,6 +73,9 @@ class Traffic:
     canary_weight: float = 10.0  # percent of it on the canary track
     diurnal_amplitude: float = 0.3  # +-30% over 24h
     jitter: float = 0.05  # lognormal sigma of each pod's rate per scrape step
+    # lognormal sigma of each pod's latency scale, drawn afresh every minute (GC, noisy
+    # neighbours): pod-local, so it breaks the per-request independence of the old judge
+    latency_jitter: float = 0.0
 
     def track_rps(self, track: str) -> float:
         share = self.canary_weight / 100 if track == "canary" else 1 - self.canary_weight / 100
@@ -168,6 +171,8 @@ class ScenarioSpec:
     versions: tuple[str, str] = ("1.41.0", "1.42.0")  # stable, canary
     error_window: timedelta = timedelta(seconds=60)
     errors_counter: bool = True  # also write genesis_request_errors_total
+    # `le` boundaries the canary's version does not export (a new version changed its layout)
+    canary_drops_buckets: tuple[float, ...] = ()
     # kube-state-metrics' Deployment gauges for <app>-<track> (desired, available replicas),
     # read by the availability gate (progress deadline)
     kube_state_metrics: bool = True
@@ -179,6 +184,12 @@ class ScenarioSpec:
     # six minutes of 8 % canary errors is strong evidence), so it is neither a false rollback nor
     # a missed one; the benchmark reports it on its own
     transient: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.canary_drops_buckets) - set(LATENCY_BUCKETS))
+        if unknown:
+            raise ValueError(f"scenario {self.name!r}: canary_drops_buckets {unknown} are not boundaries of the app's "
+                             f"layout (rollout.local.synthetic.LATENCY_BUCKETS)")
 
     def pods(self, track: str) -> int:
         return self.stable_pods if track == "stable" else self.canary_pods
@@ -295,6 +306,10 @@ def _simulate_track(spec: ScenarioSpec, track: str, t: np.ndarray, rng: np.rando
     requests = rng.poisson(lam)
     errors = rng.binomial(requests, err_p)
 
+    if tr.latency_jitter:
+        per_minute = max(1, round(60 / dt))
+        minutes = rng.lognormal(0.0, tr.latency_jitter, (P, -(-N // per_minute)))
+        lat_scale = lat_scale * np.repeat(minutes, per_minute, axis=1)[:, :N]
     lower = lat_shift + lat_scale * b.latency_floor_seconds
     mean = lat_scale * b.latency_extra_mean_seconds
     bucket_inc = rng.multinomial(requests, _latency_probs(lower, mean))  # (P, N, 10)
@@ -396,6 +411,8 @@ def write_openmetrics(sim: Simulation, path: Path | str) -> OpenMetricsWriter:
                         w.series(name, labels, ts, data.gauges[name][p, keep])
                     else:
                         for j, le in enumerate(LE):
+                            if track == "canary" and j < len(LATENCY_BUCKETS) and LATENCY_BUCKETS[j] in spec.canary_drops_buckets:
+                                continue
                             w.series(name + "_bucket", {**labels, "le": le}, ts, data.buckets[p, keep, j])
                         w.series(name + "_count", labels, ts, data.buckets[p, keep, -1])
                         w.series(name + "_sum", labels, ts, data.duration_sum[p, keep])
@@ -546,6 +563,16 @@ LIBRARY: dict[str, ScenarioSpec] = {
             Expected("promote", 48 * H, 48 * H + 30 * M,
                      "P95 0.17 s and 0.06 % errors stay under the targets; warm after 10 minutes"),
             faults=(Fault(timedelta(0), Effect(error_probability=0.0006, latency_scale=1.5), duration=10 * M),),
+        ),
+        _spec(
+            "pod-jitter", "A/A: every pod's latency wanders minute to minute (lognormal sigma 0.2), both tracks",
+            PROMOTE_ON_TIME,
+            traffic=Traffic(latency_jitter=0.2),
+        ),
+        _spec(
+            "bucket-layout-change", "A/A, but the canary's version no longer exports the 0.2402 s and 0.2885 s buckets",
+            PROMOTE_ON_TIME,
+            canary_drops_buckets=(0.2402, 0.2885),
         ),
         _spec(
             "noisy-stable-pod", "A/A, but one stable pod is much noisier: 10x the errors, 1.5x slower, bursts every 20 min",
