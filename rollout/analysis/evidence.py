@@ -79,6 +79,9 @@ class Evidence:
     quantile: float | None = None  # latency: the judged quantile and both tracks' value of it
     quantile_canary: float | None = None
     quantile_stable: float | None = None
+    # latency: upper/lower boundary of the bucket holding stable's judged quantile; above
+    # 1 + tolerance the judge reads stable's tail off a chord across it and sees small shifts late
+    bucket_spacing: float | None = None
     warmup_intervals: int = 0  # intervals from the stage start that carry no evidence
     # the stage attempt's judge budget (analysis.judgeAlpha) of which `alpha` is this gate's
     # spend on this service (StackConfig.judge_alpha); None when the caller did not say
@@ -109,7 +112,8 @@ class Evidence:
             "boundary": self.boundary,
             "p95_canary": self.p95_canary, "p95_stable": self.p95_stable,
             "quantile": self.quantile, "quantile_canary": self.quantile_canary,
-            "quantile_stable": self.quantile_stable, "warmup_intervals": self.warmup_intervals,
+            "quantile_stable": self.quantile_stable, "bucket_spacing": self.bucket_spacing,
+            "warmup_intervals": self.warmup_intervals,
             "alpha_budget": self.alpha_budget,
         }
 
@@ -196,6 +200,7 @@ class GateJudge:
         extra = {"p95_canary": p95_canary, "p95_stable": p95_stable, "quantile": self.quantile,
                  "quantile_canary": histogram_quantile(self.quantile, bounds, canary.sum(axis=0)),
                  "quantile_stable": histogram_quantile(self.quantile, bounds, stable.sum(axis=0))}
+        extra["bucket_spacing"] = _spacing(bounds, extra["quantile_stable"])
         if p95_stable is None:
             return (None, 0.0, math.inf), extra
         j = int(np.argmin(np.abs(np.log(bounds) - math.log(max(p95_stable, 1e-12)))))
@@ -206,6 +211,14 @@ class GateJudge:
         estimate = ratio_estimate(canary[:, -1] - canary[:, j], canary[:, -1], stable[:, -1] - stable[:, j],
                                   stable[:, -1], self.alpha / len(bounds))
         return estimate, extra
+
+
+def _spacing(bounds: np.ndarray, value: float | None) -> float | None:
+    """Upper over lower boundary of the finite bucket that holds `value` (None: first or +Inf)."""
+    if value is None:
+        return None
+    k = int(np.searchsorted(bounds, value, side="left"))
+    return None if k == 0 or k >= bounds.size else float(bounds[k] / bounds[k - 1])
 
 
 def _usable(counts: np.ndarray) -> np.ndarray:

@@ -283,7 +283,9 @@ def calibration(result: ReplayResult) -> list[str]:
     rates: the dispersion of the canary's events per check interval (variance / mean: about 1
     for independent requests, far above for bursts and per-pod overdispersion) and the largest
     canary share of one interval's events (a burst on one canary pod is near 1); latency: the
-    spread of the canary/stable slow-request ratio over 10-interval windows (per-pod jitter)."""
+    spread of the canary/stable slow-request ratio over 10-interval windows (per-pod jitter), and
+    how far apart the buckets around stable's quantile are (coarser than 1 + tolerance: the
+    judge reads stable's tail off a chord and sees small slowdowns late)."""
     by_gate: dict[str, list[Any]] = {}
     for check in result.checks:
         for gate in check.gates:
@@ -318,7 +320,11 @@ def _latency_noise(evidence: list[Any]) -> str:
     last = evidence[-1]
     q = "-" if last.quantile_canary is None or last.quantile_stable is None or not last.quantile_stable else (
         f"{last.quantile_canary / last.quantile_stable:.3g}")
-    return f"canary/stable slow share over 10 intervals {spread} (jitter); canary/stable quantile {q}"
+    spacing = last.bucket_spacing
+    buckets = "" if spacing is None else f"; buckets around stable's quantile {spacing:.3g}x apart" + (
+        f", coarser than 1 + tolerance = {1 + last.tolerance:g}: small slowdowns are seen late (docs/judge.md, "
+        "Bucket layout)" if spacing > (1 + last.tolerance) * 1.01 else "")
+    return f"canary/stable slow share over 10 intervals {spread} (jitter); canary/stable quantile {q}{buckets}"
 
 
 def plot(result: ReplayResult, path: Path) -> Path:

@@ -59,6 +59,25 @@ def test_latency_evidence_names_the_boundary_and_both_p95s() -> None:
     assert evidence.boundary == 0.0961 and 0.0886 < evidence.p95_stable < 0.1058 and 0.16 < evidence.p95_canary < 0.2
     assert evidence.ratio_low > 2  # beyond the tolerance: more than twice stable's share is slow
     assert "share slower than 0.0961s" in evidence.summary()
+    assert evidence.bucket_spacing == pytest.approx(2.5 ** 0.2, rel=1e-3)  # the app's layout: one tolerance
+
+
+def test_latency_evidence_says_when_the_buckets_are_coarser_than_the_tolerance() -> None:
+    """With 2x-apart buckets around stable's P95 (0.11 s in 0.1-0.2 s) the evidence says so,
+    and the replay's calibration line tells the team to change the layout."""
+    from rollout.review.replay import _latency_noise
+
+    coarse = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0)
+    lines = {}
+    for name, layout in (("coarse", coarse), ("fine", tuple(BOUNDARIES))):
+        sim = simulate(Scenario("aa", buckets=layout), 1, 40, np.random.default_rng(2))
+        judge = GateJudge("p95_latency_seconds", Judge(tolerance=0.2, quantile=0.95), 0.0025,
+                          LatencyCounts(layout, sim["cb"][0].astype(float), sim["sb"][0].astype(float), "test"))
+        evidence = judge.at(39)
+        assert json.loads(json.dumps(evidence.to_dict()))["bucket_spacing"] == evidence.bucket_spacing
+        lines[name] = (evidence.bucket_spacing, _latency_noise([evidence]))
+    assert lines["coarse"][0] == 2.0 and "2x apart, coarser than 1 + tolerance = 1.2" in lines["coarse"][1]
+    assert lines["fine"][0] < 1.21 and "coarser" not in lines["fine"][1]
 
 
 def stage(**gates: dict) -> Stage:
