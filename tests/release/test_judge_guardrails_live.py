@@ -1,5 +1,5 @@
 """The judge's guardrails through the bot's tick, against a REAL Prometheus: a canary pod from a
-build with another bucket layout whose 0.1 s bucket once goes down (a partial counter decrease:
+build with another bucket layout whose 0.2 s bucket once goes down (a partial counter decrease:
 NaN rows), and a judge that raises. Neither crashes a tick nor stops the threshold gates.
 
 Real: Prometheus with the stage's rendered rules, the synthetic pods, a second canary pod that is
@@ -34,12 +34,12 @@ from rollout.review.localstack import ScrapeTarget, wait_for
 
 ODD, FAILING = "genesis-odd", "genesis-failing"
 PROFILES = {ODD: "healthy", FAILING: "bad"}
-DROP = (12.0, 14.0)  # seconds after the odd pod starts: its 0.1 s bucket reads 500 lower
+DROP = (12.0, 14.0)  # seconds after the odd pod starts: its 0.2 s bucket reads 500 lower
 
 
 class OddPod(Collector):
-    """A second canary pod of ODD from another build: buckets 0.1, 0.3, 0.75 (the synthetic
-    pods have 0.025 ... 2, so only 0.1 and 0.3 are on every series), 1 request per second, as
+    """A second canary pod of ODD from another build: buckets 0.2, 0.5, 0.75 (the synthetic
+    pods have 0.0266 ... 2.1661, 1.2x apart, so only 0.2 and 0.5 are on every series), 1 request per second, as
     fast as the healthy pods, counters already high when it is first scraped (a baseline)."""
 
     def __init__(self) -> None:
@@ -49,9 +49,9 @@ class OddPod(Collector):
     def collect(self) -> Iterator[HistogramMetricFamily | CounterMetricFamily]:
         elapsed = time.monotonic() - self.started
         n = 1000 + int(elapsed)
-        fast = int(0.93 * n) - (500 if DROP[0] <= elapsed < DROP[1] else 0)
+        fast = int(0.9975 * n) - (500 if DROP[0] <= elapsed < DROP[1] else 0)  # healthy: 1 - e^-6 under 0.2 s
         latency = HistogramMetricFamily("genesis_request_duration_seconds", "Request duration", labels=["route"])
-        latency.add_metric(["weighted"], [("0.1", fast), ("0.3", n), ("0.75", n), ("+Inf", n)], 0.05 * n)
+        latency.add_metric(["weighted"], [("0.2", fast), ("0.5", n), ("0.75", n), ("+Inf", n)], 0.05 * n)
         errors = CounterMetricFamily("genesis_request_errors", "Requests that failed", labels=["route"])
         errors.add_metric(["weighted"], 0)
         yield latency
@@ -114,7 +114,7 @@ def test_a_bucket_layout_change_and_a_nan_row_neither_crash_a_tick_nor_stop_the_
     now = datetime.fromtimestamp(math.floor(time.time()) - 1, UTC)
     counts = read_counts(live.prom, live.config.stage, ODD, service.namespace, ODD_POD.started_at, now)
     latency = counts.gates["p95_latency_seconds"]
-    assert latency.upto(counts.interval).boundaries == (0.1, 0.3)  # only the buckets every series has
+    assert latency.upto(counts.interval).boundaries == (0.2, 0.5)  # only the buckets every series has
     rows = latency.upto(counts.interval).canary
     stable = latency.upto(counts.interval).stable
     skipped = int((np.isnan(rows).any(axis=1) & ~np.isnan(stable).any(axis=1)).sum())
@@ -126,7 +126,7 @@ def test_a_bucket_layout_change_and_a_nan_row_neither_crash_a_tick_nor_stop_the_
     newest = outcome.checks[-1]
     p95 = next(g for g in newest.gates if g.name == "p95_latency_seconds")
     assert p95.judge_error is None and p95.evidence is not None and not p95.evidence.regression
-    assert p95.evidence.boundary in (0.1, 0.3)
+    assert p95.evidence.boundary in (0.2, 0.5)
     assert newest.verdict in ("pass", "hold") and not outcome.warnings, newest.reason
 
 
