@@ -27,6 +27,7 @@ from dataclasses import replace
 from support.judge_sim import (
     ALPHA,
     BOUNDARIES,
+    COARSE_BUCKETS,
     INTERVAL,
     QUANTILE,
     TOLERANCE,
@@ -93,7 +94,6 @@ def _delay(scenario: Scenario, gate: str, stages: int, seed: int, onset_minutes:
     return np.where(found >= onset, (found - onset + 1) / per, np.inf)
 
 
-OLD_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0)  # the synthetic app's layout until this round
 # (name, gate, onset in minutes, scenario: fault_start 1 marks a fault from the onset, 0 from the start)
 FAULTS = (
     ("3 % vs 0.05 % errors from minute 70, 20 req/s canary", "errors", 70,
@@ -105,7 +105,7 @@ FAULTS = (
     ("canary 1.5x slower from the stage start", "latency", WARMUP_MINUTES,
      Scenario("l15", mean_canary=0.045, floor=0.02)),
     ("canary 1.5x slower, the app's old buckets (2x apart around the P95)", "latency", WARMUP_MINUTES,
-     Scenario("l15-coarse", mean_canary=0.045, floor=0.02, buckets=OLD_BUCKETS)),
+     Scenario("l15-coarse", mean_canary=0.045, floor=0.02, buckets=COARSE_BUCKETS)),
     ("canary 2x slower (P95 0.11 -> 0.22 s) from the stage start", "latency", WARMUP_MINUTES,
      Scenario("l2", mean_canary=0.06, floor=0.02)),
     ("canary P95 twice stable's, 90 -> 180 ms, under every threshold", "latency", WARMUP_MINUTES,

@@ -241,10 +241,11 @@ def _active(t: np.ndarray, fault: Fault, end: timedelta) -> tuple[np.ndarray, np
     return mask, since
 
 
-def _latency_probs(lower: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """(..., len(LATENCY_BUCKETS) + 1) probabilities of each bucket (last: +Inf) for shift + Exp(mean) latencies."""
-    bounds = np.asarray(LATENCY_BUCKETS)
-    x = (bounds - lower[..., None]) / mean[..., None]
+def latency_bucket_probabilities(lower: np.ndarray | float, mean: np.ndarray | float,
+                                 bounds: tuple[float, ...] | np.ndarray = LATENCY_BUCKETS) -> np.ndarray:
+    """(..., len(bounds) + 1) probabilities of each `le` bucket (last: +Inf) for lower +
+    Exponential(mean) latencies; broadcasts (also the judge's simulator, tests/support)."""
+    x = (np.asarray(bounds, dtype=float) - np.asarray(lower, dtype=float)[..., None]) / np.asarray(mean, dtype=float)[..., None]
     cdf = np.where(x > 0, -np.expm1(-np.maximum(x, 0)), 0.0)
     probs = np.diff(cdf, axis=-1, prepend=0.0, append=1.0)
     return np.clip(probs, 0.0, 1.0)
@@ -312,7 +313,7 @@ def _simulate_track(spec: ScenarioSpec, track: str, t: np.ndarray, rng: np.rando
         lat_scale = lat_scale * np.repeat(minutes, per_minute, axis=1)[:, :N]
     lower = lat_shift + lat_scale * b.latency_floor_seconds
     mean = lat_scale * b.latency_extra_mean_seconds
-    bucket_inc = rng.multinomial(requests, _latency_probs(lower, mean))  # (P, N, 10)
+    bucket_inc = rng.multinomial(requests, latency_bucket_probabilities(lower, mean))  # (P, N, buckets + 1)
     sum_inc = requests * lower + rng.gamma(requests.astype(float), mean)
 
     workflows = rng.binomial(requests, b.workflow_probability)
@@ -384,6 +385,7 @@ def _pod_labels(spec: ScenarioSpec, track: str, pod: str) -> dict[str, str]:
 def write_openmetrics(sim: Simulation, path: Path | str) -> OpenMetricsWriter:
     """Stream the simulation to `path`, family by family, series by series."""
     spec = sim.spec
+    dropped = {le for b, le in zip(LATENCY_BUCKETS, LE) if b in spec.canary_drops_buckets}  # the canary's layout
     with OpenMetricsWriter.open(path) as w:
         for name, type_, help_ in FAMILIES:
             if name == "genesis_request_errors" and not spec.errors_counter:
@@ -411,7 +413,7 @@ def write_openmetrics(sim: Simulation, path: Path | str) -> OpenMetricsWriter:
                         w.series(name, labels, ts, data.gauges[name][p, keep])
                     else:
                         for j, le in enumerate(LE):
-                            if track == "canary" and j < len(LATENCY_BUCKETS) and LATENCY_BUCKETS[j] in spec.canary_drops_buckets:
+                            if track == "canary" and le in dropped:
                                 continue
                             w.series(name + "_bucket", {**labels, "le": le}, ts, data.buckets[p, keep, j])
                         w.series(name + "_count", labels, ts, data.buckets[p, keep, -1])

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from support.judge_sim import BOUNDARIES, Scenario, evidence_of, simulate
+from support.judge_sim import BOUNDARIES, COARSE_BUCKETS, Scenario, evidence_of, simulate
 from support.stages import FLAGS_ON
 
 from rollout.analysis.decision import decide
@@ -67,9 +67,8 @@ def test_latency_evidence_says_when_the_buckets_are_coarser_than_the_tolerance()
     and the replay's calibration line tells the team to change the layout."""
     from rollout.review.replay import _latency_noise
 
-    coarse = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0)
     lines = {}
-    for name, layout in (("coarse", coarse), ("fine", tuple(BOUNDARIES))):
+    for name, layout in (("coarse", COARSE_BUCKETS), ("fine", tuple(BOUNDARIES))):
         sim = simulate(Scenario("aa", buckets=layout), 1, 40, np.random.default_rng(2))
         judge = GateJudge("p95_latency_seconds", Judge(tolerance=0.2, quantile=0.95), 0.0025,
                           LatencyCounts(layout, sim["cb"][0].astype(float), sim["sb"][0].astype(float), "test"))

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
-from support.judge_sim import BOUNDARIES, Scenario, simulate
+from support.judge_sim import BOUNDARIES, COARSE_BUCKETS, Scenario, simulate
 
 from rollout.analysis import judge as j
 from rollout.analysis.evidence import Evidence, GateJudge, LatencyCounts, RateCounts
@@ -213,7 +213,7 @@ def test_latency_edge_cases() -> None:
 
 
 def test_histogram_quantile_like_prometheus() -> None:
-    layout = np.array([0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0])
+    layout = np.array(COARSE_BUCKETS)  # a layout of its own: the cumulative counts below are per its buckets
     cumulative = np.array([0, 0, 50, 90, 95, 99, 100, 100, 100, 100], dtype=float)
     assert j.histogram_quantile(0.5, layout, cumulative) == pytest.approx(0.1)
     assert j.histogram_quantile(0.95, layout, cumulative) == pytest.approx(0.3)

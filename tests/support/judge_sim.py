@@ -26,10 +26,14 @@ from rollout.analysis.judge import (
     rate_ratio_log_e_paths,
 )
 from rollout.config import REPO_ROOT, load_policy_file
+from rollout.local.scenarios import latency_bucket_probabilities
 from rollout.local.synthetic import LATENCY_BUCKETS
 from rollout.model import Judge
 
 BOUNDARIES = np.array(LATENCY_BUCKETS)
+# the synthetic app's layout before this round: 2x apart around its 0.11 s P95, coarser than the
+# latency tolerance (the benchmark's and the tests' "coarse" case)
+COARSE_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0)
 # the simulated counts and the gates that judge them
 GATES = {"errors": "error_rate", "latency": "p95_latency_seconds", "failures": "pipelex_success_rate",
          "fallbacks": "fallback_rate"}
@@ -87,12 +91,8 @@ class Scenario:
 
 def bucket_probabilities(floor: np.ndarray | float, mean: np.ndarray | float,
                          bounds: np.ndarray = BOUNDARIES) -> np.ndarray:
-    """P(latency in each `le` bucket, +Inf last) for floor + Exponential(mean); broadcasts."""
-    floor = np.asarray(floor, dtype=float)[..., None]
-    mean = np.asarray(mean, dtype=float)[..., None]
-    cdf = np.where(bounds > floor, -np.expm1(-(bounds - floor) / mean), 0.0)
-    cdf = np.concatenate([np.zeros(cdf.shape[:-1] + (1,)), cdf, np.ones(cdf.shape[:-1] + (1,))], -1)
-    p = np.clip(np.diff(cdf, axis=-1), 0.0, 1.0)
+    """The replay scenarios' bucket probabilities, renormalised for rng.multinomial."""
+    p = latency_bucket_probabilities(floor, mean, bounds)
     return p / p.sum(-1, keepdims=True)
 
 
