@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from rollout.analysis.counts import BucketCounts, StageCounts
 from rollout.analysis.evidence import Evidence, GateJudge, LatencyCounts, RateCounts
-from rollout.analysis.srm import SampleRatio, sample_ratio
+from rollout.analysis.srm import SampleRatio, SampleRatioTest
 from rollout.model import Stage
 
 
@@ -42,7 +42,7 @@ def judge_stage(stage: Stage, counts: StageCounts) -> JudgeOutcome:
     if counts.interval < 0:
         return outcome
     try:
-        outcome = JudgeOutcome(sample_ratio=_sample_ratio(counts))
+        outcome = JudgeOutcome(sample_ratio=_sample_ratio(stage, counts))
     except Exception as err:  # noqa: BLE001 - a broken test must not stop the gates
         outcome.notes.append(f"sample ratio test failed: {type(err).__name__}: {err}")
     srm = outcome.sample_ratio
@@ -75,10 +75,7 @@ def _evidence(stage: Stage, name: str, counts: StageCounts) -> Evidence | None:
         return None
     gate = getattr(stage.gates, name)
     alpha = stage.judge_alpha(name, counts.services)  # the budget is per release: split over its services
-    step = stage.analysis.check_interval
-    # the judge's evidence starts after analysis.warmup (fixed before the stage: validity kept)
-    options = {"warmup_intervals": math.ceil(stage.analysis.warmup / step - 1e-9),
-               "budget": stage.analysis.judge_alpha}
+    options = {"warmup_intervals": _warmup_intervals(stage), "budget": stage.analysis.judge_alpha}
     judged: RateCounts | LatencyCounts
     if isinstance(source, BucketCounts):
         judged = source.upto(counts.interval)
@@ -95,8 +92,18 @@ def _evidence(stage: Stage, name: str, counts: StageCounts) -> Evidence | None:
     return judge.at(counts.interval)
 
 
-def _sample_ratio(counts: StageCounts) -> SampleRatio | None:
+def _warmup_intervals(stage: Stage) -> int:
+    """The judge's evidence starts after analysis.warmup (fixed before the stage: validity kept)."""
+    return math.ceil(stage.analysis.warmup / stage.analysis.check_interval - 1e-9)
+
+
+def _sample_ratio(stage: Stage, counts: StageCounts) -> SampleRatio | None:
     if counts.requests is None or counts.expected_share is None or not 0 < counts.expected_share < 1:
         return None
-    canary, stable = counts.requests
-    return sample_ratio(canary, stable, counts.expected_share, counts.interval)
+    warmup = _warmup_intervals(stage)
+    key = ("sample_ratio", counts.expected_share, warmup)
+    test = counts.memo.get(key)
+    if test is None:  # once per reading: a grid's checks read the same test at their own interval
+        canary, stable = counts.requests
+        test = counts.memo[key] = SampleRatioTest(canary, stable, counts.expected_share, warmup=warmup)
+    return test.at(counts.interval)

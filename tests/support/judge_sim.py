@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import gammaln
 from scipy.stats import beta
 
 from rollout.analysis.evidence import Evidence, GateJudge, RateCounts
@@ -261,3 +262,66 @@ def evidence_of(gate: str, q_canary: float, q_stable: float = 0.0005, tolerance:
     sim = simulate(Scenario("x", q_canary=q_canary, q_stable=q_stable), 1, minutes, np.random.default_rng(seed))
     counts = RateCounts(*(sim[k][0].astype(float) for k in ("xc", "nc", "xs", "ns")), source="simulated")
     return GateJudge(gate, Judge(tolerance=tolerance), alpha, counts).at(minutes - 1)
+
+
+# --------------------------------------------------------------------------- routing (the sample ratio test)
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How weighted requests reach the tracks, for the sample-ratio test. A router picks the track
+    per routing unit (a request, a user's session, a keep-alive connection of `unit_requests`
+    requests on average, geometric sizes) with probability `share` (None: the weight). Each
+    pod's rate wanders by `pod_jitter` (lognormal, mean 1) every 15 s scrape, independently, the
+    `noisy` replay scenario's per-pod traffic; `diurnal` adds +-60 % over a day on both tracks.
+    `testers_rps`: header-routed requests counted as weighted canary ones (no route label)."""
+
+    name: str
+    rps: float = 200.0  # the service's weighted requests per second
+    weight: float = 0.1
+    share: float | None = None
+    unit_requests: float = 1.0
+    pod_jitter: float = 0.0
+    diurnal: bool = False
+    canary_pods: int = 1
+    stable_pods: int = 9
+    testers_rps: float = 0.0
+    onset: int = 0  # the share applies from this interval (the weight before)
+
+
+def simulate_routing(r: Routing, stages: int, intervals: int, rng: np.random.Generator,
+                     interval_seconds: int = INTERVAL) -> tuple[np.ndarray, np.ndarray]:
+    """(canary, stable) weighted requests per interval, shape (stages, intervals)."""
+    t = np.arange(intervals)
+    share = np.where(t >= r.onset, r.weight if r.share is None else r.share, r.weight)
+    volume = np.full((stages, intervals), r.rps * interval_seconds, dtype=float)
+    if r.diurnal:
+        volume *= 1 + 0.6 * np.sin(2 * np.pi * t / (86400 / interval_seconds) + rng.uniform(0, 2 * np.pi, (stages, 1)))
+    tracks = []
+    for pods, part in ((r.canary_pods, share), (r.stable_pods, 1 - share)):
+        scale = np.ones((stages, intervals))
+        if r.pod_jitter:  # the mean over the track's pods and the interval's scrapes of each rate's swing
+            scrapes = max(1, interval_seconds // 15)
+            sigma = r.pod_jitter
+            scale = rng.lognormal(-sigma**2 / 2, sigma, (stages, intervals, pods * scrapes)).mean(axis=-1)
+        units = rng.poisson(volume * part * scale / r.unit_requests)
+        if r.unit_requests > 1:  # each unit carries 1 + NegBin(1, 1/k) requests: a sum of geometrics
+            requests = units + rng.negative_binomial(np.maximum(units, 1), 1 / r.unit_requests) * (units > 0)
+        else:
+            requests = units
+        tracks.append(requests.astype(float))
+    canary, stable = tracks
+    if r.testers_rps:
+        canary = canary + rng.poisson(r.testers_rps * interval_seconds, canary.shape)
+    return canary, stable
+
+
+def beta_binomial_log_e_path(canary: np.ndarray, stable: np.ndarray, weight: float,
+                             concentration: float = 100.0) -> np.ndarray:
+    """The sample-ratio test the bot ran before (Lindon & Malek's Beta-binomial mixture against
+    the point null `weight`, every request routed independently), for the benchmark's comparison:
+    log B(a + C, b + S) / B(a, b) - C log p0 - S log(1 - p0), a = K p0, b = K (1 - p0)."""
+    c, s = np.cumsum(canary, axis=-1), np.cumsum(stable, axis=-1)
+    a, b = concentration * weight, concentration * (1 - weight)
+    lbeta = lambda x, y: gammaln(x) + gammaln(y) - gammaln(x + y)  # noqa: E731
+    return lbeta(a + c, b + s) - lbeta(a, b) - c * math.log(weight) - s * math.log1p(-weight)
