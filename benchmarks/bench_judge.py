@@ -1,13 +1,14 @@
 """The sequential judge in numbers, on the noise real pods make: false detections over many
 healthy 24 h stages (the same version on both tracks) with Clopper-Pearson intervals, detection
-time after a fault, and the trade-off between the candidate tests that were tried.
+time after a fault, the trade-off between the candidate tests that were tried, and the
+sample-ratio guardrail on the routing noise real traffic makes.
 
 Simulated per-minute counts (tests/support/judge_sim.py: the synthetic app's traffic, errors
 and latency buckets, one canary pod and nine stable pods) through the product's e-processes
 and decision with benchmarks/policies/recommended.yaml's judge settings (alpha per gate,
 tolerances, latency quantile, warm-up, at least 5 canary events).
 
-    uv run python benchmarks/bench_judge.py [--stages 1000] [--effect-stages 200] [--only nulls|detection|tradeoff]
+    uv run python benchmarks/bench_judge.py [--stages 1000] [--effect-stages 200] [--only nulls|detection|tradeoff|srm]
 """
 
 from __future__ import annotations
@@ -32,13 +33,17 @@ from support.judge_sim import (
     QUANTILE,
     TOLERANCE,
     WARMUP,
+    Routing,
     Scenario,
+    beta_binomial_log_e_path,
     clopper_pearson,
     crossings,
     simulate,
+    simulate_routing,
 )
 
 from rollout.analysis.judge import BETS, Bets
+from rollout.analysis.srm import SRM_ALPHA, TOLERANCE as SRM_TOLERANCE, SampleRatioTest
 
 PER_MIN = 60 // INTERVAL  # intervals per minute at the recommended check interval
 DAY = 1440 * PER_MIN
@@ -145,6 +150,58 @@ def tradeoff(stages: int) -> list[str]:
     return lines
 
 
+SRM_NULLS = (
+    Routing("per-request routing, 200 req/s, weight 10 %"),
+    Routing("per-request routing, 2 req/s (blocks span several intervals)", rps=2.0),
+    Routing("per-pod rate jitter, sigma 0.3 per scrape (the `noisy` replay)", pod_jitter=0.3),
+    Routing("per-pod rate jitter, sigma 0.6, diurnal traffic", pod_jitter=0.6, diurnal=True),
+    Routing("sticky user sessions, 20 requests each", unit_requests=20.0),
+    Routing("weight 50 %, 2 + 2 pods, sessions of 20, jitter 0.3", weight=0.5, unit_requests=20.0, pod_jitter=0.3,
+            canary_pods=2, stable_pods=2),
+)
+SRM_FAULTS = (
+    ("the canary gets half its share (5 % at a 10 % weight)", Routing("half", share=0.05)),
+    ("the canary gets 15 % at a 10 % weight", Routing("15", share=0.15)),
+    ("a 50 % stage whose canary gets 10 % (the router ignores the weight)", Routing("50-10", weight=0.5, share=0.1)),
+    ("testers' 10 req/s counted as weighted canary requests (14 %)", Routing("testers", testers_rps=10.0)),
+    ("20 % from 6 h on, per-pod jitter 0.3", Routing("late", share=0.2, pod_jitter=0.3, onset=360 * PER_MIN)),
+)
+
+
+def _srm_first(canary: np.ndarray, stable: np.ndarray, weight: float) -> np.ndarray:
+    """The first interval of each stage whose sample-ratio e-value reaches 1/alpha (-1: never)."""
+    level = np.log(1 / SRM_ALPHA)
+    out = []
+    for c, s in zip(canary, stable, strict=True):
+        hits = np.flatnonzero(SampleRatioTest(c, s, weight, warmup=WARMUP).running_max >= level)
+        out.append(int(hits[0]) if hits.size else -1)
+    return np.array(out)
+
+
+def sample_ratio(stages: int, effect_stages: int) -> list[str]:
+    lines = [f"| routing with the configured weight (24 h stages) | false mismatches: sign test, band "
+             f"+-{SRM_TOLERANCE:g} x the smaller share (chosen) | 95 % interval | per-request Beta-binomial e-test "
+             "(before) |", "|---|---|---|---|"]
+    for seed, routing in enumerate(SRM_NULLS):
+        canary, stable = simulate_routing(routing, stages, DAY, np.random.default_rng(300 + seed))
+        found = int((_srm_first(canary, stable, routing.weight) >= 0).sum())
+        low, high = clopper_pearson(found, stages)
+        old = beta_binomial_log_e_path(canary[:, WARMUP:], stable[:, WARMUP:], routing.weight)
+        before = int((old.max(axis=-1) >= np.log(1 / SRM_ALPHA)).sum())
+        lines.append(f"| {routing.name} | {found}/{stages} | {low:.4f}-{high:.4f} | {before}/{stages} |")
+    lines += ["", "| mismatch | median minutes from onset (after the warm-up) to a held check | 90 % | not within 2 h |",
+              "|---|---|---|---|"]
+    for seed, (name, routing) in enumerate(SRM_FAULTS):
+        start = max(routing.onset, WARMUP)
+        first = _srm_first(*simulate_routing(routing, effect_stages, start + 120 * PER_MIN,
+                                             np.random.default_rng(400 + seed)), routing.weight)
+        d = np.where(first >= start, (first - start + 1) / PER_MIN, np.inf)
+        with np.errstate(invalid="ignore"):
+            p90 = np.percentile(d, 90)
+        lines.append(f"| {name} | {_m(np.median(d))} | {_m(p90)} | {int(np.isinf(d).sum())}/{effect_stages} |")
+    return lines
+
+
 def _m(minutes: float) -> str:
     return "-" if not np.isfinite(minutes) else f"{minutes:.1f}"
 
@@ -153,17 +210,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stages", type=int, default=1000, help="healthy 24 h stages per null")
     parser.add_argument("--effect-stages", type=int, default=200, help="stages per fault and per trade-off cell")
-    parser.add_argument("--only", choices=("nulls", "detection", "tradeoff"), action="append",
+    parser.add_argument("--only", choices=("nulls", "detection", "tradeoff", "srm"), action="append",
                         help="print only these tables (repeatable; default: all)")
     args = parser.parse_args()
-    only = set(args.only or ("nulls", "detection", "tradeoff"))
+    only = set(args.only or ("nulls", "detection", "tradeoff", "srm"))
     clock = time.perf_counter()
     print(f"recommended.yaml: check interval {INTERVAL} s, alpha per gate {ALPHA:g} (stage 0.01 over 4 judged "
           f"gates), tolerances {TOLERANCE}, latency quantile {QUANTILE:g}, warm-up {WARMUP_MINUTES:g} min, "
           f"bets {BETS.fractions}, {len(BOUNDARIES)} latency buckets {BOUNDARIES[0]:g}-{BOUNDARIES[-1]:g} s\n")
     for name, table in (("nulls", lambda: false_detections(args.stages)),
                         ("detection", lambda: detection(args.effect_stages)),
-                        ("tradeoff", lambda: tradeoff(args.effect_stages))):
+                        ("tradeoff", lambda: tradeoff(args.effect_stages)),
+                        ("srm", lambda: sample_ratio(args.stages, args.effect_stages))):
         if name in only:
             print("\n".join(table()) + "\n", flush=True)
     print(f"\n({time.perf_counter() - clock:.0f} s)")
