@@ -146,6 +146,10 @@ def srm_log_e_path(canary_requests: ArrayLike, stable_requests: ArrayLike, expec
                    tolerance: float = TOLERANCE, warmup: int = 0) -> np.ndarray:
     """log E after each interval: the mean of the above-band and below-band sign tests."""
     above, below = block_votes(canary_requests, stable_requests, expected_share, tolerance, warmup)
+    return _log_e(above, below, warmup)
+
+
+def _log_e(above: np.ndarray, below: np.ndarray, warmup: int) -> np.ndarray:
     if above.size == 0:
         return np.zeros(0)
     sides = bet_log_e_paths(np.stack([above, below]), warmup=warmup)
@@ -162,7 +166,7 @@ class SampleRatioTest:
         self.expected, self.alpha = expected_share, alpha
         self.low, self.high = share_band(expected_share, tolerance)
         above, below = block_votes(self.canary, self.stable, expected_share, tolerance, warmup)
-        self.path = srm_log_e_path(self.canary, self.stable, expected_share, tolerance, warmup)
+        self.path = _log_e(above, below, warmup)
         self.running_max = np.maximum.accumulate(self.path) if self.path.size else self.path
         self.blocks, self.above, self.below = (np.cumsum(above != 0), np.cumsum(above > 0), np.cumsum(below > 0))
         usable = _usable(self.canary, self.stable)
