@@ -62,15 +62,16 @@ NULLS = (
 UP_TO_08 = Bets.even(0.1, 0.25, 0.5, 0.8)
 CANDIDATES: list[tuple[str, int, dict]] = [
     ("per-event likelihood ratios (the old judge), 1m, no warm-up", 60, {"method": "event", "warmup": 0}),
-    ("interval bets up to 0.8, early-change prior, 30s (the previous choice)", 30,
-     {"bets": UP_TO_08, "start_prior": "early"}),
+    ("interval bets up to 0.8, early-change prior, 30s", 30, {"bets": UP_TO_08, "start_prior": "early"}),
     ("interval bets up to 0.95, early-change prior, 30s", 30, {"start_prior": "early"}),
-    ("interval bets up to 0.8, log-time prior, 30s", 30, {"bets": UP_TO_08}),
-    ("interval bets up to 0.95, log-time prior, 30s (chosen)", 30, {}),
-    ("interval bets up to 0.5, log-time prior, 30s", 30, {"bets": Bets.even(0.1, 0.25, 0.5)}),
-    ("interval bets up to 0.95, log-time prior, 1m", 60, {}),
-    ("interval bets up to 0.95, log-time prior, 15s", 15, {}),
-    ("interval bets up to 0.95, log-time prior, 30s, no warm-up", 30, {"warmup": 0}),
+    ("interval bets up to 0.95, unbounded log-time prior, 30s (the previous choice)", 30,
+     {"start_prior": "unbounded"}),
+    ("interval bets up to 0.8, week-horizon prior, 30s", 30, {"bets": UP_TO_08}),
+    ("interval bets up to 0.95, week-horizon prior, 30s (chosen)", 30, {}),
+    ("interval bets up to 0.5, week-horizon prior, 30s", 30, {"bets": Bets.even(0.1, 0.25, 0.5)}),
+    ("interval bets up to 0.95, week-horizon prior, 1m", 60, {}),
+    ("interval bets up to 0.95, week-horizon prior, 15s", 15, {}),
+    ("interval bets up to 0.95, week-horizon prior, 30s, no warm-up", 30, {"warmup": 0}),
 ]
 WARMUP_MINUTES = WARMUP * INTERVAL / 60
 
