@@ -34,7 +34,7 @@ median lies within floor(n p0) and ceil(n p0), and min_requests makes n (high - 
 n (p0 - low) >= 1, so P(share > high) <= P(count > median) <= 1/2, and likewise below.
 
 Power: a vote pays at most 1 + MAX_BET per block (a median test uses signs, not sizes), so a gross
-mismatch is flagged after about 14 blocks (7 minutes of 30 s intervals at alpha 0.001), and a
+mismatch is flagged after about 15 blocks (7.5 minutes of 30 s intervals at alpha 0.001), and a
 share just outside the band takes as long as its blocks need to land outside it more often
 than not. What that buys: no assumption about the size of the noise.
 """
