@@ -71,6 +71,7 @@ CANDIDATES: list[tuple[str, int, dict]] = [
     ("interval bets up to 0.5, week-horizon prior, 30s", 30, {"bets": Bets.even(0.1, 0.25, 0.5)}),
     ("interval bets up to 0.95, week-horizon prior, 1m", 60, {}),
     ("interval bets up to 0.95, week-horizon prior, 15s", 15, {}),
+    ("interval bets up to 0.95, week-horizon prior, 10s", 10, {}),
     ("interval bets up to 0.95, week-horizon prior, 30s, no warm-up", 30, {"warmup": 0}),
 ]
 WARMUP_MINUTES = WARMUP * INTERVAL / 60
