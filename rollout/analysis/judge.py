@@ -158,7 +158,7 @@ def _not_started_within_horizon(t: FloatArray) -> FloatArray:
     """N(t), the prior mass of starts after interval t (1-based), for the 'changepoint' prior:
     0.05 + 0.45 (1 - ln(t + 1) / ln(H + 1)) up to H, then 0.05 / (1 + ln((t + 1) / (H + 1)))."""
     within = _AFTER_HORIZON + (0.5 - _AFTER_HORIZON) * (1.0 - np.log(t + 1.0) / math.log(HORIZON + 1.0))
-    after = _AFTER_HORIZON / (1.0 + np.log((t + 1.0) / (HORIZON + 1.0)))
+    after = _AFTER_HORIZON / (1.0 + np.log((np.maximum(t, HORIZON) + 1.0) / (HORIZON + 1.0)))
     return np.where(t <= HORIZON, within, after)
 
 

@@ -5,6 +5,7 @@ its gate and never stops the threshold gates."""
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -91,6 +92,23 @@ def test_the_configured_share_passes_the_sample_ratio_row() -> None:
                          requests=(canary, 1000 - canary), expected_share=0.1)
     result = evaluate(stage(), measured(counts))
     assert gate(result, SAMPLE_RATIO).status == "pass" and result.verdict == "pass", result.reason
+
+
+def test_the_sample_ratio_test_starts_after_the_warm_up_as_the_judge_does() -> None:
+    """Canary pods that are not all ready yet get a fifth of their share for the first 20 minutes,
+    then the weight. With analysis.warmup 20m those minutes carry no votes and the row passes;
+    without a warm-up the same counts are a mismatch (and the share shown counts only voted
+    requests)."""
+    intervals = 60
+    canary = np.where(np.arange(intervals) < 20, 20.0, 100.0)
+    counts = StageCounts(intervals - 1, {"error_rate": errors(0.0005, intervals), "p95_latency_seconds": buckets(intervals)},
+                         requests=(canary, 1000.0 - canary), expected_share=0.1)
+    warm = stage().model_copy(update={"analysis": stage().analysis.model_copy(update={"warmup": timedelta(minutes=20)})})
+    cold = stage().model_copy(update={"analysis": stage().analysis.model_copy(update={"warmup": timedelta(0)})})
+    after_warmup = gate(evaluate(warm, measured(counts)), SAMPLE_RATIO)
+    assert after_warmup.status == "pass" and after_warmup.value == pytest.approx(0.1), after_warmup.message
+    # the same reading (and memo): the test is memoised per warm-up, not once for both
+    assert gate(evaluate(cold, measured(counts)), SAMPLE_RATIO).status == "hold"
 
 
 def test_counts_that_could_not_be_read_hold_the_gate_and_the_thresholds_still_fail() -> None:
