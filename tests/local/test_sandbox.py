@@ -26,6 +26,12 @@ ROLLOUT = str(Path(sys.executable).parent / "rollout")
 # exit codes README documents as a result rather than an error, per command
 OUTCOMES = {"preflight": {0, 1}, "check": {0, 1, 2}}
 pytestmark = pytest.mark.timeout(600)  # a hang guard; the README run gets more (below)
+# What a terminal gives the programs it starts: Ctrl-C and Ctrl-\ are not ignored. A suite run as
+# a background job of a non-interactive shell (`bash .ci/run &`) inherits SIGINT and SIGQUIT
+# ignored (POSIX), and bash or Python started with a signal ignored never catches it, so the
+# Ctrl-C these tests send would be lost. Reset both to the default, then exec the command.
+AS_FROM_A_TERMINAL = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "signal.signal(signal.SIGQUIT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"]
 
 
 def operator_commands() -> list[str]:
@@ -57,7 +63,7 @@ class Sandbox:
 
     def shell(self, line: str, cwd: Path, **kwargs) -> subprocess.Popen[str]:  # noqa: ANN003
         """`line` as a user types it after `source sandbox.env`."""
-        return subprocess.Popen(["bash", "-c", f"source {self.env_file} && {line}"], cwd=cwd, text=True,
+        return subprocess.Popen([*AS_FROM_A_TERMINAL, "bash", "-c", f"source {self.env_file} && {line}"], cwd=cwd, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
     def stand_in_state(self) -> dict:
@@ -69,7 +75,8 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     out, log = tmp_path / "demo-out", tmp_path / "sandbox.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [ROLLOUT, "demo", "--keep", "--out", str(out), "-C", str(REPO), "--check-seconds", "1", "--hold-seconds", "6"],
+            [*AS_FROM_A_TERMINAL, ROLLOUT, "demo", "--keep", "--out", str(out), "-C", str(REPO), "--check-seconds", "1",
+             "--hold-seconds", "6"],
             stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )
     box = Sandbox(out, process, log)
