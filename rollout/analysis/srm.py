@@ -69,7 +69,7 @@ def share_band(expected_share: float, tolerance: float = TOLERANCE) -> tuple[flo
 def min_block_requests(expected_share: float, tolerance: float = TOLERANCE) -> int:
     """Requests a block needs before it votes: n (high - p0) >= 1, so a binomial share's median is
     inside the band (see the module docstring)."""
-    low, high = share_band(expected_share, tolerance)
+    _, high = share_band(expected_share, tolerance)
     return math.ceil(1.0 / (high - expected_share) - 1e-9)
 
 
@@ -105,18 +105,18 @@ class SampleRatio:
                 f"mismatch at {1 / self.alpha:g})")
 
 
-def _usable(xc: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Intervals that count, on both tracks: finite, non-negative request counts."""
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(xc) & np.isfinite(xs) & (xc >= 0) & (xs >= 0)
-
-
-def _arrays(canary_requests: ArrayLike, stable_requests: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def _voting(canary_requests: ArrayLike, stable_requests: ArrayLike,
+            warmup: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(canary, stable, mask of the intervals that count): finite, non-negative counts on both
+    tracks, after the warm-up."""
     xc = np.asarray(canary_requests, dtype=float)
     xs = np.asarray(stable_requests, dtype=float)
     if xc.shape != xs.shape or xc.ndim != 1:
         raise ValueError(f"canary and stable requests must be 1-D and of one shape: {xc.shape} vs {xs.shape}")
-    return xc, xs
+    with np.errstate(invalid="ignore"):
+        use = np.isfinite(xc) & np.isfinite(xs) & (xc >= 0) & (xs >= 0)
+    use[: max(0, int(warmup))] = False
+    return xc, xs, use
 
 
 def block_votes(canary_requests: ArrayLike, stable_requests: ArrayLike, expected_share: float,
@@ -124,11 +124,13 @@ def block_votes(canary_requests: ArrayLike, stable_requests: ArrayLike, expected
     """(above, below): per interval, +1 / -1 at an interval that closes a block whose share is /
     is not above (below) the band, 0 elsewhere. Unusable intervals (NaN, negative) and the first
     `warmup` intervals join no block."""
-    xc, xs = _arrays(canary_requests, stable_requests)
+    return _votes(*_voting(canary_requests, stable_requests, warmup), expected_share, tolerance)
+
+
+def _votes(xc: np.ndarray, xs: np.ndarray, use: np.ndarray, expected_share: float,
+           tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     low, high = share_band(expected_share, tolerance)
     need = min_block_requests(expected_share, tolerance)
-    use = _usable(xc, xs)
-    use[: max(0, int(warmup))] = False
     above, below = np.zeros(xc.size), np.zeros(xc.size)
     canary = total = 0.0
     for i in np.flatnonzero(use):
@@ -142,37 +144,24 @@ def block_votes(canary_requests: ArrayLike, stable_requests: ArrayLike, expected
     return above, below
 
 
-def srm_log_e_path(canary_requests: ArrayLike, stable_requests: ArrayLike, expected_share: float,
-                   tolerance: float = TOLERANCE, warmup: int = 0) -> np.ndarray:
-    """log E after each interval: the mean of the above-band and below-band sign tests."""
-    above, below = block_votes(canary_requests, stable_requests, expected_share, tolerance, warmup)
-    return _log_e(above, below, warmup)
-
-
-def _log_e(above: np.ndarray, below: np.ndarray, warmup: int) -> np.ndarray:
-    if above.size == 0:
-        return np.zeros(0)
-    sides = bet_log_e_paths(np.stack([above, below]), warmup=warmup)
-    return np.logaddexp(sides[0], sides[1]) - math.log(2.0)
-
-
 class SampleRatioTest:
     """The test over one reading's intervals, computed once and readable at any of them (a grid's
-    checks share it; every value at interval k depends on intervals 0..k alone)."""
+    checks share it; every value at interval k depends on intervals 0..k alone). `path` is log E
+    after each interval: the mean of the above-band and below-band sign tests."""
 
     def __init__(self, canary_requests: ArrayLike, stable_requests: ArrayLike, expected_share: float, *,
                  tolerance: float = TOLERANCE, warmup: int = 0, alpha: float = SRM_ALPHA):
-        self.canary, self.stable = _arrays(canary_requests, stable_requests)
         self.expected, self.alpha = expected_share, alpha
         self.low, self.high = share_band(expected_share, tolerance)
-        above, below = block_votes(self.canary, self.stable, expected_share, tolerance, warmup)
-        self.path = _log_e(above, below, warmup)
+        xc, xs, use = _voting(canary_requests, stable_requests, warmup)
+        above, below = _votes(xc, xs, use, expected_share, tolerance)
+        sides = bet_log_e_paths(np.stack([above, below]), warmup=warmup)
+        self.path = np.logaddexp(sides[0], sides[1]) - math.log(2.0)
         self.running_max = np.maximum.accumulate(self.path) if self.path.size else self.path
-        self.blocks, self.above, self.below = (np.cumsum(above != 0), np.cumsum(above > 0), np.cumsum(below > 0))
-        usable = _usable(self.canary, self.stable)
-        usable[: max(0, int(warmup))] = False  # the share shown counts the requests the votes count
-        self.canary_cum = np.cumsum(np.where(usable, self.canary, 0.0))
-        self.stable_cum = np.cumsum(np.where(usable, self.stable, 0.0))
+        self.blocks, self.above, self.below = np.cumsum(above != 0), np.cumsum(above > 0), np.cumsum(below > 0)
+        # the share shown counts the requests the votes count
+        self.canary_cum = np.cumsum(np.where(use, xc, 0.0))
+        self.stable_cum = np.cumsum(np.where(use, xs, 0.0))
 
     def at(self, index: int) -> SampleRatio:
         """The test once interval `index` has ended (intervals 0..index)."""
@@ -187,10 +176,3 @@ class SampleRatioTest:
             alpha=self.alpha, canary_requests=nc, stable_requests=ns, low=self.low, high=self.high,
             blocks=int(self.blocks[index]), above=int(self.above[index]), below=int(self.below[index]),
         )
-
-
-def sample_ratio(canary_requests: ArrayLike, stable_requests: ArrayLike, expected_share: float, index: int,
-                 alpha: float = SRM_ALPHA, warmup: int = 0) -> SampleRatio:
-    """The test once interval `index` has ended (intervals 0..index of the arrays)."""
-    xc, xs = _arrays(canary_requests, stable_requests)
-    return SampleRatioTest(xc[: index + 1], xs[: index + 1], expected_share, warmup=warmup, alpha=alpha).at(index)
