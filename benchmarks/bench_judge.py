@@ -42,7 +42,7 @@ from support.judge_sim import (
     simulate_routing,
 )
 
-from rollout.analysis.judge import BETS, Bets
+from rollout.analysis.judge import BETS, Bets, first_crossing
 from rollout.analysis.srm import SRM_ALPHA, TOLERANCE as SRM_TOLERANCE, SampleRatioTest
 
 PER_MIN = 60 // INTERVAL  # intervals per minute at the recommended check interval
@@ -172,12 +172,9 @@ SRM_FAULTS = (
 
 def _srm_first(canary: np.ndarray, stable: np.ndarray, weight: float) -> np.ndarray:
     """The first interval of each stage whose sample-ratio e-value reaches 1/alpha (-1: never)."""
-    level = np.log(1 / SRM_ALPHA)
-    out = []
-    for c, s in zip(canary, stable, strict=True):
-        hits = np.flatnonzero(SampleRatioTest(c, s, weight, warmup=WARMUP).running_max >= level)
-        out.append(int(hits[0]) if hits.size else -1)
-    return np.array(out)
+    found = (first_crossing(SampleRatioTest(c, s, weight, warmup=WARMUP).path, SRM_ALPHA)
+             for c, s in zip(canary, stable, strict=True))
+    return np.array([-1 if first is None else first for first in found])
 
 
 def sample_ratio(stages: int, effect_stages: int) -> list[str]:
@@ -189,7 +186,7 @@ def sample_ratio(stages: int, effect_stages: int) -> list[str]:
         found = int((_srm_first(canary, stable, routing.weight) >= 0).sum())
         low, high = clopper_pearson(found, stages)
         old = beta_binomial_log_e_path(canary[:, WARMUP:], stable[:, WARMUP:], routing.weight)
-        before = int((old.max(axis=-1) >= np.log(1 / SRM_ALPHA)).sum())
+        before = sum(first_crossing(path, SRM_ALPHA) is not None for path in old)
         lines.append(f"| {routing.name} | {found}/{stages} | {low:.4f}-{high:.4f} | {before}/{stages} |")
     lines += ["", "| mismatch | median minutes from onset (after the warm-up) to a held check | 90 % | not within 2 h |",
               "|---|---|---|---|"]

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import gammaln
+from scipy.special import betaln
 from scipy.stats import beta
 
 from rollout.analysis.evidence import Evidence, GateJudge, RateCounts
@@ -302,8 +302,7 @@ def simulate_routing(r: Routing, stages: int, intervals: int, rng: np.random.Gen
         scale = np.ones((stages, intervals))
         if r.pod_jitter:  # the mean over the track's pods and the interval's scrapes of each rate's swing
             scrapes = max(1, interval_seconds // 15)
-            sigma = r.pod_jitter
-            scale = rng.lognormal(-sigma**2 / 2, sigma, (stages, intervals, pods * scrapes)).mean(axis=-1)
+            scale = rng.lognormal(-r.pod_jitter**2 / 2, r.pod_jitter, (stages, intervals, pods * scrapes)).mean(axis=-1)
         units = rng.poisson(volume * part * scale / r.unit_requests)
         if r.unit_requests > 1:  # each unit carries 1 + NegBin(1, 1/k) requests: a sum of geometrics
             requests = units + rng.negative_binomial(np.maximum(units, 1), 1 / r.unit_requests) * (units > 0)
@@ -323,5 +322,4 @@ def beta_binomial_log_e_path(canary: np.ndarray, stable: np.ndarray, weight: flo
     log B(a + C, b + S) / B(a, b) - C log p0 - S log(1 - p0), a = K p0, b = K (1 - p0)."""
     c, s = np.cumsum(canary, axis=-1), np.cumsum(stable, axis=-1)
     a, b = concentration * weight, concentration * (1 - weight)
-    lbeta = lambda x, y: gammaln(x) + gammaln(y) - gammaln(x + y)  # noqa: E731
-    return lbeta(a + c, b + s) - lbeta(a, b) - c * math.log(weight) - s * math.log1p(-weight)
+    return betaln(a + c, b + s) - betaln(a, b) - c * math.log(weight) - s * math.log1p(-weight)
