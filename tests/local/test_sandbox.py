@@ -63,8 +63,8 @@ class Sandbox:
 
     def shell(self, line: str, cwd: Path, **kwargs) -> subprocess.Popen[str]:  # noqa: ANN003
         """`line` as a user types it after `source sandbox.env`."""
-        return subprocess.Popen([*AS_FROM_A_TERMINAL, "bash", "-c", f"source {self.env_file} && {line}"], cwd=cwd, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+        return subprocess.Popen([*AS_FROM_A_TERMINAL, "bash", "-c", f"source {self.env_file} && {line}"], cwd=cwd,
+                                text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
     def stand_in_state(self) -> dict:
         return json.loads((self.out / "pulumi-state.json").read_text())["stacks"]["prod"]

@@ -86,8 +86,9 @@ def test_a_healthy_canary_shows_its_evidence_and_passes(live: LiveStack) -> None
 
 def test_a_bad_canary_is_a_regression_that_fails_at_once(live: LiveStack) -> None:
     """One bet per 1 s interval: a few dozen intervals, not eight, to be sure (at 30 both
-    e-values are near 1e18 against 1/alpha = 200). It failed once on a heavily loaded machine
-    without saying why, so every assertion prints each gate's status and message."""
+    e-values were above 1e18 against 1/alpha = 200 in a run on this machine). It failed once on
+    a heavily loaded machine without saying why, so every assertion prints each gate's status
+    and message."""
     scraped_for(live, 30)
     result = check(live, "genesis-bad", 30)
     shown = "; ".join(f"{g.name} {g.status}: {g.message}" for g in result.gates)
